@@ -1,0 +1,1 @@
+"""REST API (DRF): thin views over services and selectors."""

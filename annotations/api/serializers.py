@@ -1,0 +1,120 @@
+"""Serializers.  Output never includes secrets or patient identity."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from annotations.models import (
+    Assignment, AuditEvent, Image, IngestBatch, IngestItem, LabelClass, Project, Reader,
+)
+from annotations.services.signing import signed_image_url
+from annotations.taxonomy import PRESETS
+
+
+class LabelClassSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LabelClass
+        fields = ["class_id", "name", "code", "color", "image_level"]
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    label_classes = LabelClassSerializer(many=True, read_only=True)
+    image_count = serializers.IntegerField(source="images.count", read_only=True)
+
+    class Meta:
+        model = Project
+        fields = ["slug", "name", "description", "taxonomy_preset", "readers_per_image",
+                  "consensus_strategy", "consensus_params", "show_prelabels", "clahe",
+                  "allow_burned_in_annotation", "display_long_side", "label_classes",
+                  "image_count", "created_at"]
+        read_only_fields = ["taxonomy_preset", "created_at"]
+
+
+class ProjectCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    slug = serializers.SlugField(max_length=64, required=False)
+    taxonomy_preset = serializers.ChoiceField(choices=sorted(PRESETS), required=False)
+    class_names = serializers.ListField(child=serializers.CharField(max_length=100),
+                                        required=False, allow_empty=False)
+    readers_per_image = serializers.IntegerField(min_value=1, max_value=20, default=3)
+    description = serializers.CharField(required=False, allow_blank=True)
+    show_prelabels = serializers.BooleanField(required=False)
+    clahe = serializers.BooleanField(required=False)
+    allow_burned_in_annotation = serializers.BooleanField(required=False)
+    display_long_side = serializers.IntegerField(min_value=128, max_value=4096, required=False)
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    study = serializers.CharField(source="study.pseudo_id", read_only=True)
+    project = serializers.CharField(source="project.slug", read_only=True)
+    display_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Image
+        fields = ["pseudo_id", "project", "study", "width", "height", "pixel_spacing_row",
+                  "pixel_spacing_col", "modality", "view_position", "photometric",
+                  "bits_stored", "source_format", "display_width", "display_height",
+                  "display_url", "thumbnail_url", "created_at"]
+
+    def get_display_url(self, obj: Image) -> str:
+        return signed_image_url(obj.pseudo_id, "display")
+
+    def get_thumbnail_url(self, obj: Image) -> str:
+        return signed_image_url(obj.pseudo_id, "thumbnail")
+
+
+class IngestItemSerializer(serializers.ModelSerializer):
+    image = serializers.CharField(source="image.pseudo_id", default=None, read_only=True)
+
+    class Meta:
+        model = IngestItem
+        fields = ["seq", "status", "reason", "detail", "image", "updated_at"]
+
+
+class IngestBatchSerializer(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.slug", read_only=True)
+    counts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = IngestBatch
+        fields = ["id", "project", "source", "status", "created_at", "counts"]
+
+    def get_counts(self, obj: IngestBatch) -> dict[str, int]:
+        from annotations.services.ingest import batch_counts
+
+        return batch_counts(obj)
+
+
+class ReaderSerializer(serializers.ModelSerializer):
+    email = serializers.EmailField(source="user.email", read_only=True)
+
+    class Meta:
+        model = Reader
+        fields = ["code", "email", "active", "created_at"]
+
+
+class ReaderCreateSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    code = serializers.CharField(max_length=32)
+    password = serializers.CharField(write_only=True, min_length=10, required=False)
+
+
+class AssignmentSerializer(serializers.ModelSerializer):
+    image = serializers.CharField(source="image.pseudo_id", read_only=True)
+    project = serializers.CharField(source="image.project.slug", read_only=True)
+    reader = serializers.CharField(source="reader.code", read_only=True)
+
+    class Meta:
+        model = Assignment
+        fields = ["id", "project", "image", "reader", "status", "created_at", "completed_at"]
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor.username", default=None, read_only=True)
+    project = serializers.CharField(source="project.slug", default=None, read_only=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "actor", "action", "project", "target_type", "target_id", "detail",
+                  "created_at"]

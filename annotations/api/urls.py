@@ -1,0 +1,24 @@
+from django.urls import path
+from rest_framework.authtoken.views import obtain_auth_token
+
+from annotations.api import views as v
+
+urlpatterns = [
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("me/", v.Me.as_view(), name="me"),
+    path("me/assignments/", v.MyAssignments.as_view(), name="my-assignments"),
+    path("projects/", v.ProjectListCreate.as_view(), name="project-list"),
+    path("projects/<slug:slug>/", v.ProjectDetail.as_view(), name="project-detail"),
+    path("projects/<slug:slug>/images/", v.ProjectImageList.as_view(), name="project-images"),
+    path("projects/<slug:slug>/uploads/", v.ProjectUpload.as_view(), name="project-upload"),
+    path("projects/<slug:slug>/quarantine/", v.ProjectQuarantine.as_view(),
+         name="project-quarantine"),
+    path("projects/<slug:slug>/assignments/", v.ProjectAssign.as_view(),
+         name="project-assign"),
+    path("images/<str:image_id>/", v.ImageDetail.as_view(), name="image-detail"),
+    path("ingest-batches/<int:pk>/", v.IngestBatchDetail.as_view(), name="ingest-batch"),
+    path("ingest-batches/<int:pk>/items/", v.IngestBatchItems.as_view(),
+         name="ingest-batch-items"),
+    path("readers/", v.ReaderListCreate.as_view(), name="reader-list"),
+    path("audit/", v.AuditList.as_view(), name="audit-list"),
+]

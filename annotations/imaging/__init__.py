@@ -1,0 +1,1 @@
+"""Pure imaging: DICOM decoding, de-identification, rendering, synthetic studies."""

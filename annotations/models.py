@@ -1,0 +1,296 @@
+"""The platform's data model.
+
+Coordinates: every box is stored in absolute pixels of the ORIGINAL image
+(``x_min, y_min, x_max, y_max``, VinBigData convention); conversions to Label
+Studio percent, COCO, YOLO or VOC happen only at the edges.
+
+Identity: nothing here holds patient identity.  Studies and images are keyed by
+pseudonymous ids (keyed HMAC of the DICOM UIDs, see ``imaging.pseudonym``).
+
+Versioning: a reader's annotation is never edited in place.  A new version is a
+new ``ReaderAnnotation`` row and the previous one is marked not current, so a
+consensus run can record exactly which versions it read.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+
+class Project(models.Model):
+    """A labelling project: one taxonomy, one reading protocol, one model line."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    taxonomy_preset = models.CharField(max_length=32, blank=True)
+    readers_per_image = models.PositiveSmallIntegerField(
+        default=3, validators=[MinValueValidator(1)]
+    )
+    consensus_strategy = models.CharField(max_length=64, default="wbf")
+    consensus_params = models.JSONField(default=dict, blank=True)
+    #: Pre-labels bias an independent read, so readers see none unless enabled.
+    show_prelabels = models.BooleanField(default=False)
+    clahe = models.BooleanField(default=False)
+    allow_burned_in_annotation = models.BooleanField(default=False)
+    display_long_side = models.PositiveIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class LabelClass(models.Model):
+    """One class of a project's taxonomy; ``image_level`` classes have no boxes."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="label_classes")
+    class_id = models.PositiveIntegerField()
+    name = models.CharField(max_length=100)
+    code = models.SlugField(max_length=100)
+    color = models.CharField(max_length=9, default="#ff0000")
+    image_level = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["project", "class_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "class_id"], name="uniq_class_id"),
+            models.UniqueConstraint(fields=["project", "name"], name="uniq_class_name"),
+            models.UniqueConstraint(fields=["project", "code"], name="uniq_class_code"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}:{self.name}"
+
+
+class Study(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="studies")
+    pseudo_id = models.CharField(max_length=64)
+    patient_pseudo_id = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "pseudo_id"], name="uniq_study"),
+        ]
+
+    def __str__(self) -> str:
+        return self.pseudo_id
+
+
+class Image(models.Model):
+    """One radiograph, de-identified, with its display derivative and thumbnail."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="images")
+    pseudo_id = models.CharField(max_length=64)
+    #: Keyed hash of the source file's name stem: lets CSV imports that name
+    #: images by file (VinBigData ``image_id``) find them without storing names.
+    source_key = models.CharField(max_length=64, db_index=True, blank=True)
+    pixel_hash = models.CharField(max_length=64)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    pixel_spacing_row = models.FloatField(null=True, blank=True)
+    pixel_spacing_col = models.FloatField(null=True, blank=True)
+    modality = models.CharField(max_length=16, blank=True)
+    view_position = models.CharField(max_length=16, blank=True)
+    photometric = models.CharField(max_length=16, blank=True)
+    bits_stored = models.PositiveSmallIntegerField(null=True, blank=True)
+    source_format = models.CharField(max_length=8, default="dicom")
+    dicom_path = models.CharField(max_length=255, blank=True)
+    display_path = models.CharField(max_length=255)
+    display_width = models.PositiveIntegerField()
+    display_height = models.PositiveIntegerField()
+    thumbnail_path = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "pseudo_id"], name="uniq_image"),
+            models.UniqueConstraint(fields=["project", "pixel_hash"], name="uniq_image_pixels"),
+        ]
+
+    def __str__(self) -> str:
+        return self.pseudo_id
+
+
+class Reader(models.Model):
+    """A radiologist: a user plus a short reader code such as ``R9``."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reader"
+    )
+    code = models.CharField(max_length=32, unique=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Assignment(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        IN_PROGRESS = "in_progress"
+        COMPLETED = "completed"
+        SKIPPED = "skipped"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="assignments")
+    reader = models.ForeignKey(Reader, on_delete=models.CASCADE, related_name="assignments")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "reader"], name="uniq_assignment"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image_id}/{self.reader.code}"
+
+
+class ReaderAnnotation(models.Model):
+    """One version of one reader's read of one image."""
+
+    class Source(models.TextChoices):
+        LABEL_STUDIO = "label_studio"
+        IMPORT = "import"
+        API = "api"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="annotations")
+    reader = models.ForeignKey(Reader, on_delete=models.PROTECT, related_name="annotations")
+    assignment = models.ForeignKey(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="annotations"
+    )
+    source = models.CharField(max_length=16, choices=Source.choices)
+    external_id = models.CharField(max_length=64, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    is_current = models.BooleanField(default=True)
+    image_labels = models.JSONField(default=list, blank=True)
+    was_cancelled = models.BooleanField(default=False)
+    #: Non-empty when the annotation must not count (e.g. protocol violation).
+    excluded_reason = models.CharField(max_length=200, blank=True)
+    external_updated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["image", "reader"], condition=Q(is_current=True),
+                name="one_current_annotation",
+            ),
+            models.UniqueConstraint(
+                fields=["image", "reader", "version"], name="uniq_annotation_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image_id}/{self.reader_id} v{self.version}"
+
+
+class AnnotationBox(models.Model):
+    annotation = models.ForeignKey(
+        ReaderAnnotation, on_delete=models.CASCADE, related_name="boxes"
+    )
+    label_class = models.ForeignKey(LabelClass, on_delete=models.PROTECT, related_name="+")
+    x_min = models.FloatField()
+    y_min = models.FloatField()
+    x_max = models.FloatField()
+    y_max = models.FloatField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(x_max__gt=models.F("x_min")) & Q(y_max__gt=models.F("y_min")),
+                name="box_positive_area",
+            ),
+        ]
+
+
+class IngestBatch(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        DONE = "done"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="ingest_batches")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    source = models.CharField(max_length=32, default="command")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+
+class IngestItem(models.Model):
+    """One file of a batch and what became of it (imported, duplicate, quarantined)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        IMPORTED = "imported"
+        DUPLICATE = "duplicate"
+        QUARANTINED = "quarantined"
+        FAILED = "failed"
+
+    batch = models.ForeignKey(IngestBatch, on_delete=models.CASCADE, related_name="items")
+    #: Position of the file in the batch; original names may carry identity
+    #: and are never stored.
+    seq = models.PositiveIntegerField()
+    staged_path = models.CharField(max_length=255, blank=True)
+    #: Keyed hash of the file's name stem (see ``Image.source_key``).
+    source_key = models.CharField(max_length=64, blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    reason = models.CharField(max_length=64, blank=True)
+    detail = models.TextField(blank=True)
+    quarantine_path = models.CharField(max_length=255, blank=True)
+    image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["batch", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "seq"], name="uniq_batch_seq"),
+        ]
+
+
+class AuditEvent(models.Model):
+    """Who did what, when: append-only."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    action = models.CharField(max_length=64, db_index=True)
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]

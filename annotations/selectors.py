@@ -1,0 +1,47 @@
+"""Reads, with the visibility rules applied in one place.
+
+Admins (``is_staff``) see everything.  A radiologist sees only the images
+assigned to them and only their own assignments: never another reader's work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from annotations.models import Assignment, Image, Project
+
+
+def is_admin(user: Any) -> bool:
+    return bool(getattr(user, "is_authenticated", False) and user.is_staff)
+
+
+def reader_of(user: Any):
+    return getattr(user, "reader", None) if getattr(user, "is_authenticated", False) else None
+
+
+def project_list_visible(user: Any) -> QuerySet[Project]:
+    if is_admin(user):
+        return Project.objects.all()
+    reader = reader_of(user)
+    if reader is None:
+        return Project.objects.none()
+    return Project.objects.filter(images__assignments__reader=reader).distinct()
+
+
+def image_list_visible(user: Any, project: Project | None = None) -> QuerySet[Image]:
+    qs = Image.objects.all() if project is None else project.images.all()
+    if is_admin(user):
+        return qs
+    reader = reader_of(user)
+    if reader is None:
+        return qs.none()
+    return qs.filter(assignments__reader=reader).distinct()
+
+
+def assignment_list_for(user: Any) -> QuerySet[Assignment]:
+    reader = reader_of(user)
+    if reader is None:
+        return Assignment.objects.none()
+    return Assignment.objects.filter(reader=reader).select_related("image", "image__project")

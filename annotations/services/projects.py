@@ -1,0 +1,67 @@
+"""Projects and their taxonomies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils.text import slugify
+
+from annotations import taxonomy
+from annotations.errors import DomainError
+from annotations.models import LabelClass, Project
+from annotations.services.audit import audit_record
+
+
+@transaction.atomic
+def project_create(
+    *,
+    name: str,
+    slug: str | None = None,
+    taxonomy_preset: str | None = "vindr_cxr",
+    class_names: list[str] | None = None,
+    readers_per_image: int = 3,
+    actor: Any = None,
+    **options: Any,
+) -> Project:
+    """Create a project with its taxonomy (a preset, or custom class names)."""
+    slug = slug or slugify(name)
+    if not slug:
+        raise DomainError("invalid_project", "a project needs a name")
+    if Project.objects.filter(slug=slug).exists():
+        raise DomainError("conflict", f"project {slug!r} already exists")
+    if readers_per_image < 1:
+        raise DomainError("invalid_project", "readers_per_image must be at least 1")
+    if class_names:
+        specs = taxonomy.build_taxonomy(class_names)
+        preset_name = ""
+    else:
+        specs = taxonomy.preset(taxonomy_preset or "vindr_cxr")
+        preset_name = taxonomy_preset or "vindr_cxr"
+    allowed = {"description", "consensus_strategy", "consensus_params", "show_prelabels",
+               "clahe", "allow_burned_in_annotation", "display_long_side"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise DomainError("invalid_project", f"unknown options: {sorted(unknown)}")
+    project = Project.objects.create(
+        name=name, slug=slug, taxonomy_preset=preset_name,
+        readers_per_image=readers_per_image,
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        **options,
+    )
+    LabelClass.objects.bulk_create(
+        LabelClass(
+            project=project, class_id=s.class_id, name=s.name, code=s.code, color=s.color,
+            image_level=s.image_level,
+        )
+        for s in specs
+    )
+    audit_record(action="project.create", actor=actor, project=project, target=project)
+    return project
+
+
+def project_get(slug: str) -> Project:
+    try:
+        return Project.objects.get(slug=slug)
+    except Project.DoesNotExist as exc:
+        raise DomainError("not_found", f"no project {slug!r}") from exc

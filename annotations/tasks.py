@@ -1,0 +1,29 @@
+"""Celery tasks: thin wrappers over services.  Ids in, nothing returned.
+
+Transient errors (database or broker hiccups) are retried with exponential
+backoff; after the last retry the item is marked FAILED with the reason.
+"""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+from django.db import InterfaceError, OperationalError
+
+from annotations.services import ingest
+
+TRANSIENT = (OperationalError, InterfaceError, OSError)
+
+
+class IngestTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: D401 - Celery hook
+        item_id = kwargs.get("item_id") if kwargs else (args[0] if args else None)
+        if item_id is not None:
+            ingest.ingest_item_fail(item_id=item_id, reason=type(exc).__name__)
+
+
+@shared_task(
+    base=IngestTask, name="annotations.tasks.ingest_file", autoretry_for=TRANSIENT,
+    retry_backoff=2, retry_backoff_max=60, max_retries=5, acks_late=True,
+)
+def ingest_file(item_id: int) -> None:
+    ingest.ingest_item_process(item_id=item_id)

@@ -1,0 +1,211 @@
+"""Settings, all from ``CXR_*`` environment variables with embedded defaults.
+
+Embedded defaults (nothing set): SQLite under ``var/``, Celery tasks run
+eagerly, media under ``var/media``, development mode.  Set ``DATABASE_URL``
+(or ``CXR_DATABASE_URL``) and ``CELERY_BROKER_URL`` (or ``CXR_BROKER_URL``) and
+the same code runs on PostgreSQL with real workers.  ``CXR_MODE=production``
+refuses to start without a real ``CXR_SECRET_KEY`` and ``CXR_PSEUDONYM_KEY``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from cxr_platform import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env.get("DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+MODE = env.get("MODE", "development")
+PRODUCTION = MODE == "production"
+DEBUG = env.get_bool("DEBUG", default=not PRODUCTION)
+
+_INSECURE_PREFIX = "insecure-dev-"
+
+
+def _dev_secret(name: str) -> str:
+    """A per-installation random secret kept in DATA_DIR (development only).
+
+    Persisting it matters for the pseudonym key: re-importing a study must map
+    to the same pseudonymous id across restarts.
+    """
+    path = DATA_DIR / f".{name}"
+    if not path.exists():
+        path.write_text(_INSECURE_PREFIX + secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _secret(name: str) -> str:
+    value = env.get(name.upper())
+    if PRODUCTION and (not value or value.startswith(_INSECURE_PREFIX) or len(value) < 32):
+        raise ImproperlyConfigured(
+            f"CXR_{name.upper()} must be set to a random value of at least 32 characters "
+            "in production (CXR_MODE=production)."
+        )
+    return value or _dev_secret(name)
+
+
+SECRET_KEY = _secret("secret_key")
+#: Key of the HMAC that turns patient/study/instance identifiers into pseudonyms.
+PSEUDONYM_KEY = _secret("pseudonym_key")
+
+ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.get_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "annotations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cxr_platform.urls"
+WSGI_APPLICATION = "cxr_platform.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env.get(
+            "DATABASE_URL",
+            f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
+            aliases=("DATABASE_URL",),
+        ),
+        conn_max_age=60,
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Ingest workers write concurrently; wait for the lock instead of failing.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+MEDIA_ROOT = Path(env.get("MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
+#: Files that failed ingest, kept aside for an admin (never served).
+QUARANTINE_ROOT = DATA_DIR / "quarantine"
+#: Uploaded / copied files waiting for their ingest task.
+STAGING_ROOT = DATA_DIR / "staging"
+
+LOGIN_URL = "/admin/login/"
+
+# --- REST API --------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: unauthenticated API calls then get 401 with WWW-Authenticate.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "annotations.api.exceptions.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "CXR annotation platform API",
+    "DESCRIPTION": "Multi-reader chest X-ray annotation, consensus and model training.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Swagger UI assets come from the installed sidecar package: works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Celery ----------------------------------------------------------------
+CELERY_BROKER_URL = env.get("BROKER_URL", aliases=("CELERY_BROKER_URL",))
+CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL is None
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "annotations.tasks.ingest_*": {"queue": "ingest"},
+    "annotations.tasks.gpu_*": {"queue": "gpu"},
+}
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Imaging ---------------------------------------------------------------
+DISPLAY_LONG_SIDE = env.get_int("DISPLAY_LONG_SIDE", 1024)
+THUMBNAIL_LONG_SIDE = env.get_int("THUMBNAIL_LONG_SIDE", 256)
+#: Images smaller or larger than this (pixels per side) are quarantined.
+MIN_IMAGE_SIDE = env.get_int("MIN_IMAGE_SIDE", 128)
+MAX_IMAGE_SIDE = env.get_int("MAX_IMAGE_SIDE", 8192)
+#: Modalities accepted as radiographs.
+RADIOGRAPH_MODALITIES = env.get_list("RADIOGRAPH_MODALITIES", ["CR", "DX", "DR", "RG", "PX"])
+
+# --- Signed image URLs ------------------------------------------------------
+SIGNED_URL_TTL_SECONDS = env.get_int("SIGNED_URL_TTL", 3600)
+#: Origins (e.g. the Label Studio server) allowed to fetch image files cross-origin.
+IMAGE_CORS_ORIGINS = env.get_list("IMAGE_CORS_ORIGINS", ["http://127.0.0.1:8080"])
+PUBLIC_BASE_URL = env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+
+# --- Security hardening in production ---------------------------------------
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = env.get_bool("SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = env.get_bool("SECURE_COOKIES", True)
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Logging: identifiers only, never patient identity ----------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

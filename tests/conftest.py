@@ -1,0 +1,57 @@
+"""Shared fixtures.
+
+Django tests run against the database named by DATABASE_URL (scripts/test points
+it at this machine's PostgreSQL).  Every test gets its own media, staging and
+quarantine folders so files never leak between tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_files(request, tmp_path_factory):
+    """Per-test file roots, and a fast password hasher (PBKDF2 costs ~0.3 s a user)."""
+    try:
+        settings = request.getfixturevalue("settings")
+    except pytest.FixtureLookupError:  # running without pytest-django (pure tests)
+        yield
+        return
+    root = tmp_path_factory.mktemp("data")
+    settings.MEDIA_ROOT = root / "media"
+    settings.STAGING_ROOT = root / "staging"
+    settings.QUARANTINE_ROOT = root / "quarantine"
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    yield
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    return django_user_model.objects.create_user(
+        username="admin@example.org", password="admin-pass-123", is_staff=True)
+
+
+@pytest.fixture
+def project(db, admin_user):
+    from annotations.services.projects import project_create
+
+    return project_create(name="Test project", slug="test", actor=admin_user)
+
+
+def write_png(path: Path, seed: int, size: tuple[int, int] = (300, 240)) -> Path:
+    """A small grayscale PNG with distinct content per seed."""
+    rng = np.random.default_rng(seed)
+    img = (rng.random(size) * 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.fixture
+def png_images(tmp_path):
+    return [write_png(tmp_path / "in" / f"img{i}.png", seed=i) for i in range(4)]
