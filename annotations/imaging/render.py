@@ -82,8 +82,13 @@ def auto_window(values: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5
     return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
 
 
-def to_unit(stored: np.ndarray, spec: VoiSpec) -> np.ndarray:
-    """Stored values -> presentation values in [0, 1], bone bright."""
+def to_unit(stored: np.ndarray, spec: VoiSpec,
+            auto_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Stored values -> presentation values in [0, 1], bone bright.
+
+    ``auto_range`` fixes the percentile window (computed over the whole image)
+    when ``stored`` is only the list of distinct values (see ``to_display8``).
+    """
     values = modality_values(stored, spec)
     if spec.voi_lut is not None:
         descriptor, data = spec.voi_lut
@@ -92,6 +97,9 @@ def to_unit(stored: np.ndarray, spec: VoiSpec) -> np.ndarray:
         out = np.clip(out, 0.0, 1.0)
     elif spec.window_center is not None and spec.window_width is not None:
         out = window(values, spec.window_center, spec.window_width, spec.voi_function)
+    elif auto_range is not None:
+        lo, hi = auto_range
+        out = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
     else:
         out = auto_window(values)
     if (spec.photometric == "MONOCHROME1") != spec.presentation_inverse:
@@ -101,6 +109,52 @@ def to_unit(stored: np.ndarray, spec: VoiSpec) -> np.ndarray:
 
 def to_uint8(unit: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+#: Integer images whose value range is at most this wide go through a lookup table.
+_LUT_MAX_RANGE = 1 << 17
+
+
+def to_display8(stored: np.ndarray, spec: VoiSpec) -> np.ndarray:
+    """Stored values -> 8-bit display values, bone bright.
+
+    Integer images (every real radiograph) are rendered through a lookup table:
+    the display chain is evaluated once per distinct stored value and the image
+    is then one indexing pass, which is exact (the same formula per value) and
+    several times faster than float arithmetic over 5 million pixels.
+    """
+    if stored.dtype.kind not in "iu":
+        return to_uint8(to_unit(stored, spec))
+    lo, hi = int(stored.min()), int(stored.max())
+    if hi - lo > _LUT_MAX_RANGE:
+        return to_uint8(to_unit(stored, spec))
+    offset = stored if lo == 0 and stored.dtype.kind == "u" else stored.astype(np.int64) - lo
+    domain = np.arange(lo, hi + 1, dtype=np.int64)
+    auto_range = None
+    if spec.voi_lut is None and (spec.window_center is None or spec.window_width is None):
+        counts = np.bincount(offset.ravel(), minlength=hi - lo + 1)
+        modality = modality_values(domain, spec)
+        auto_range = _weighted_percentiles(modality, counts, (0.5, 99.5))
+    lut = to_uint8(to_unit(domain, spec, auto_range))
+    return lut[offset]
+
+
+def _weighted_percentiles(values: np.ndarray, counts: np.ndarray,
+                          pcts: tuple[float, float]) -> tuple[float, float]:
+    """Percentiles of an image given its histogram (values sorted by stored value).
+
+    Uses the 'lower' definition (an actual pixel value), which a display window
+    cannot tell apart from interpolated percentiles.
+    """
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(counts[order])
+    total = cum[-1]
+    out = []
+    for p in pcts:
+        rank = int(np.floor(p / 100.0 * (total - 1)))
+        out.append(float(values[order][np.searchsorted(cum, rank + 1)]))
+    lo, hi = out
+    return (lo, hi if hi > lo else lo + 1.0)
 
 
 def clahe(img8: np.ndarray, clip_limit: float = 2.0, tiles: int = 8) -> np.ndarray:
@@ -132,7 +186,7 @@ def render(
     thumbnail_side: int = 256,
     use_clahe: bool = False,
 ) -> Rendered:
-    img8 = to_uint8(to_unit(stored, spec))
+    img8 = to_display8(stored, spec)
     if use_clahe:
         img8 = clahe(img8)
     display = resize_long_side(img8, long_side)
