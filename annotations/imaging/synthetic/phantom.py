@@ -197,16 +197,16 @@ def _vessels(cv: _Canvas, hilum: tuple[float, float], side: int,
     """Branching vascular markings radiating from a hilum."""
     out = cv.zeros()
     stack = []
-    for _ in range(7):
+    for _ in range(9):
         ang = math.radians(rng.uniform(-80, 110)) if side > 0 else math.radians(
             180 - rng.uniform(-80, 110))
         stack.append((hilum, ang, 5.0, 0))
     while stack:
         (x, y), ang, width, gen = stack.pop()
-        length = rng.uniform(22, 45) * (0.85**gen)
+        length = rng.uniform(25, 45) * (0.88**gen)
         nx, ny = x + length * math.cos(ang), y + length * math.sin(ang)
-        cv.polyline(out, np.array([[x, y], [nx, ny]]), width, 0.05 + 0.01 * width)
-        if gen < 4 and width > 1.2:
+        cv.polyline(out, np.array([[x, y], [nx, ny]]), width, 0.05 + 0.035 * width)
+        if gen < 5 and width > 1.0:
             for turn in (-1, 1):
                 stack.append(((nx, ny), ang + turn * rng.uniform(0.2, 0.6), width * 0.72,
                               gen + 1))
@@ -238,45 +238,49 @@ def render_phantom(rows: int, cols: int, findings: list[str],
     body_r = [(-50, -260), (-48, -75), (-80, -45), (-(w + 25), -30), (-(w + 32), 5),
               (-(w + 18), 0.3 * h), (-(w + 14), 0.7 * h), (-(w + 22), h + 80),
               (-(w + 32), h + 400)]
-    body = _spline(body_r + _mirror(body_r)[::-1], 6)
-    t_body = cv.dome(cv.polygon(body), 80.0, float(rng.uniform(190, 250)))
-    p = MU_SOFT * t_body
+    body_mask, t_body = cv.shape(_spline(body_r + _mirror(body_r)[::-1], 6), 80.0,
+                                 float(rng.uniform(190, 250)))
+    soft = t_body.copy()
     for side in (-1, 1):
         arm = [(side * (w + 40), -35), (side * (w + 100), -15), (side * (w + 112), h + 400),
                (side * (w + 38), h + 400)]
-        p += MU_SOFT * cv.dome(cv.polygon(np.array(arm)), 35.0, 85.0)
-        p += 0.45 * cv.dome(cv.ellipse((side * (w + 55), -12.0), (26, 30)), 12, 1.0)
+        cv.add(soft, np.array(arm), 35.0, 85.0)
+    p = MU_SOFT * soft
+    bone = cv.zeros()
+    for side in (-1, 1):
+        cv.add(bone, cv.ellipse_pts((side * (w + 55), -12.0), (26, 30)), 12, 0.45)
 
     # Lungs, heart, aortic knob, hila.
     drop = float(rng.uniform(0.02, 0.06))
     lung_masks = {}
     lung_depth = {}
-    lmax = float(rng.uniform(120, 160))
+    lmax = float(rng.uniform(130, 170))
     for side in (-1, 1):
-        m = cv.polygon(_spline(_lung_outline(w, h, side, rng, drop if side > 0 else 0.0)))
-        lung_masks[side] = m
-        lung_depth[side] = cv.dome(m, 45.0, lmax)
+        outline = _spline(_lung_outline(w, h, side, rng, drop if side > 0 else 0.0))
+        lung_masks[side], lung_depth[side] = cv.shape(outline, 45.0, lmax)
     lung_any = (lung_masks[-1] | lung_masks[1]).astype(bool)
 
     big_heart = L.CARDIOMEGALY in findings
-    ctr = float(rng.uniform(0.58, 0.68) if big_heart else rng.uniform(0.40, 0.48))
+    ctr = float(rng.uniform(0.58, 0.68) if big_heart else rng.uniform(0.42, 0.50))
     ax = ctr * 0.95 * w
-    ay = 0.72 * ax
-    heart_c = (0.12 * w + 0.55 * (ax - 0.44 * w), 0.91 * h - 0.62 * ay)
-    heart_mask = cv.ellipse(heart_c, (ax, ay), float(rng.uniform(-28, -18)))
-    heart = cv.dome(heart_mask, 40.0, 115.0)
+    ay = 0.70 * ax
+    heart_c = (0.12 * w + 0.55 * (ax - 0.44 * w), 0.86 * h - 0.45 * ay)
+    heart_pts = cv.ellipse_pts(heart_c, (ax, ay), float(rng.uniform(-28, -18)))
+    heart_mask, heart = cv.shape(heart_pts, 35.0, 160.0)
 
     big_aorta = L.AORTIC in findings
-    rk = float(rng.uniform(25, 32) if big_aorta else rng.uniform(13, 18))
-    knob_c = (0.14 * w + 0.8 * rk, 0.24 * h)
-    knob_mask = cv.ellipse(knob_c, (rk, rk * 0.85))
-    knob = cv.dome(knob_mask, 12.0, 60.0)
+    rk = float(rng.uniform(24, 30) if big_aorta else rng.uniform(12, 16))
+    knob_c = (0.12 * w + 0.8 * rk, 0.22 * h)
+    knob_mask, knob = cv.shape(cv.ellipse_pts(knob_c, (rk, rk * 0.9)), rk * 0.8, 70.0)
     mediastinum = heart + knob
+    # Superior mediastinum (vessels) between the upper lungs, and the hila.
+    upper = [(-0.15 * w, -30), (0.15 * w, -30), (0.19 * w, 0.3 * h), (0.14 * w, 0.6 * h),
+             (-0.14 * w, 0.6 * h), (-0.19 * w, 0.3 * h)]
+    cv.add(mediastinum, _spline(upper, 8), 25.0, 70.0)
     for side in (-1, 1):
-        hil = cv.dome(cv.ellipse((side * 0.2 * w, 0.40 * h), (16, 30)), 12.0, 30.0)
-        mediastinum = mediastinum + hil
+        cv.add(mediastinum, cv.ellipse_pts((side * 0.2 * w, 0.40 * h), (14, 26)), 14.0, 25.0)
     air = lung_depth[-1] + lung_depth[1]
-    lung_eff = np.maximum(air - mediastinum, 0.2 * air)
+    lung_eff = np.maximum(air - mediastinum, 0.1 * air)
 
     boxes: list[L.Box] = []
     dense = cv.zeros()  # lesion attenuation added on top
@@ -318,13 +322,13 @@ def render_phantom(rows: int, cols: int, findings: list[str],
                 c = (xc + rng.normal(0, 14), yc + rng.normal(0, 14))
                 blob |= cv.ellipse(c, (rng.uniform(14, 30), rng.uniform(10, 24)),
                                    float(rng.uniform(0, 180)))
-            soft = cv2.GaussianBlur(blob.astype(np.float32), (0, 0), 4.0 / px)
-            soft *= lung_side
-            fill = float(rng.uniform(0.45, 0.75))
+            patch = cv2.GaussianBlur(blob.astype(np.float32), (0, 0), 4.0 / px)
+            patch *= lung_side
+            fill = float(rng.uniform(0.5, 0.8))
             mottle = 0.8 + 0.4 * cv2.GaussianBlur(
                 rng.random((rows, cols), dtype=np.float32), (0, 0), 2.0 / px)
-            dense += DMU_LUNG * fill * lung_eff * soft * mottle
-            add_box(kind, soft > 0.05)
+            dense += DMU_LUNG * fill * lung_eff * patch * mottle
+            add_box(kind, patch > 0.05)
         elif kind == L.EFFUSION:
             level = h * float(rng.uniform(0.62, 0.82)) + (drop * h if side > 0 else 0.0)
             lateral = np.clip(cv.X * side / w, 0.0, 1.0)
@@ -337,14 +341,13 @@ def render_phantom(rows: int, cols: int, findings: list[str],
         elif kind == L.PNEUMOTHORAX:
             width = float(rng.uniform(10, 28))
             dist = cv2.distanceTransform(lung_masks[side], cv2.DIST_L2, 3) * np.float32(px)
-            upper = cv.Y < h * float(rng.uniform(0.55, 0.8))
-            lat = (cv.X * side) > 0.35 * w
-            rim = lung_side & (dist < width) & upper & (lat | (cv.Y < 0.12 * h))
+            region = (cv.Y < h * float(rng.uniform(0.55, 0.8))) & (
+                ((cv.X * side) > 0.35 * w) | (cv.Y < 0.12 * h))
+            rim = lung_side & (dist < width) & region
             rim_f = rim.astype(np.float32)
             # Air without lung tissue in the rim, a thin visceral pleural line inside it.
             dense -= 0.6 * MU_LUNG * lung_depth[side] * rim_f
-            line = lung_side & (np.abs(dist - width) < 0.8) & upper & (
-                lat | (cv.Y < 0.12 * h))
+            line = lung_side & (np.abs(dist - width) < 0.8) & region
             dense += 0.07 * cv2.GaussianBlur(line.astype(np.float32), (0, 0), 0.5 / px + 0.3)
             no_vessels = np.maximum(no_vessels, rim_f)
             add_box(kind, rim)
@@ -352,45 +355,44 @@ def render_phantom(rows: int, cols: int, findings: list[str],
     p -= DMU_LUNG * lung_eff
     p += dense
     # Trachea and main bronchi: an air column.
-    trachea = np.array([(-8, -200), (8, -200), (7, 0.30 * h), (-9, 0.30 * h)])
-    p -= DMU_LUNG * cv.dome(cv.polygon(trachea), 6.0, 16.0)
+    air_col = cv.zeros()
+    cv.add(air_col, np.array([(-8, -200), (8, -200), (7, 0.30 * h), (-9, 0.30 * h)]), 6.0, 16.0)
     for side in (-1, 1):
-        br = np.array([(-6, 0.28 * h), (6, 0.28 * h), (side * 0.2 * w + 5, 0.38 * h),
-                       (side * 0.2 * w - 5, 0.40 * h)])
-        p -= 0.5 * DMU_LUNG * cv.dome(cv.polygon(br), 4.0, 10.0)
+        cv.add(air_col, np.array([(-6, 0.28 * h), (6, 0.28 * h), (side * 0.2 * w + 5, 0.38 * h),
+                                  (side * 0.2 * w - 5, 0.40 * h)]), 4.0, 8.0)
     # Gastric air bubble under the left dome.
-    p -= 0.012 * cv.dome(cv.ellipse((0.45 * w, (0.97 + drop) * h + 28), (30, 17)), 10.0, 25.0)
+    cv.add(air_col, cv.ellipse_pts((0.45 * w, (0.97 + drop) * h + 28), (30, 17)), 10.0, 25.0)
+    p -= DMU_LUNG * air_col
 
     # Vascular markings, only inside aerated lung.
     vessels = cv.zeros()
     for side in (-1, 1):
         vessels += _vessels(cv, (side * 0.2 * w, 0.40 * h), side, rng)
     frac = np.clip(lung_eff / (0.5 * lmax), 0.0, 1.0) * (1.0 - no_vessels)
-    p += vessels * frac * lung_any
+    p += 1.6 * vessels * frac * lung_any
 
     # Skeleton: spine, ribs, clavicles, scapulae.
-    bone = cv.zeros()
     hv = float(rng.uniform(0.075, 0.085)) * h
     y = -120.0
     while y < h + 300:
         half = 18.0 + 0.03 * max(y, 0.0)
         rect = np.array([(-half, y), (half, y), (half, y + hv), (-half, y + hv)])
-        bone += 0.55 * cv.dome(cv.polygon(rect), 6.0, 1.0)
+        cv.add(bone, rect, 14.0, 0.2)
         for side in (-1, 1):
-            bone += 0.25 * cv.dome(cv.ellipse((side * (half - 6), y + 0.3 * hv), (4.5, 6.5)),
-                                   3.0, 1.0)
-        y += hv + 0.22 * hv
+            cv.add(bone, cv.ellipse_pts((side * (half - 6), y + 0.3 * hv), (4.5, 6.5)), 3.0, 0.12)
+        y += hv + 0.14 * hv
     for side in (-1, 1):
-        bone += _ribs(cv, w, h, side, rng)
-        clav = np.array([(side * 18.0, -10.0), (side * 0.35 * w, -16.0),
-                         (side * 0.75 * w, -22.0), (side * (w + 25.0), -42.0)])
+        bone += 1.5 * _ribs(cv, w, h, side, rng)
+        clav = [(side * 18.0, 0.14 * h), (side * 0.35 * w, 0.10 * h),
+                (side * 0.75 * w, 0.07 * h), (side * (w + 25.0), -0.05 * h)]
         clav_canvas = cv.zeros()
-        cv.polyline(clav_canvas, _spline(list(map(tuple, clav)), 8)[:-8], 14.0, 1.0)
+        curve = _spline(clav + clav[::-1][1:-1], 8)[: 8 * 3]
+        cv.polyline(clav_canvas, curve, 14.0, 1.0)
         bone += 0.3 * cv2.GaussianBlur(clav_canvas, (0, 0), max(0.6, 1.5 / px))
         scap = np.array([(side * 0.72 * w, -18.0), (side * 1.02 * w, -22.0),
                          (side * 0.88 * w, 0.42 * h)])
-        bone += 0.1 * cv.dome(cv.polygon(scap), 8.0, 1.0)
-    p += bone * (t_body > 1.0)
+        cv.add(bone, scap, 8.0, 0.08)
+    p += bone * (body_mask > 0)
 
     # Low-frequency parenchymal mottle.
     small = rng.standard_normal((max(8, rows // 16), max(8, cols // 16))).astype(np.float32)

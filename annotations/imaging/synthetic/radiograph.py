@@ -51,7 +51,7 @@ def expose(path_integral: np.ndarray, rng: np.random.Generator, *,
     v = np.log(n0 / counts).astype(np.float32)
     # Vendor processing: equalisation over ~35 mm and unsharp masking over ~2 mm.
     low = _blur(v, 35.0 / pixel_mm)
-    v = v - float(rng.uniform(0.35, 0.6)) * (low - float(np.median(low)))
+    v = v - float(rng.uniform(0.15, 0.35)) * (low - float(np.median(low)))
     fine = _blur(v, 2.0 / pixel_mm)
     v = v + float(rng.uniform(0.4, 1.0)) * (v - fine)
     sample = v[:: max(1, v.shape[0] // 256), :: max(1, v.shape[1] // 256)]
