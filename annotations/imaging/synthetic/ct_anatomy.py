@@ -203,13 +203,20 @@ def _effusion(ed: _Edit, rng: np.random.Generator, side: int) -> None:
     lung = _label_mask(tuple(vol.lung_ids(side)))
     crop = _bbox(lung, (0, 0, 0), lung.shape)
     sub = lung[crop]
-    ks = np.flatnonzero(sub.any(axis=(0, 1)))
-    height_mm = float(rng.uniform(35, 80))
+    # The level is where the lung's axial area reaches a fraction of its maximum: above
+    # the diaphragm dome, so the fluid hides the dome and costophrenic angle as on a film.
+    area = sub.sum(axis=(0, 1)).astype(float)
+    frac = float(rng.uniform(0.3, 0.75))
+    base_k = int(np.flatnonzero(area >= frac * area.max())[0])
     i_idx = np.arange(sub.shape[0])[:, None, None]
-    lateral = (i_idx - sub.shape[0] / 2) * side / (sub.shape[0] / 2)
-    level_k = ks[0] + (height_mm + 25.0 * np.clip(lateral, 0, 1) ** 2) / vol.spacing[2]
+    lateral = np.clip((i_idx - sub.shape[0] / 2) * side / (sub.shape[0] / 2), 0.0, 1.0)
+    # Meniscus: the surface climbs the lateral chest wall.
+    level_k = base_k + float(rng.uniform(10, 30)) * lateral**2 / vol.spacing[2]
     k_idx = np.arange(sub.shape[2])[None, None, :]
-    fluid = sub & (k_idx <= level_k)
+    below = k_idx <= level_k
+    # A partial top slice softens the 2.5 mm step of the slice grid.
+    edge = (k_idx > level_k) & (k_idx <= level_k + 1) & (rng.random(sub.shape) < 0.5)
+    fluid = sub & (below | edge)
     ed.apply(L.EFFUSION, crop, np.full(sub.shape, FLUID_HU, np.float32), fluid)
 
 
@@ -322,7 +329,11 @@ def render_ct(rows: int, cols: int, findings: list[str],
     theta = math.radians(float(rng.uniform(-3.5, 3.5)))
     # Centre of the lungs in source (col, row) pixels, and where it goes in the output.
     src_c = ((li[0] + li[-1]) / 2 + rng.normal(0, 4), nk - 1 - lk[-1] + 0.0)
-    apex_row = float(rng.uniform(0.05, 0.12)) * rows
+    # Keep the field inside the volume: it ends ~20 mm above the apices.
+    above_mm = (nk - 1 - lk[-1]) * sz
+    below_mm = lk[-1] * sz
+    px = min(px, (above_mm + below_mm) / rows)
+    apex_row = min(float(rng.uniform(0.04, 0.10)) * rows, above_mm / px)
     # Output pixel -> source pixel: scale to mm, rotate, then mm -> source voxel units.
     c, s = math.cos(theta), math.sin(theta)
     a = np.array([[c * px / sx, -s * px / sx], [s * px / sz, c * px / sz]])

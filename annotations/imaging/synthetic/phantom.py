@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from annotations.imaging.synthetic import lesions as L
-from annotations.imaging.synthetic.radiograph import expose
+from annotations.imaging.synthetic.radiograph import blur, expose
 
 MU_SOFT = 0.020  # 1/mm, soft tissue near 60 keV effective energy
 MU_LUNG = 0.005  # aerated lung (about -750 HU)
@@ -185,10 +185,10 @@ def _ribs(cv: _Canvas, w: float, h: float, side: int, rng: np.random.Generator) 
             ya = y_lat + (end_y - y_lat) * t - 0.03 * h * np.sin(math.pi * t)
             cv.polyline(ant, np.stack([xa, ya], 1), 13.0, 1.0)
     sigma = max(0.6, 1.2 / cv.px)
-    post = cv2.GaussianBlur(post, (0, 0), sigma)
+    post = blur(post, sigma)
     # Cortical rims: the edges of a tubular bone project brighter than its centre.
-    rim = post - cv2.GaussianBlur(post, (0, 0), max(1.0, 3.0 / cv.px))
-    ant = cv2.GaussianBlur(ant, (0, 0), sigma * 2)
+    rim = post - blur(post, max(1.0, 3.0 / cv.px))
+    ant = blur(ant, sigma * 2)
     return 0.16 * post + 0.12 * np.maximum(rim, 0) + 0.07 * ant
 
 
@@ -210,7 +210,7 @@ def _vessels(cv: _Canvas, hilum: tuple[float, float], side: int,
             for turn in (-1, 1):
                 stack.append(((nx, ny), ang + turn * rng.uniform(0.2, 0.6), width * 0.72,
                               gen + 1))
-    return cv2.GaussianBlur(out, (0, 0), max(0.5, 0.8 / cv.px))
+    return blur(out, max(0.5, 0.8 / cv.px))
 
 
 def _pick(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
@@ -322,7 +322,7 @@ def render_phantom(rows: int, cols: int, findings: list[str],
                 c = (xc + rng.normal(0, 14), yc + rng.normal(0, 14))
                 blob |= cv.ellipse(c, (rng.uniform(14, 30), rng.uniform(10, 24)),
                                    float(rng.uniform(0, 180)))
-            patch = cv2.GaussianBlur(blob.astype(np.float32), (0, 0), 4.0 / px)
+            patch = blur(blob.astype(np.float32), 4.0 / px)
             patch *= lung_side
             fill = float(rng.uniform(0.5, 0.8))
             mottle = 0.8 + 0.4 * cv2.GaussianBlur(
@@ -348,7 +348,7 @@ def render_phantom(rows: int, cols: int, findings: list[str],
             # Air without lung tissue in the rim, a thin visceral pleural line inside it.
             dense -= 0.6 * MU_LUNG * lung_depth[side] * rim_f
             line = lung_side & (np.abs(dist - width) < 0.8) & region
-            dense += 0.07 * cv2.GaussianBlur(line.astype(np.float32), (0, 0), 0.5 / px + 0.3)
+            dense += 0.07 * blur(line.astype(np.float32), 0.5 / px + 0.3)
             no_vessels = np.maximum(no_vessels, rim_f)
             add_box(kind, rim)
 
@@ -388,7 +388,7 @@ def render_phantom(rows: int, cols: int, findings: list[str],
         clav_canvas = cv.zeros()
         curve = _spline(clav + clav[::-1][1:-1], 8)[: 8 * 3]
         cv.polyline(clav_canvas, curve, 14.0, 1.0)
-        bone += 0.3 * cv2.GaussianBlur(clav_canvas, (0, 0), max(0.6, 1.5 / px))
+        bone += 0.3 * blur(clav_canvas, max(0.6, 1.5 / px))
         scap = np.array([(side * 0.72 * w, -18.0), (side * 1.02 * w, -22.0),
                          (side * 0.88 * w, 0.42 * h)])
         cv.add(bone, scap, 8.0, 0.08)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 
-def _blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
+def blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
     """Gaussian blur; large kernels run on a downscaled copy (fast, same look)."""
     if sigma_px <= 0:
         return img
@@ -50,9 +50,9 @@ def expose(path_integral: np.ndarray, rng: np.random.Generator, *,
     np.maximum(counts, 1.0, out=counts)
     v = np.log(n0 / counts).astype(np.float32)
     # Vendor processing: equalisation over ~35 mm and unsharp masking over ~2 mm.
-    low = _blur(v, 35.0 / pixel_mm)
+    low = blur(v, 35.0 / pixel_mm)
     v = v - float(rng.uniform(0.15, 0.35)) * (low - float(np.median(low)))
-    fine = _blur(v, 2.0 / pixel_mm)
+    fine = blur(v, 2.0 / pixel_mm)
     v = v + float(rng.uniform(0.4, 1.0)) * (v - fine)
     sample = v[:: max(1, v.shape[0] // 256), :: max(1, v.shape[1] // 256)]
     lo, hi = np.percentile(sample, [0.5, 99.8])
