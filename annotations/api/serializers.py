@@ -5,7 +5,14 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from annotations.models import (
-    Assignment, AuditEvent, Image, IngestBatch, IngestItem, LabelClass, Project, Reader,
+    Assignment,
+    AuditEvent,
+    Image,
+    IngestBatch,
+    IngestItem,
+    LabelClass,
+    Project,
+    Reader,
 )
 from annotations.services.signing import signed_image_url
 from annotations.taxonomy import PRESETS

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from annotations.consensus.types import ImageReads
+from annotations.consensus.types import ImageReads, ReaderRead
 from annotations.errors import DomainError
 
 
@@ -68,15 +68,21 @@ class FlatReads:
         cls_parts: list[np.ndarray] = []
         counts: list[int] = []
         for ii, i in enumerate(order):
-            reads = sorted(images[i].reads, key=lambda r: r.reader)
-            for t, read in enumerate(reads):
+            reads = images[i].reads
+            if len(reads) > 1:
+                reads = sorted(reads, key=_reader_code)
+            t = 0
+            for read in reads:
                 read_image.append(ii)
                 read_reader.append(reader_index[read.reader])
                 read_model.append(t)
                 read_labels.append(read.image_labels)
-                box_parts.append(read.boxes)
-                cls_parts.append(read.classes)
-                counts.append(len(read.classes))
+                n_boxes = len(read.classes)
+                counts.append(n_boxes)
+                if n_boxes:
+                    box_parts.append(read.boxes)
+                    cls_parts.append(read.classes)
+                t += 1
             starts.append(len(read_image))
 
         n_reads = len(read_image)
@@ -85,7 +91,7 @@ class FlatReads:
         read_model_a = np.array(read_model, dtype=np.int64)
         counts_a = np.array(counts, dtype=np.int64)
         box_read = np.repeat(np.arange(n_reads, dtype=np.int64), counts_a)
-        if box_parts and counts_a.sum():
+        if box_parts:
             boxes = np.concatenate(box_parts).astype(np.float64, copy=False)
             box_class = np.concatenate(cls_parts).astype(np.int64, copy=False)
         else:
@@ -132,6 +138,10 @@ class FlatReads:
         sx = np.where(np.isnan(self.widths), fallback, self.widths)
         sy = np.where(np.isnan(self.heights), fallback, self.heights)
         return sx, sy
+
+
+def _reader_code(read: ReaderRead) -> str:
+    return read.reader
 
 
 def _size(value: float | None) -> float:

@@ -117,4 +117,5 @@ class ClassThresholds:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"default": self.default, "per_class": {str(k): v for k, v in self.per_class.items()}}
+        per_class = {str(k): v for k, v in self.per_class.items()}
+        return {"default": self.default, "per_class": per_class}

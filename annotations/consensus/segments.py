@@ -34,10 +34,9 @@ def _by_length(starts: np.ndarray):
 def segment_argsort_desc(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Global row order that sorts each segment like ``np.argsort(v)[::-1]``."""
     out = np.empty(len(values), dtype=np.int64)
-    for _, sel, idx in _by_length(starts):
+    for _, _sel, idx in _by_length(starts):
         order = np.argsort(values[idx], axis=1)[:, ::-1]
         out[idx] = np.take_along_axis(idx, order, axis=1)
-        del sel
     return out
 
 

@@ -67,7 +67,7 @@ class ImageReads:
             )
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class ConsensusResult:
     """Consensus of one image.
 
@@ -106,7 +106,9 @@ class ConsensusResult:
         )
 
 
-def empty_result(image_labels: frozenset[str], meta: dict[str, Any] | None = None) -> ConsensusResult:
+def empty_result(
+    image_labels: frozenset[str], meta: dict[str, Any] | None = None
+) -> ConsensusResult:
     return ConsensusResult(
         boxes=np.zeros((0, 4)),
         classes=np.zeros(0, dtype=np.int64),

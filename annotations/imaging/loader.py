@@ -84,7 +84,8 @@ def load_file(path: Path, limits: Limits) -> LoadedImage:
 
 
 def _check_size(rows: int, cols: int, limits: Limits) -> None:
-    if not (limits.min_side <= rows <= limits.max_side and limits.min_side <= cols <= limits.max_side):
+    lo, hi = limits.min_side, limits.max_side
+    if not (lo <= rows <= hi and lo <= cols <= hi):
         raise reject(
             "implausible_size",
             f"{cols}x{rows} pixels is outside {limits.min_side}..{limits.max_side} per side",
@@ -153,15 +154,23 @@ def _load_dicom(data: bytes, limits: Limits) -> LoadedImage:
         raise reject("not_an_image", "not a DICOM, PNG or JPEG file") from exc
     except Exception as exc:  # pydicom raises many types on damaged headers
         raise reject("unreadable_dicom", f"damaged DICOM header ({type(exc).__name__})") from exc
+    if "PixelData" not in ds and data.rfind(b"\xe0\x7f\x10\x00") > 128:
+        # pydicom drops an element whose value runs past the end of the file
+        raise reject("pixel_decode_failed", "the pixel data is truncated")
     try:
         return _accept_dicom(ds, limits)
     except DomainError:
         raise
     except Exception as exc:
-        raise reject("unreadable_dicom", f"damaged DICOM attributes ({type(exc).__name__})") from exc
+        message = f"damaged DICOM attributes ({type(exc).__name__})"
+        raise reject("unreadable_dicom", message) from exc
 
 
 def _accept_dicom(ds: Dataset, limits: Limits) -> LoadedImage:
+    # pydicom converts element values lazily; convert them all now so a damaged
+    # value fails here, as an unreadable file, and not later in de-identification.
+    for _ in ds.iterall():
+        pass
     if "PixelData" not in ds:
         raise reject("no_pixel_data", "the DICOM file has no pixel data")
     modality = str(ds.get("Modality", "") or "")

@@ -231,8 +231,10 @@ def ingest_item_process(*, item_id: int) -> IngestItem:
         # Another worker imported the same image between our check and insert.
         shutil.rmtree(storage.media_path(paths["dir"]), ignore_errors=True)
         dup = _find_duplicate(project, image_id, loaded.pixel_hash)
-        return _finish(item, IngestItem.Status.DUPLICATE, dup[0] if dup else "duplicate",
-                       f"same as image {dup[1].pseudo_id}" if dup else "", image=dup[1] if dup else None)
+        if dup is None:  # the winner rolled back too: let the task retry
+            raise
+        return _finish(item, IngestItem.Status.DUPLICATE, dup[0],
+                       f"same as image {dup[1].pseudo_id}", image=dup[1])
     staged.unlink(missing_ok=True)
     return item
 

@@ -20,7 +20,12 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from annotations.imaging.loader import voi_spec
 from annotations.imaging.render import (
-    clahe, render, resize_long_side, to_display8, to_uint8, to_unit,
+    clahe,
+    render,
+    resize_long_side,
+    to_display8,
+    to_uint8,
+    to_unit,
 )
 
 

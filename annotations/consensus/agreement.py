@@ -1,0 +1,296 @@
+"""Inter-reader agreement and reader-vs-consensus metrics (pure numpy + scipy).
+
+* ``pairwise_agreement``: for every pair of readers and every class, over the
+  images both read, boxes are matched one-to-one at IoU >= t with an optimal
+  matching (maximum number of matches, then maximum total IoU: Hungarian
+  algorithm via ``scipy.optimize.linear_sum_assignment`` on weights
+  ``K + IoU``, K larger than any possible IoU sum, so cardinality dominates).
+  ``tp`` matches; precision = tp / boxes of reader b, recall = tp / boxes of
+  reader a (a is the reference), F1 = 2 tp / (n_a + n_b).
+* ``fleiss_kappa``: Fleiss' kappa of image-level presence per class (a reader
+  "says" class c on an image when they drew at least one c box).  The number
+  of raters may vary per image: the generalized formula averages per-image
+  agreement P_i = sum_j n_ij (n_ij - 1) / (n_i (n_i - 1)) over images with
+  n_i >= 2 raters, and chance agreement uses category proportions pooled over
+  all ratings.  With a constant number of raters it is Fleiss (1971) exactly.
+* ``reader_vs_consensus``: each reader's sensitivity and precision against a
+  consensus, over the images they read.
+
+Every function takes an optional ``image_ids`` subset and returns dataclasses
+whose ``to_dict()`` is JSON-ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from annotations.consensus.flat import FlatReads
+from annotations.consensus.geometry import iou_matrix, paired_iou, pairs_within
+from annotations.consensus.params import DEFAULT_IOU_THR, ClassThresholds
+from annotations.consensus.types import ConsensusResult, ImageReads
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num) / float(den) if den else None
+
+
+@dataclass(frozen=True)
+class PairCounts:
+    reader_a: str
+    reader_b: str
+    class_id: int | None  # None: all classes together
+    n_images: int
+    n_a: int
+    n_b: int
+    tp: int
+
+    @property
+    def precision(self) -> float | None:
+        return _ratio(self.tp, self.n_b)
+
+    @property
+    def recall(self) -> float | None:
+        return _ratio(self.tp, self.n_a)
+
+    @property
+    def f1(self) -> float | None:
+        return _ratio(2 * self.tp, self.n_a + self.n_b)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "precision": self.precision, "recall": self.recall, "f1": self.f1}
+
+
+@dataclass(frozen=True)
+class KappaResult:
+    class_id: int
+    kappa: float | None  # None when undefined (no variation at all)
+    n_images: int
+    n_ratings: int
+    observed_agreement: float | None
+    chance_agreement: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReaderVsConsensus:
+    reader: str
+    n_images: int
+    n_reader_boxes: int
+    n_consensus_boxes: int
+    tp: int
+
+    @property
+    def sensitivity(self) -> float | None:
+        return _ratio(self.tp, self.n_consensus_boxes)
+
+    @property
+    def precision(self) -> float | None:
+        return _ratio(self.tp, self.n_reader_boxes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "sensitivity": self.sensitivity, "precision": self.precision}
+
+
+def optimal_match_count(a: np.ndarray, b: np.ndarray, thr: float) -> int:
+    """Size of a maximum one-to-one matching of boxes a, b with IoU >= thr."""
+    if not len(a) or not len(b):
+        return 0
+    iou = iou_matrix(a, b)
+    ok = iou >= thr
+    if not ok.any():
+        return 0
+    weight = np.where(ok, (min(len(a), len(b)) + 1) + iou, 0.0)
+    rows, cols = linear_sum_assignment(weight, maximize=True)
+    return int(ok[rows, cols].sum())
+
+
+def _group_match_counts(
+    boxes: np.ndarray, side: np.ndarray, group: np.ndarray, thr: np.ndarray, n_groups: int
+) -> np.ndarray:
+    """Per group, the optimal match count between its side-0 and side-1 boxes.
+
+    Vectorised fast path: when no box has two candidate partners, every
+    candidate edge is in the matching.  Only groups with a conflict run the
+    Hungarian algorithm.
+    """
+    order = np.lexsort((side, group))
+    boxes, side, group, thr = boxes[order], side[order], group[order], thr[order]
+    starts = np.searchsorted(group, np.arange(n_groups + 1))
+    i, j = pairs_within(starts)
+    cross = side[i] != side[j]
+    i, j = i[cross], j[cross]
+    iou = paired_iou(boxes[i], boxes[j])
+    ok = iou >= thr[i]
+    i, j = i[ok], j[ok]
+    counts = np.bincount(group[i], minlength=n_groups)
+    degree = np.bincount(np.concatenate([i, j]), minlength=len(group))
+    conflict = np.unique(group[degree > 1])
+    for g in conflict.tolist():
+        lo, hi = starts[g], starts[g + 1]
+        s = side[lo:hi]
+        counts[g] = optimal_match_count(boxes[lo:hi][s == 0], boxes[lo:hi][s == 1], thr[lo])
+    return counts
+
+
+def _subset(images: Sequence[ImageReads], image_ids: Collection[str] | None):
+    if image_ids is None:
+        return list(images)
+    wanted = set(image_ids)
+    return [im for im in images if im.image_id in wanted]
+
+
+def pairwise_agreement(
+    images: Sequence[ImageReads],
+    iou_thr: float | Mapping[Any, float] = DEFAULT_IOU_THR,
+    image_ids: Collection[str] | None = None,
+) -> list[PairCounts]:
+    """Counts for every reader pair (a < b) that read a common image, per class
+    and for all classes together (``class_id`` None); sorted, deterministic."""
+    flat = FlatReads.build(_subset(images, image_ids))
+    thresholds = ClassThresholds.parse("agreement", "iou_thr", iou_thr, None)
+    n_r = len(flat.readers)
+    # reads paired within each image: (a, b) reader pairs with a < b
+    ra, rb = pairs_within(flat.image_read_start)
+    pair_image = flat.read_image[ra]
+    pair_code = flat.read_reader[ra] * n_r + flat.read_reader[rb]
+    n_images_pair = np.bincount(pair_code, minlength=n_r * n_r)
+    # boxes of each read, duplicated into every read pair of its image
+    read_pairs = np.concatenate([np.arange(len(ra)), np.arange(len(ra))])
+    read_side = np.concatenate([np.zeros(len(ra), int), np.ones(len(rb), int)])
+    read_of = np.concatenate([ra, rb])
+    box_start = np.searchsorted(flat.box_read, np.arange(len(flat.read_image) + 1))
+    nb = box_start[read_of + 1] - box_start[read_of]
+    rep_pair = np.repeat(read_pairs, nb)
+    rep_side = np.repeat(read_side, nb)
+    box_idx = np.repeat(box_start[read_of], nb) + (
+        np.arange(int(nb.sum())) - np.repeat(np.cumsum(nb) - nb, nb)
+    )
+    cls = flat.box_class[box_idx]
+    cls_vals, cls_rank = np.unique(cls, return_inverse=True)
+    group = rep_pair * max(len(cls_vals), 1) + cls_rank
+    uniq_groups, group_dense = np.unique(group, return_inverse=True)
+    tp = _group_match_counts(
+        flat.boxes[box_idx], rep_side, group_dense, thresholds.lookup(cls), len(uniq_groups)
+    )
+    g_pair = uniq_groups // max(len(cls_vals), 1)
+    g_cls = cls_vals[uniq_groups % max(len(cls_vals), 1)] if len(cls_vals) else g_pair
+    g_code = pair_code[g_pair]
+    n_a = np.bincount(group_dense, weights=rep_side == 0, minlength=len(uniq_groups))
+    n_b = np.bincount(group_dense, weights=rep_side == 1, minlength=len(uniq_groups))
+
+    table: dict[tuple[int, int | None], list[int]] = {}
+    for code, c, t, x, y in zip(
+        g_code.tolist(), g_cls.tolist(), tp.tolist(), n_a.tolist(), n_b.tolist(), strict=True
+    ):
+        for key in ((code, c), (code, None)):
+            acc = table.setdefault(key, [0, 0, 0])
+            acc[0] += int(x)
+            acc[1] += int(y)
+            acc[2] += int(t)
+    for code in np.unique(pair_code).tolist():
+        table.setdefault((code, None), [0, 0, 0])
+    del pair_image
+    out = [
+        PairCounts(
+            flat.readers[code // n_r], flat.readers[code % n_r], c,
+            int(n_images_pair[code]), v[0], v[1], v[2],
+        )
+        for (code, c), v in table.items()
+    ]
+    out.sort(key=lambda p: (p.reader_a, p.reader_b, -1 if p.class_id is None else p.class_id))
+    return out
+
+
+def fleiss_kappa(counts: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    """Generalized Fleiss' kappa from an (items, categories) count matrix.
+
+    Returns (kappa, observed agreement P-bar, chance agreement P_e).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    n_i = counts.sum(1)
+    usable = n_i >= 2
+    if not usable.any():
+        return None, None, None
+    c, n = counts[usable], n_i[usable]
+    p_i = (c * (c - 1)).sum(1) / (n * (n - 1))
+    p_bar = float(p_i.mean())
+    p_j = c.sum(0) / n.sum()
+    p_e = float((p_j**2).sum())
+    if p_e >= 1.0:
+        return None, p_bar, p_e
+    return (p_bar - p_e) / (1.0 - p_e), p_bar, p_e
+
+
+def presence_kappa(
+    images: Sequence[ImageReads],
+    classes: Sequence[int] | None = None,
+    image_ids: Collection[str] | None = None,
+) -> list[KappaResult]:
+    """Fleiss' kappa per class on "did the reader mark this class on the image"."""
+    flat = FlatReads.build(_subset(images, image_ids))
+    if classes is None:
+        classes = np.unique(flat.box_class).tolist()
+    raters = flat.reads_per_image().astype(np.float64)
+    out = []
+    for c in classes:
+        sel = flat.box_class == c
+        has = np.zeros(len(flat.read_image), dtype=bool)
+        has[flat.box_read[sel]] = True
+        yes = np.bincount(flat.read_image[has], minlength=flat.n_images).astype(np.float64)
+        kappa, p_bar, p_e = fleiss_kappa(np.stack([yes, raters - yes], axis=1))
+        out.append(KappaResult(
+            int(c), kappa, int((raters >= 2).sum()), int(raters[raters >= 2].sum()), p_bar, p_e
+        ))
+    return out
+
+
+def reader_vs_consensus(
+    images: Sequence[ImageReads],
+    consensus: Mapping[str, ConsensusResult],
+    iou_thr: float | Mapping[Any, float] = DEFAULT_IOU_THR,
+    image_ids: Collection[str] | None = None,
+) -> list[ReaderVsConsensus]:
+    """Each reader against the consensus (tp = optimal class-wise IoU matches)."""
+    images = [im for im in _subset(images, image_ids) if im.image_id in consensus]
+    flat = FlatReads.build(images)
+    thresholds = ClassThresholds.parse("agreement", "iou_thr", iou_thr, None)
+    cons = [consensus[i] for i in flat.image_ids]
+    c_count = np.array([len(r.classes) for r in cons], dtype=np.int64)
+    c_boxes = np.concatenate([r.boxes for r in cons]) if cons else np.zeros((0, 4))
+    c_cls = np.concatenate([r.classes for r in cons]) if cons else np.zeros(0, np.int64)
+    c_img = np.repeat(np.arange(flat.n_images), c_count)
+    # every read paired with its image's consensus boxes
+    n_reads = len(flat.read_image)
+    c_start = np.concatenate(([0], np.cumsum(c_count)))
+    k = c_count[flat.read_image]
+    c_rows = np.repeat(c_start[flat.read_image], k) + (
+        np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
+    )
+    c_read = np.repeat(np.arange(n_reads), k)
+    boxes = np.concatenate([flat.boxes, c_boxes[c_rows]])
+    cls = np.concatenate([flat.box_class, c_cls[c_rows]])
+    read = np.concatenate([flat.box_read, c_read])
+    side = np.concatenate([np.zeros(len(flat.box_class), int), np.ones(len(c_rows), int)])
+    del c_img
+    n_cls = int(cls.max(initial=0)) + 1
+    group = read * n_cls + cls
+    uniq, dense = np.unique(group, return_inverse=True)
+    tp = _group_match_counts(boxes, side, dense, thresholds.lookup(cls), len(uniq))
+    tp_read = np.bincount(uniq // n_cls, weights=tp, minlength=n_reads)
+    n_r = len(flat.readers)
+    reader_of_read = flat.read_reader
+    tp_r = np.bincount(reader_of_read, weights=tp_read, minlength=n_r)
+    own = np.bincount(flat.box_reader, minlength=n_r)
+    cons_r = np.bincount(reader_of_read, weights=k, minlength=n_r)
+    imgs_r = np.bincount(reader_of_read, minlength=n_r)
+    return [
+        ReaderVsConsensus(code, int(imgs_r[r]), int(own[r]), int(cons_r[r]), int(tp_r[r]))
+        for r, code in enumerate(flat.readers)
+    ]

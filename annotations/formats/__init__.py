@@ -1,0 +1,1 @@
+"""Readers and writers of external annotation formats (pure, no Django)."""

@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+
+from annotations.consensus import build
+from annotations.consensus.agreement import (
+    fleiss_kappa,
+    optimal_match_count,
+    pairwise_agreement,
+    presence_kappa,
+    reader_vs_consensus,
+)
+from tests.consensus.helpers import image, read
+
+# Fleiss (1971) style textbook table (Wikipedia "Fleiss' kappa" worked example):
+# 10 subjects, 14 raters, 5 categories -> P-bar 0.378, P_e 0.213, kappa 0.210
+WIKI = np.array([
+    [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+    [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
+])
+
+
+def test_fleiss_kappa_textbook():
+    kappa, p_bar, p_e = fleiss_kappa(WIKI)
+    assert p_bar == pytest.approx(0.378, abs=5e-4)
+    assert p_e == pytest.approx(0.213, abs=5e-4)
+    assert kappa == pytest.approx(0.210, abs=5e-4)
+
+
+def test_fleiss_kappa_perfect_and_undefined():
+    assert fleiss_kappa(np.array([[3, 0], [0, 3]]))[0] == pytest.approx(1.0)
+    assert fleiss_kappa(np.array([[3, 0], [3, 0]]))[0] is None  # no variation
+
+
+def test_optimal_matching_beats_greedy():
+    # all candidate IoUs are 2/3 except a1-b1 (0.25): greedy a0-b0 strands a1 and b1,
+    # the optimum pairs a0-b1 and a1-b0
+    a = np.array([[0, 0, 10, 10], [4, 0, 14, 10.0]])
+    b = np.array([[2, 0, 12, 10], [-2, 0, 8, 10.0]])
+    assert optimal_match_count(a, b, 0.5) == 2
+
+
+def test_pairwise_f1_hand_case():
+    images = [
+        image(
+            "a",
+            read("R1", (0, 0, 0, 10, 10), (0, 50, 50, 60, 60)),
+            read("R2", (0, 0, 0, 10, 10)),
+        ),
+        image("b", read("R1", (1, 0, 0, 10, 10)), read("R2", (1, 20, 20, 30, 30))),
+        image("c", read("R1"), read("R3", (0, 0, 0, 10, 10))),
+    ]
+    rows = {(p.reader_a, p.reader_b, p.class_id): p for p in pairwise_agreement(images, 0.5)}
+    c0 = rows[("R1", "R2", 0)]
+    assert (c0.n_a, c0.n_b, c0.tp) == (2, 1, 1)
+    assert c0.recall == 0.5 and c0.precision == 1.0 and c0.f1 == pytest.approx(2 / 3)
+    total = rows[("R1", "R2", None)]
+    assert (total.n_a, total.n_b, total.tp, total.n_images) == (3, 2, 1, 2)
+    assert total.f1 == pytest.approx(0.4)
+    assert rows[("R1", "R3", None)].f1 == 0.0
+    json.dumps([p.to_dict() for p in rows.values()])
+    only_b = {(p.reader_a, p.reader_b, p.class_id): p
+              for p in pairwise_agreement(images, 0.5, image_ids=["b"])}
+    assert only_b[("R1", "R2", None)].n_a == 1
+
+
+def test_presence_kappa_and_reader_vs_consensus():
+    images = [
+        image("a", read("R1", (0, 0, 0, 10, 10)), read("R2", (0, 0, 0, 10, 10)), read("R3")),
+        image("b", read("R1"), read("R2"), read("R3")),
+    ]
+    (k0,) = presence_kappa(images)
+    # image a: 2 yes 1 no -> P=1/3; image b: P=1; P-bar=2/3; p_yes=2/6 -> P_e=5/9
+    assert k0.kappa == pytest.approx((2 / 3 - 5 / 9) / (1 - 5 / 9))
+    cons = build("majority").run(images)
+    rows = {r.reader: r for r in reader_vs_consensus(images, cons, 0.5)}
+    assert rows["R1"].sensitivity == 1.0 and rows["R1"].precision == 1.0
+    assert rows["R3"].sensitivity == 0.0 and rows["R3"].precision is None
+    json.dumps([r.to_dict() for r in rows.values()] + [k0.to_dict()])
