@@ -112,8 +112,14 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # Ingest workers write concurrently; wait for the lock instead of failing.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 30}
+    # Ingest workers write concurrently: take the write lock when a transaction
+    # starts (no lock-upgrade deadlocks), wait for it, and let readers run
+    # beside the writer (WAL).
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
