@@ -294,3 +294,78 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class ConsensusRun(models.Model):
+    """One application of a consensus strategy to a set of images.
+
+    It records the exact annotation versions it read (``annotations``), so the
+    same run can be re-executed and must give identical output (``digest``).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual"
+        READS_COMPLETE = "reads_complete"
+        IMPORT = "import"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="consensus_runs")
+    strategy = models.CharField(max_length=64)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    reason = models.TextField(blank=True)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.MANUAL)
+    #: Pseudonymous ids of the images in scope; empty means every image with reads.
+    image_scope = models.JSONField(default=list, blank=True)
+    annotations = models.ManyToManyField(ReaderAnnotation, related_name="consensus_runs",
+                                         blank=True)
+    digest = models.CharField(max_length=64, blank=True)
+    stats = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+
+class ConsensusImage(models.Model):
+    """The consensus of one image in one run (boxes in ``boxes``)."""
+
+    run = models.ForeignKey(ConsensusRun, on_delete=models.CASCADE, related_name="images")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="consensus")
+    image_labels = models.JSONField(default=list, blank=True)
+    n_readers = models.PositiveSmallIntegerField(default=0)
+    meta = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["run", "image"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "image"], name="uniq_consensus_image"),
+        ]
+
+
+class ConsensusBox(models.Model):
+    consensus_image = models.ForeignKey(ConsensusImage, on_delete=models.CASCADE,
+                                        related_name="boxes")
+    label_class = models.ForeignKey(LabelClass, on_delete=models.PROTECT, related_name="+")
+    x_min = models.FloatField()
+    y_min = models.FloatField()
+    x_max = models.FloatField()
+    y_max = models.FloatField()
+    score = models.FloatField()
+    #: Reader codes whose boxes formed this box.
+    support = models.JSONField(default=list)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["consensus_image", "position"]

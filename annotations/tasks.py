@@ -27,3 +27,20 @@ class IngestTask(Task):
 )
 def ingest_file(item_id: int) -> None:
     ingest.ingest_item_process(item_id=item_id)
+
+
+class ConsensusTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: D401 - Celery hook
+        from annotations.models import ConsensusRun
+
+        run_id = kwargs.get("run_id") if kwargs else (args[0] if args else None)
+        ConsensusRun.objects.filter(pk=run_id).exclude(status="done").update(
+            status="failed", reason=f"task failed: {type(exc).__name__}")
+
+
+@shared_task(base=ConsensusTask, name="annotations.tasks.consensus_run_execute_task",
+             autoretry_for=TRANSIENT, retry_backoff=2, max_retries=5, acks_late=True)
+def consensus_run_execute_task(run_id: int) -> None:
+    from annotations.services.consensus import consensus_run_execute
+
+    consensus_run_execute(run_id=run_id)

@@ -1,6 +1,7 @@
 from django.urls import path
 from rest_framework.authtoken.views import obtain_auth_token
 
+from annotations.api import consensus_views as cv
 from annotations.api import views as v
 
 urlpatterns = [
@@ -15,6 +16,13 @@ urlpatterns = [
          name="project-quarantine"),
     path("projects/<slug:slug>/assignments/", v.ProjectAssign.as_view(),
          name="project-assign"),
+    path("projects/<slug:slug>/consensus-runs/", cv.ConsensusRunListCreate.as_view(),
+         name="consensus-runs"),
+    path("consensus-runs/<int:pk>/", cv.ConsensusRunDetail.as_view(), name="consensus-run"),
+    path("projects/<slug:slug>/agreement/", cv.Agreement.as_view(), name="agreement"),
+    path("projects/<slug:slug>/imports/", cv.AnnotationImport.as_view(), name="imports"),
+    path("projects/<slug:slug>/exports/<str:fmt>/", cv.AnnotationExport.as_view(),
+         name="exports"),
     path("images/<str:image_id>/", v.ImageDetail.as_view(), name="image-detail"),
     path("ingest-batches/<int:pk>/", v.IngestBatchDetail.as_view(), name="ingest-batch"),
     path("ingest-batches/<int:pk>/items/", v.IngestBatchItems.as_view(),

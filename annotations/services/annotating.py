@@ -1,0 +1,155 @@
+"""Recording readers' annotations: validated, versioned, never edited in place.
+
+Every source (Label Studio webhooks and reconcile, CSV/COCO imports, the API)
+goes through ``reader_annotation_record``.  A new version supersedes the
+reader's current one for that image; unchanged content is not a new version,
+so replays and reconciles are idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.errors import DomainError
+from annotations.models import (
+    AnnotationBox,
+    Assignment,
+    ConsensusRun,
+    Image,
+    LabelClass,
+    Reader,
+    ReaderAnnotation,
+)
+from annotations.services.audit import audit_record
+from annotations.services.consensus import consensus_run_create
+
+#: Boxes may overshoot the image by this many pixels (rounding in clients); clipped.
+EDGE_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True)
+class BoxIn:
+    """A box as submitted: class name (or class id) and original-pixel coordinates."""
+
+    label: str | int
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+
+
+def _classes(image: Image) -> tuple[dict[Any, LabelClass], set[str]]:
+    rows = list(LabelClass.objects.filter(project_id=image.project_id))
+    by_key: dict[Any, LabelClass] = {}
+    for lc in rows:
+        if not lc.image_level:
+            by_key[lc.name] = lc
+            by_key[lc.class_id] = lc
+    return by_key, {lc.name for lc in rows if lc.image_level}
+
+
+def _validate_box(box: BoxIn, image: Image) -> tuple[float, float, float, float]:
+    coords = [float(box.x_min), float(box.y_min), float(box.x_max), float(box.y_max)]
+    w, h = image.width, image.height
+    limits = [w, h, w, h]
+    for i, v in enumerate(coords):
+        if v != v or v < -EDGE_TOLERANCE or v > limits[i] + EDGE_TOLERANCE:
+            raise DomainError("invalid_box", f"box {coords} lies outside the {w}x{h} image")
+    x0, y0 = max(0.0, coords[0]), max(0.0, coords[1])
+    x1, y1 = min(float(w), coords[2]), min(float(h), coords[3])
+    if x1 <= x0 or y1 <= y0:
+        raise DomainError("invalid_box", f"box {coords} has no area")
+    return x0, y0, x1, y1
+
+
+def _same_content(current: ReaderAnnotation, boxes: list[tuple], labels: list[str],
+                  cancelled: bool) -> bool:
+    have = sorted(
+        (b.label_class_id, b.x_min, b.y_min, b.x_max, b.y_max) for b in current.boxes.all()
+    )
+    want = sorted((lc.pk, *c) for lc, c in boxes)
+    return have == want and sorted(current.image_labels) == labels \
+        and current.was_cancelled == cancelled
+
+
+@transaction.atomic
+def reader_annotation_record(
+    *,
+    image: Image,
+    reader: Reader,
+    boxes: Sequence[BoxIn],
+    image_labels: Sequence[str] = (),
+    source: str = ReaderAnnotation.Source.API,
+    external_id: str = "",
+    external_updated_at: dt.datetime | None = None,
+    was_cancelled: bool = False,
+    excluded_reason: str = "",
+    actor: Any = None,
+    complete_assignment: bool = True,
+    trigger_consensus: bool = True,
+) -> tuple[ReaderAnnotation, bool]:
+    """Store a reader's read of an image; returns ``(annotation, created)``.
+
+    Raises DomainError for unknown labels or boxes outside the image; nothing is
+    written then.  An older ``external_updated_at`` than the stored one is
+    ignored (out-of-order delivery), as is identical content (replay).
+    """
+    by_key, image_level = _classes(image)
+    resolved = []
+    for box in boxes:
+        lc = by_key.get(box.label)
+        if lc is None:
+            raise DomainError("unknown_label", f"label {box.label!r} is not in this project")
+        resolved.append((lc, _validate_box(box, image)))
+    labels = sorted(set(image_labels))
+    unknown = [lab for lab in labels if lab not in image_level]
+    if unknown:
+        raise DomainError("unknown_label", f"image labels {unknown} are not in this project")
+
+    current = (ReaderAnnotation.objects.select_for_update()
+               .filter(image=image, reader=reader, is_current=True).first())
+    if current is not None:
+        newer = current.external_updated_at
+        if external_updated_at and newer and external_updated_at < newer:
+            return current, False
+        if _same_content(current, resolved, labels, was_cancelled) and \
+                current.excluded_reason == excluded_reason:
+            return current, False
+        ReaderAnnotation.objects.filter(pk=current.pk).update(is_current=False)
+    assignment = Assignment.objects.filter(image=image, reader=reader).first()
+    annotation = ReaderAnnotation.objects.create(
+        image=image, reader=reader, assignment=assignment, source=source,
+        external_id=external_id, version=(current.version + 1) if current else 1,
+        image_labels=labels, was_cancelled=was_cancelled, excluded_reason=excluded_reason,
+        external_updated_at=external_updated_at,
+    )
+    AnnotationBox.objects.bulk_create(
+        AnnotationBox(annotation=annotation, label_class=lc, x_min=c[0], y_min=c[1],
+                      x_max=c[2], y_max=c[3])
+        for lc, c in resolved
+    )
+    if assignment is not None and complete_assignment and not excluded_reason:
+        status = Assignment.Status.SKIPPED if was_cancelled else Assignment.Status.COMPLETED
+        Assignment.objects.filter(pk=assignment.pk).update(status=status,
+                                                           completed_at=timezone.now())
+    audit_record(action="annotation.record", actor=actor, project=image.project,
+                 target=annotation, detail={"reader": reader.code, "boxes": len(resolved),
+                                            "source": source, "version": annotation.version})
+    if trigger_consensus and assignment is not None and image_reads_complete(image):
+        # the image's k reads are in: its consensus follows at once
+        consensus_run_create(project=image.project, images=[image],
+                             trigger=ConsensusRun.Trigger.READS_COMPLETE)
+    return annotation, True
+
+
+def image_reads_complete(image: Image) -> bool:
+    """True when every assigned reader has finished (completed or skipped) the image."""
+    statuses = list(image.assignments.values_list("status", flat=True))
+    done = {Assignment.Status.COMPLETED, Assignment.Status.SKIPPED}
+    return bool(statuses) and all(s in done for s in statuses)

@@ -1,0 +1,201 @@
+"""Consensus runs: gather the readers' current annotations, apply a strategy from
+the pure engine (``annotations.consensus``), store the result.
+
+A run records the exact annotation versions it read and a digest of its output;
+``consensus_run_replay`` re-executes a run from those versions and must produce
+the same digest (the engine is deterministic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from annotations import consensus as engine
+from annotations.consensus import ConsensusResult, ImageReads, ReaderRead
+from annotations.errors import DomainError
+from annotations.models import (
+    AnnotationBox,
+    ConsensusBox,
+    ConsensusImage,
+    ConsensusRun,
+    Image,
+    LabelClass,
+    Project,
+    ReaderAnnotation,
+)
+from annotations.services.audit import audit_record
+
+
+def usable_annotations(project: Project, images: Iterable[Image] | None = None):
+    """Current, non-excluded annotations of the project (cancelled ones excluded)."""
+    qs = ReaderAnnotation.objects.filter(
+        image__project=project, is_current=True, excluded_reason="", was_cancelled=False,
+    )
+    if images is not None:
+        qs = qs.filter(image__in=list(images))
+    return qs
+
+
+def reads_from_annotations(annotations: Sequence[ReaderAnnotation]) -> list[ImageReads]:
+    """Convert stored annotations into the engine's ImageReads (pure data)."""
+    anns = (ReaderAnnotation.objects.filter(pk__in=[a.pk for a in annotations])
+            .select_related("reader", "image")
+            .prefetch_related(Prefetch("boxes", queryset=AnnotationBox.objects
+                                       .select_related("label_class").order_by("id"))))
+    by_image: dict[int, list[ReaderRead]] = defaultdict(list)
+    images: dict[int, Image] = {}
+    for ann in anns:
+        boxes = list(ann.boxes.all())
+        by_image[ann.image_id].append(ReaderRead(
+            reader=ann.reader.code,
+            boxes=np.array([[b.x_min, b.y_min, b.x_max, b.y_max] for b in boxes],
+                           dtype=np.float64).reshape(-1, 4),
+            classes=np.array([b.label_class.class_id for b in boxes], dtype=np.int64),
+            image_labels=frozenset(ann.image_labels),
+        ))
+        images[ann.image_id] = ann.image
+    return [
+        ImageReads(images[i].pseudo_id, float(images[i].width), float(images[i].height),
+                   sorted(reads, key=lambda r: r.reader))
+        for i, reads in sorted(by_image.items(), key=lambda kv: images[kv[0]].pseudo_id)
+    ]
+
+
+def result_digest(results: dict[str, ConsensusResult]) -> str:
+    canon = {k: results[k].to_dict() for k in sorted(results)}
+    return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()
+
+
+def consensus_run_create(
+    *,
+    project: Project,
+    strategy: str | None = None,
+    params: dict | None = None,
+    images: Sequence[Image] | None = None,
+    trigger: str = ConsensusRun.Trigger.MANUAL,
+    actor: Any = None,
+    enqueue: bool = True,
+) -> ConsensusRun:
+    """Validate the strategy and parameters now (a clear 400), run in a task."""
+    name = strategy or project.consensus_strategy
+    params = dict(params if params is not None else (
+        project.consensus_params if strategy is None else {}))
+    engine.build(name, params)  # raises DomainError for unknown names / bad params
+    run = ConsensusRun.objects.create(
+        project=project, strategy=name, params=params, trigger=trigger,
+        image_scope=sorted(i.pseudo_id for i in images) if images is not None else [],
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    audit_record(action="consensus.run_create", actor=actor, project=project, target=run,
+                 detail={"strategy": name, "trigger": trigger})
+    if enqueue:
+        from annotations.tasks import consensus_run_execute_task
+
+        transaction.on_commit(lambda: consensus_run_execute_task.delay(run_id=run.pk))
+    return run
+
+
+def _scope_images(run: ConsensusRun) -> list[Image] | None:
+    if not run.image_scope:
+        return None
+    return list(Image.objects.filter(project=run.project, pseudo_id__in=run.image_scope))
+
+
+def consensus_run_execute(*, run_id: int) -> ConsensusRun:
+    """Pending -> running -> done/failed; a run that is not pending is left alone."""
+    if not ConsensusRun.objects.filter(pk=run_id, status=ConsensusRun.Status.PENDING).update(
+            status=ConsensusRun.Status.RUNNING):
+        return ConsensusRun.objects.get(pk=run_id)
+    run = ConsensusRun.objects.select_related("project").get(pk=run_id)
+    try:
+        with transaction.atomic():
+            annotations = list(usable_annotations(run.project, _scope_images(run)))
+            results, reads = _compute(run, annotations)
+            _store(run, results, reads)
+            run.annotations.set(annotations)
+            run.digest = result_digest(results)
+            run.stats = {"images": len(results), "annotations": len(annotations),
+                         "boxes": int(sum(len(r.classes) for r in results.values()))}
+            run.status, run.finished_at = ConsensusRun.Status.DONE, timezone.now()
+            run.save(update_fields=["digest", "stats", "status", "finished_at"])
+    except (OperationalError, InterfaceError):
+        # transient: give the run back so the task's retry can take it again
+        ConsensusRun.objects.filter(pk=run.pk).update(status=ConsensusRun.Status.PENDING)
+        raise
+    except DomainError as exc:
+        ConsensusRun.objects.filter(pk=run.pk).update(
+            status=ConsensusRun.Status.FAILED, reason=f"{exc.code}: {exc.message}",
+            finished_at=timezone.now())
+        run.refresh_from_db()
+    return run
+
+
+def _compute(run: ConsensusRun, annotations: Sequence[ReaderAnnotation]):
+    reads = reads_from_annotations(annotations)
+    results = engine.build(run.strategy, run.params).run(reads)
+    return results, reads
+
+
+def _store(run: ConsensusRun, results: dict[str, ConsensusResult],
+           reads: list[ImageReads]) -> None:
+    images = {i.pseudo_id: i for i in Image.objects.filter(
+        project=run.project, pseudo_id__in=list(results))}
+    classes = {lc.class_id: lc for lc in LabelClass.objects.filter(project=run.project)}
+    n_readers = {r.image_id: len(r.reads) for r in reads}
+    rows = ConsensusImage.objects.bulk_create(
+        ConsensusImage(run=run, image=images[pid], image_labels=sorted(res.image_labels),
+                       n_readers=n_readers.get(pid, 0), meta=_jsonable(res.meta))
+        for pid, res in sorted(results.items())
+    )
+    boxes = []
+    for row, (_pid, res) in zip(rows, sorted(results.items()), strict=True):
+        for pos, (box, cls, score, support) in enumerate(
+                zip(res.boxes.tolist(), res.classes.tolist(), res.scores.tolist(), res.support,
+                    strict=True)):
+            boxes.append(ConsensusBox(
+                consensus_image=row, label_class=classes[int(cls)], x_min=box[0], y_min=box[1],
+                x_max=box[2], y_max=box[3], score=score, support=list(support), position=pos))
+    ConsensusBox.objects.bulk_create(boxes)
+
+
+def _jsonable(meta: dict) -> dict:
+    return json.loads(json.dumps(meta, default=lambda o: o.tolist() if hasattr(o, "tolist")
+                                 else str(o)))
+
+
+def consensus_run_replay(run: ConsensusRun) -> str:
+    """Recompute a finished run from the annotation versions it recorded; its digest."""
+    results, _ = _compute(run, list(run.annotations.all()))
+    return result_digest(results)
+
+
+def consensus_results(run: ConsensusRun) -> dict[str, ConsensusResult]:
+    """Stored output of a run as engine results (for agreement and exports)."""
+    out = {}
+    rows = run.images.select_related("image").prefetch_related(
+        Prefetch("boxes", queryset=ConsensusBox.objects.select_related("label_class")))
+    for row in rows:
+        boxes = list(row.boxes.all())
+        out[row.image.pseudo_id] = ConsensusResult(
+            boxes=np.array([[b.x_min, b.y_min, b.x_max, b.y_max] for b in boxes],
+                           dtype=np.float64).reshape(-1, 4),
+            classes=np.array([b.label_class.class_id for b in boxes], dtype=np.int64),
+            scores=np.array([b.score for b in boxes], dtype=np.float64),
+            support=[tuple(b.support) for b in boxes],
+            image_labels=frozenset(row.image_labels), meta=row.meta,
+        )
+    return out
+
+
+def latest_run(project: Project) -> ConsensusRun | None:
+    return project.consensus_runs.filter(status=ConsensusRun.Status.DONE,
+                                         image_scope=[]).first()

@@ -1,0 +1,107 @@
+"""Import existing reads (VinBigData CSV, NIH box list, COCO) into a project.
+
+All or nothing: the file is parsed completely by a pure parser (malformed rows
+reported by line), every image must be known to the project, and every read
+is recorded in one transaction.  Readers named in the file (``rad_id``) become
+platform readers; readers that do not exist yet are created without a login
+(``active=False``: they are never assigned new images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from annotations.consensus import ImageReads
+from annotations.errors import DomainError
+from annotations.formats import vinbigdata
+from annotations.models import ConsensusRun, Image, LabelClass, Project, Reader, ReaderAnnotation
+from annotations.services.annotating import BoxIn, reader_annotation_record
+from annotations.services.audit import audit_record
+from annotations.services.consensus import consensus_run_create
+from annotations.services.ingest import source_key
+
+Parser = Callable[[str, list[str]], list[ImageReads]]
+
+
+def _parse_vinbigdata(text: str, class_names: list[str]) -> list[ImageReads]:
+    return vinbigdata.parse_csv(text, class_names=class_names)
+
+
+#: Import format name -> parser(text, box class names by class id) -> reads.
+PARSERS: dict[str, Parser] = {"vinbigdata": _parse_vinbigdata}
+
+
+def register_parser(name: str, parser: Parser) -> None:
+    PARSERS[name] = parser
+
+
+def _box_class_names(project: Project) -> list[str]:
+    names = list(LabelClass.objects.filter(project=project, image_level=False)
+                 .order_by("class_id").values_list("name", flat=True))
+    return names
+
+
+def _resolve_images(project: Project, reads: list[ImageReads]) -> dict[str, Image]:
+    """Map file-style image ids (or pseudonymous ids) to the project's images."""
+    wanted = {r.image_id for r in reads}
+    by_key = {source_key(i): i for i in wanted}
+    found: dict[str, Image] = {}
+    for image in Image.objects.filter(project=project, source_key__in=list(by_key.keys())):
+        found[by_key[image.source_key]] = image
+    rest = wanted - set(found)
+    for image in Image.objects.filter(project=project, pseudo_id__in=list(rest)):
+        found[image.pseudo_id] = image
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise DomainError("unknown_images", f"{len(missing)} images are not in this project",
+                          detail=missing[:50])
+    return found
+
+
+def _reader(code: str) -> Reader:
+    reader = Reader.objects.filter(code=code).first()
+    if reader is not None:
+        return reader
+    user = get_user_model().objects.create_user(username=f"{code.lower()}@readers.invalid")
+    user.set_unusable_password()
+    user.save(update_fields=["password"])
+    return Reader.objects.create(user=user, code=code, active=False)
+
+
+def annotations_import(
+    *, project: Project, fmt: str, text: str, actor: Any = None, run_consensus: bool = True,
+) -> dict[str, Any]:
+    parser = PARSERS.get(fmt)
+    if parser is None:
+        raise DomainError("unknown_format", f"unknown import format {fmt!r}",
+                          detail=sorted(PARSERS))
+    names = _box_class_names(project)
+    reads = parser(text, names)
+    images = _resolve_images(project, reads)
+    created = unchanged = 0
+    with transaction.atomic():
+        for image_reads in reads:
+            image = images[image_reads.image_id]
+            for read in image_reads.reads:
+                boxes = [BoxIn(int(c), *map(float, b))
+                         for b, c in zip(read.boxes, read.classes, strict=True)]
+                _, new = reader_annotation_record(
+                    image=image, reader=_reader(read.reader), boxes=boxes,
+                    image_labels=sorted(read.image_labels),
+                    source=ReaderAnnotation.Source.IMPORT, actor=actor,
+                    trigger_consensus=False,
+                )
+                created += int(new)
+                unchanged += int(not new)
+        summary = {"format": fmt, "images": len(reads), "annotations_created": created,
+                   "annotations_unchanged": unchanged}
+        audit_record(action="annotations.import", actor=actor, project=project, detail=summary)
+        if run_consensus and created:
+            run = consensus_run_create(project=project, trigger=ConsensusRun.Trigger.IMPORT,
+                                       actor=actor)
+            summary["consensus_run"] = run.pk
+    return summary
