@@ -37,6 +37,9 @@ class Project(models.Model):
     clahe = models.BooleanField(default=False)
     allow_burned_in_annotation = models.BooleanField(default=False)
     display_long_side = models.PositiveIntegerField(null=True, blank=True)
+    #: Images whose reader agreement (mean pairwise F1) falls below this go to an
+    #: adjudicator; None turns adjudication off.
+    adjudication_threshold = models.FloatField(null=True, blank=True, default=0.5)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
@@ -132,6 +135,8 @@ class Reader(models.Model):
     )
     code = models.CharField(max_length=32, unique=True)
     active = models.BooleanField(default=True)
+    #: Adjudicators decide images the readers disagree on; they see every read.
+    is_adjudicator = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -171,6 +176,7 @@ class ReaderAnnotation(models.Model):
         LABEL_STUDIO = "label_studio"
         IMPORT = "import"
         API = "api"
+        ADJUDICATION = "adjudication"
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="annotations")
     reader = models.ForeignKey(Reader, on_delete=models.PROTECT, related_name="annotations")
@@ -345,6 +351,8 @@ class ConsensusImage(models.Model):
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="consensus")
     image_labels = models.JSONField(default=list, blank=True)
     n_readers = models.PositiveSmallIntegerField(default=0)
+    #: Mean pairwise F1 of the readers on this image (None with < 2 readers).
+    agreement = models.FloatField(null=True, blank=True)
     meta = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -369,3 +377,37 @@ class ConsensusBox(models.Model):
 
     class Meta:
         ordering = ["consensus_image", "position"]
+
+
+class Adjudication(models.Model):
+    """An image the readers disagreed on, waiting for (or decided by) an adjudicator.
+
+    The adjudicator's read (``decision``) overrides the consensus for that image
+    and is kept as such: later consensus runs do not replace it.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        CANCELLED = "cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="adjudications")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="adjudications")
+    consensus_run = models.ForeignKey(ConsensusRun, null=True, blank=True,
+                                      on_delete=models.SET_NULL, related_name="+")
+    agreement = models.FloatField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    adjudicator = models.ForeignKey(Reader, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="adjudications")
+    decision = models.ForeignKey(ReaderAnnotation, null=True, blank=True,
+                                 on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["agreement", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image"], condition=~Q(status="cancelled"),
+                                    name="one_open_adjudication"),
+        ]

@@ -115,12 +115,13 @@ class AnnotationExport(APIView):
     permission_classes = [IsPlatformAdmin]
 
     @extend_schema(parameters=[
-        OpenApiParameter("source", str, enum=["consensus", "readers"]),
+        OpenApiParameter("source", str, enum=["final", "consensus", "readers"],
+                         description="final (default): adjudicated label, else consensus"),
         OpenApiParameter("run", int, description="consensus run (default: the latest)"),
     ], responses={200: {"type": "string", "format": "binary"}})
     def get(self, request, slug: str, fmt: str):
         project = projects.project_get(slug)
-        source = request.query_params.get("source", "consensus")
+        source = request.query_params.get("source", "final")
         run_id = request.query_params.get("run")
         out = exports.annotations_export(project=project, fmt=fmt, source=source,
                                          run_id=int(run_id) if run_id else None,

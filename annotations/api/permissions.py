@@ -28,3 +28,11 @@ class ReadOnlyForRadiologists(BasePermission):
         if is_admin(request.user):
             return True
         return request.method in ("GET", "HEAD", "OPTIONS") and reader_of(request.user) is not None
+
+
+class IsAdminOrAdjudicator(BasePermission):
+    message = "admins and adjudicators only"
+
+    def has_permission(self, request, view) -> bool:
+        reader = reader_of(request.user)
+        return is_admin(request.user) or bool(reader and reader.is_adjudicator)

@@ -1,6 +1,7 @@
 from django.urls import path
 from rest_framework.authtoken.views import obtain_auth_token
 
+from annotations.api import adjudication_views as av
 from annotations.api import consensus_views as cv
 from annotations.api import views as v
 
@@ -23,6 +24,11 @@ urlpatterns = [
     path("projects/<slug:slug>/imports/", cv.AnnotationImport.as_view(), name="imports"),
     path("projects/<slug:slug>/exports/<str:fmt>/", cv.AnnotationExport.as_view(),
          name="exports"),
+    path("projects/<slug:slug>/adjudications/", av.AdjudicationList.as_view(),
+         name="adjudications"),
+    path("adjudications/<int:pk>/", av.AdjudicationDetail.as_view(), name="adjudication"),
+    path("adjudications/<int:pk>/decision/", av.AdjudicationDecide.as_view(),
+         name="adjudication-decide"),
     path("images/<str:image_id>/", v.ImageDetail.as_view(), name="image-detail"),
     path("ingest-batches/<int:pk>/", v.IngestBatchDetail.as_view(), name="ingest-batch"),
     path("ingest-batches/<int:pk>/items/", v.IngestBatchItems.as_view(),

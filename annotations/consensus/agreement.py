@@ -294,3 +294,29 @@ def reader_vs_consensus(
         ReaderVsConsensus(code, int(imgs_r[r]), int(own[r]), int(cons_r[r]), int(tp_r[r]))
         for r, code in enumerate(flat.readers)
     ]
+
+
+def image_agreement(image: ImageReads, iou_thr: float = DEFAULT_IOU_THR) -> float | None:
+    """One number for "how much do this image's readers agree", in [0, 1].
+
+    The mean, over reader pairs, of the class-wise IoU-matched F1 of their
+    boxes; a pair where both readers drew nothing agrees fully (1.0).  None
+    with fewer than two readers.  Used to route images to adjudication.
+    """
+    reads = image.reads
+    if len(reads) < 2:
+        return None
+    scores = []
+    for a_idx in range(len(reads)):
+        for b_idx in range(a_idx + 1, len(reads)):
+            a, b = reads[a_idx], reads[b_idx]
+            total = len(a.classes) + len(b.classes)
+            if total == 0:
+                scores.append(1.0)
+                continue
+            tp = sum(
+                optimal_match_count(a.boxes[a.classes == c], b.boxes[b.classes == c], iou_thr)
+                for c in np.intersect1d(a.classes, b.classes).tolist()
+            )
+            scores.append(2.0 * tp / total)
+    return float(np.mean(scores))

@@ -27,7 +27,6 @@ from annotations.models import (
     ReaderAnnotation,
 )
 from annotations.services.audit import audit_record
-from annotations.services.consensus import consensus_run_create
 
 #: Boxes may overshoot the image by this many pixels (rounding in clients); clipped.
 EDGE_TOLERANCE = 1.0
@@ -142,7 +141,10 @@ def reader_annotation_record(
                  target=annotation, detail={"reader": reader.code, "boxes": len(resolved),
                                             "source": source, "version": annotation.version})
     if trigger_consensus and assignment is not None and image_reads_complete(image):
-        # the image's k reads are in: its consensus follows at once
+        # the image's k reads are in: its consensus follows at once.  Imported
+        # here because consensus (via adjudication) builds on this module.
+        from annotations.services.consensus import consensus_run_create
+
         consensus_run_create(project=image.project, images=[image],
                              trigger=ConsensusRun.Trigger.READS_COMPLETE)
     return annotation, True

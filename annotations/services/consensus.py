@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from annotations import consensus as engine
 from annotations.consensus import ConsensusResult, ImageReads, ReaderRead
+from annotations.consensus.agreement import image_agreement
 from annotations.errors import DomainError
 from annotations.models import (
     AnnotationBox,
@@ -32,6 +33,7 @@ from annotations.models import (
     Project,
     ReaderAnnotation,
 )
+from annotations.services.adjudication import adjudications_route
 from annotations.services.audit import audit_record
 
 
@@ -122,6 +124,7 @@ def consensus_run_execute(*, run_id: int) -> ConsensusRun:
             results, reads = _compute(run, annotations)
             _store(run, results, reads)
             run.annotations.set(annotations)
+            adjudications_route(run=run)
             run.digest = result_digest(results)
             run.stats = {"images": len(results), "annotations": len(annotations),
                          "boxes": int(sum(len(r.classes) for r in results.values()))}
@@ -151,9 +154,13 @@ def _store(run: ConsensusRun, results: dict[str, ConsensusResult],
         project=run.project, pseudo_id__in=list(results))}
     classes = {lc.class_id: lc for lc in LabelClass.objects.filter(project=run.project)}
     n_readers = {r.image_id: len(r.reads) for r in reads}
+    thr = run.params.get("iou_thr", 0.4)
+    thr = thr if isinstance(thr, int | float) else 0.4
+    agreement = {r.image_id: image_agreement(r, float(thr)) for r in reads}
     rows = ConsensusImage.objects.bulk_create(
         ConsensusImage(run=run, image=images[pid], image_labels=sorted(res.image_labels),
-                       n_readers=n_readers.get(pid, 0), meta=_jsonable(res.meta))
+                       n_readers=n_readers.get(pid, 0), agreement=agreement.get(pid),
+                       meta=_jsonable(res.meta))
         for pid, res in sorted(results.items())
     )
     boxes = []

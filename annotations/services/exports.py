@@ -22,6 +22,7 @@ from annotations.services.consensus import (
     reads_from_annotations,
     usable_annotations,
 )
+from annotations.services.labels import final_results
 
 
 @dataclass
@@ -34,7 +35,7 @@ class ExportFile:
 @dataclass
 class ExportContext:
     project: Project
-    source: str  # "consensus" or "readers"
+    source: str  # "final", "consensus" or "readers"
     class_names: list[str]
     images: list[Image]
     reads: list[ImageReads] = field(default_factory=list)
@@ -55,7 +56,7 @@ def register_exporter(name: str) -> Callable[[Exporter], Exporter]:
 
 @register_exporter("vinbigdata")
 def _vinbigdata(ctx: ExportContext) -> ExportFile:
-    if ctx.source == "consensus":
+    if ctx.source != "readers":
         text = vinbigdata.write_consensus_csv(ctx.consensus, ctx.class_names)
     else:
         text = vinbigdata.write_csv(ctx.reads, ctx.class_names)
@@ -63,21 +64,23 @@ def _vinbigdata(ctx: ExportContext) -> ExportFile:
                       f"{ctx.project.slug}-{ctx.source}-vinbigdata.csv")
 
 
-def annotations_export(*, project: Project, fmt: str, source: str = "consensus",
+def annotations_export(*, project: Project, fmt: str, source: str = "final",
                        run_id: int | None = None, actor: Any = None) -> ExportFile:
     exporter = EXPORTERS.get(fmt)
     if exporter is None:
         raise DomainError("unknown_format", f"unknown export format {fmt!r}",
                           detail=sorted(EXPORTERS))
-    if source not in ("consensus", "readers"):
-        raise DomainError("invalid", "source must be 'consensus' or 'readers'")
+    if source not in ("final", "consensus", "readers"):
+        raise DomainError("invalid", "source must be 'final', 'consensus' or 'readers'")
     ctx = ExportContext(
         project=project, source=source,
         class_names=list(LabelClass.objects.filter(project=project, image_level=False)
                          .order_by("class_id").values_list("name", flat=True)),
         images=list(project.images.order_by("pseudo_id")),
     )
-    if source == "consensus":
+    if source == "final":
+        ctx.consensus = final_results(project)
+    elif source == "consensus":
         run = (project.consensus_runs.filter(pk=run_id).first() if run_id
                else latest_run(project))
         if run is None or run.status != ConsensusRun.Status.DONE:

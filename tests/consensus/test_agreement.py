@@ -78,3 +78,23 @@ def test_presence_kappa_and_reader_vs_consensus():
     assert rows["R1"].sensitivity == 1.0 and rows["R1"].precision == 1.0
     assert rows["R3"].sensitivity == 0.0 and rows["R3"].precision is None
     json.dumps([r.to_dict() for r in rows.values()] + [k0.to_dict()])
+
+
+def test_image_agreement_hand_cases():
+    from annotations.consensus import ImageReads, ReaderRead
+    from annotations.consensus.agreement import image_agreement
+
+    box = np.array([[10.0, 10, 50, 50]])
+    shifted = np.array([[12.0, 10, 52, 50]])
+    far = np.array([[200.0, 200, 240, 240]])
+    same = ImageReads("a", 300, 300, [ReaderRead("R1", box, [8]), ReaderRead("R2", shifted, [8])])
+    assert image_agreement(same) == 1.0
+    other_class = ImageReads("b", 300, 300, [ReaderRead("R1", box, [8]),
+                                             ReaderRead("R2", shifted, [3])])
+    assert image_agreement(other_class) == 0.0
+    empty = ImageReads("c", 300, 300, [ReaderRead("R1", np.zeros((0, 4)), [], {"No finding"}),
+                                       ReaderRead("R2", np.zeros((0, 4)), [], {"No finding"}),
+                                       ReaderRead("R3", far, [8])])
+    # pairs: (R1,R2) agree on nothing = 1.0; (R1,R3) and (R2,R3) = 0.0
+    assert image_agreement(empty) == pytest.approx(1 / 3)
+    assert image_agreement(ImageReads("d", 300, 300, [ReaderRead("R1", box, [8])])) is None

@@ -1,0 +1,93 @@
+"""Adjudication: images whose readers disagree go to an adjudicator, whose read
+then overrides the consensus for that image and is kept as such.
+
+Routing happens after every consensus run: an image with agreement below the
+project's ``adjudication_threshold`` gets one open ``Adjudication`` (never two).
+The adjudicator sees every reader's boxes and the consensus; an adjudicator who
+read the image themselves cannot decide it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.errors import DomainError
+from annotations.models import (
+    Adjudication,
+    Assignment,
+    ConsensusImage,
+    ConsensusRun,
+    Image,
+    Project,
+    Reader,
+    ReaderAnnotation,
+)
+from annotations.services.annotating import BoxIn, reader_annotation_record
+from annotations.services.audit import audit_record
+
+
+def adjudications_route(*, run: ConsensusRun) -> list[Adjudication]:
+    threshold = run.project.adjudication_threshold
+    if threshold is None:
+        return []
+    low = ConsensusImage.objects.filter(run=run, agreement__lt=threshold).select_related("image")
+    open_or_done = set(Adjudication.objects.filter(project=run.project).exclude(
+        status=Adjudication.Status.CANCELLED).values_list("image_id", flat=True))
+    created = [
+        Adjudication.objects.create(project=run.project, image=row.image, consensus_run=run,
+                                    agreement=row.agreement)
+        for row in low if row.image_id not in open_or_done
+    ]
+    if created:
+        audit_record(action="adjudication.route", project=run.project, target=run,
+                     detail={"images": len(created), "threshold": threshold})
+    return created
+
+
+@transaction.atomic
+def adjudication_decide(
+    *, adjudication: Adjudication, adjudicator: Reader, boxes: Sequence[BoxIn],
+    image_labels: Sequence[str] = (), actor: Any = None,
+) -> Adjudication:
+    adj = Adjudication.objects.select_for_update().get(pk=adjudication.pk)
+    if adj.status != Adjudication.Status.PENDING:
+        raise DomainError("conflict", "this adjudication is already decided")
+    if not adjudicator.is_adjudicator:
+        raise DomainError("forbidden", "only adjudicators can decide")
+    if Assignment.objects.filter(image=adj.image, reader=adjudicator).exists():
+        raise DomainError("forbidden", "an adjudicator cannot decide an image they read")
+    decision, _ = reader_annotation_record(
+        image=adj.image, reader=adjudicator, boxes=boxes, image_labels=image_labels,
+        source=ReaderAnnotation.Source.ADJUDICATION, actor=actor,
+        complete_assignment=False, trigger_consensus=False,
+    )
+    adj.status, adj.adjudicator, adj.decision = Adjudication.Status.DONE, adjudicator, decision
+    adj.decided_at = timezone.now()
+    adj.save(update_fields=["status", "adjudicator", "decision", "decided_at"])
+    audit_record(action="adjudication.decide", actor=actor, project=adj.project, target=adj)
+    return adj
+
+
+def adjudicated_images(project: Project) -> dict[int, ReaderAnnotation]:
+    """image id -> the adjudicator's decision, for every decided image."""
+    return {
+        a.image_id: a.decision
+        for a in Adjudication.objects.filter(project=project, status=Adjudication.Status.DONE)
+        .select_related("decision")
+        if a.decision is not None
+    }
+
+
+def is_final(image: Image) -> bool:
+    """A label is final when decided by an adjudicator, or when the image has a
+    consensus and is not waiting for adjudication."""
+    if Adjudication.objects.filter(image=image, status=Adjudication.Status.DONE).exists():
+        return True
+    if Adjudication.objects.filter(image=image, status=Adjudication.Status.PENDING).exists():
+        return False
+    return ConsensusImage.objects.filter(image=image, run__status=ConsensusRun.Status.DONE
+                                         ).exists()

@@ -1,0 +1,111 @@
+"""Adjudication: disagreement routes an image to an adjudicator, whose decision
+overrides the consensus and survives later consensus runs."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from annotations.formats import vinbigdata
+from annotations.models import Adjudication, ConsensusImage, Image
+from annotations.services import ingest, readers
+from annotations.services.adjudication import is_final
+from annotations.services.annotating import BoxIn, reader_annotation_record
+from annotations.services.consensus import consensus_run_create, consensus_run_execute
+from annotations.tasks import ingest_file
+
+pytestmark = pytest.mark.django_db
+NODULE, EFFUSION = "Nodule/Mass", "Pleural effusion"
+
+
+@pytest.fixture
+def case(project, png_images):
+    batch = ingest.ingest_batch_create(project=project, inputs=png_images[:2])
+    for item_id in batch.items.values_list("id", flat=True):
+        ingest_file.delay(item_id=item_id)
+    rs = [readers.reader_create(email=f"r{i}@example.org", code=f"R{i}") for i in (1, 2, 3)]
+    readers.assignments_create(project=project)
+    judge = readers.reader_create(email="judge@example.org", code="ADJ", password="judge-pass-1")
+    judge.is_adjudicator = True
+    judge.save()
+    agree, disagree = Image.objects.order_by("id")
+    for r in rs:
+        reader_annotation_record(image=agree, reader=r, boxes=[BoxIn(NODULE, 10, 10, 50, 50)],
+                                 trigger_consensus=False)
+    for r, box in zip(rs, [(NODULE, 10, 10, 50, 50), (EFFUSION, 100, 100, 200, 200),
+                           (NODULE, 150, 20, 190, 60)], strict=True):
+        reader_annotation_record(image=disagree, reader=r, boxes=[BoxIn(*box)],
+                                 trigger_consensus=False)
+    run = consensus_run_execute(run_id=consensus_run_create(
+        project=project, strategy="majority", enqueue=False).pk)
+    return project, rs, judge, agree, disagree, run
+
+
+def test_low_agreement_routes_to_adjudication(case):
+    project, _, _, agree, disagree, run = case
+    rows = {r.image_id: r.agreement for r in ConsensusImage.objects.filter(run=run)}
+    assert rows[agree.pk] == 1.0 and rows[disagree.pk] == 0.0
+    adj = Adjudication.objects.get()
+    assert adj.image == disagree and adj.status == "pending"
+    assert is_final(agree) and not is_final(disagree)
+    # a second run does not open a second case for the same image
+    consensus_run_execute(run_id=consensus_run_create(
+        project=project, strategy="majority", enqueue=False).pk)
+    assert Adjudication.objects.count() == 1
+
+
+def test_adjudicator_decision_overrides_consensus(case, admin_user):
+    project, rs, judge, agree, disagree, _ = case
+    adj = Adjudication.objects.get()
+    c = APIClient()
+    c.force_authenticate(judge.user)
+    detail = c.get(f"/api/adjudications/{adj.pk}/").json()
+    assert {r["reader"] for r in detail["reads"]} == {"R1", "R2", "R3"}
+    assert detail["consensus"] is not None
+    resp = c.post(f"/api/adjudications/{adj.pk}/decision/", {"boxes": [
+        {"label": EFFUSION, "x_min": 100, "y_min": 100, "x_max": 200, "y_max": 200}]},
+        format="json")
+    assert resp.status_code == 200, resp.content
+    assert resp.json()["status"] == "done" and resp.json()["adjudicator"] == "ADJ"
+    assert is_final(disagree)
+    again = c.post(f"/api/adjudications/{adj.pk}/decision/", {"boxes": []}, format="json")
+    assert again.status_code == 409
+
+    # a later consensus run does not replace the adjudicated label
+    consensus_run_execute(run_id=consensus_run_create(
+        project=project, strategy="wbf", enqueue=False).pk)
+    admin = APIClient()
+    admin.force_authenticate(admin_user)
+    out = admin.get("/api/projects/test/exports/vinbigdata/").content.decode()
+    by_image = {r.image_id: r.reads[0] for r in vinbigdata.parse_csv(out)}
+    final = by_image[disagree.pseudo_id]
+    assert final.classes.tolist() == [10] and final.boxes.tolist() == [[100, 100, 200, 200]]
+    assert by_image[agree.pseudo_id].classes.tolist() == [8]
+
+
+def test_only_adjudicators_who_did_not_read_may_decide(case):
+    _, (r1, _, _), judge, _, disagree, _ = case
+    adj = Adjudication.objects.get()
+    c = APIClient()
+    c.force_authenticate(r1.user)
+    assert c.get(f"/api/adjudications/{adj.pk}/").status_code == 403
+    assert c.post(f"/api/adjudications/{adj.pk}/decision/", {"boxes": []},
+                  format="json").status_code == 403
+    r1.is_adjudicator = True
+    r1.save()
+    resp = c.post(f"/api/adjudications/{adj.pk}/decision/", {"boxes": []}, format="json")
+    assert resp.status_code == 403
+    assert resp.json()["error"]["message"] == "an adjudicator cannot decide an image they read"
+    assert Adjudication.objects.get().status == "pending"
+
+
+def test_unknown_label_in_decision_stores_nothing(case):
+    _, _, judge, _, _, _ = case
+    adj = Adjudication.objects.get()
+    c = APIClient()
+    c.force_authenticate(judge.user)
+    resp = c.post(f"/api/adjudications/{adj.pk}/decision/", {"boxes": [
+        {"label": "Dragon", "x_min": 1, "y_min": 1, "x_max": 5, "y_max": 5}]}, format="json")
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "unknown_label"
+    assert Adjudication.objects.get().status == "pending"
+    assert not judge.annotations.exists()
