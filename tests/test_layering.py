@@ -14,7 +14,8 @@ PURE = [
     "annotations.errors", "annotations.taxonomy", "annotations.public_data",
     "annotations.imaging.render", "annotations.imaging.loader", "annotations.imaging.deid",
     "annotations.imaging.pseudonym", "annotations.imaging.synthetic",
-    "annotations.consensus", "annotations.formats", "training", "ml_backend",
+    "annotations.consensus", "annotations.formats", "annotations.formats.registry",
+    "training", "ml_backend",
 ]
 
 

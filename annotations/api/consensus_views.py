@@ -3,6 +3,9 @@ each other's work or the consensus through these endpoints)."""
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -95,20 +98,31 @@ class AnnotationImport(APIView):
     parser_classes = [MultiPartParser, JSONParser]
 
     @extend_schema(request={"multipart/form-data": {"type": "object", "properties": {
-        "file": {"type": "string", "format": "binary"}, "format": {"type": "string"}}}},
+        "file": {"type": "string", "format": "binary"}, "format": {"type": "string"},
+        "reader": {"type": "string"}}}},
         responses={201: {"type": "object"}})
     def post(self, request, slug: str):
         upload = request.FILES.get("file")
         if upload is None:
             raise DomainError("invalid_upload", "send the file in the field 'file'")
-        try:
-            text = upload.read().decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise DomainError("invalid_upload", "the file is not UTF-8 text") from exc
+        files = _upload_texts(upload)
         summary = imports.annotations_import(
             project=projects.project_get(slug), fmt=request.data.get("format", "vinbigdata"),
-            text=text, actor=request.user)
+            files=files, reader=request.data.get("reader") or None, actor=request.user)
         return Response(summary, status=status.HTTP_201_CREATED)
+
+
+def _upload_texts(upload) -> dict[str, str]:
+    """One text file, or every file of a zip (VOC and YOLO come as many files)."""
+    raw = upload.read()
+    try:
+        if zipfile.is_zipfile(io.BytesIO(raw)):
+            with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+                return {n: zf.read(n).decode("utf-8-sig") for n in zf.namelist()
+                        if not n.endswith("/")}
+        return {upload.name or "upload": raw.decode("utf-8-sig")}
+    except UnicodeDecodeError as exc:
+        raise DomainError("invalid_upload", "the file is not UTF-8 text") from exc
 
 
 class AnnotationExport(APIView):
@@ -118,6 +132,7 @@ class AnnotationExport(APIView):
         OpenApiParameter("source", str, enum=["final", "consensus", "readers"],
                          description="final (default): adjudicated label, else consensus"),
         OpenApiParameter("run", int, description="consensus run (default: the latest)"),
+        OpenApiParameter("reader", str, description="with source=readers: one reader only"),
     ], responses={200: {"type": "string", "format": "binary"}})
     def get(self, request, slug: str, fmt: str):
         project = projects.project_get(slug)
@@ -125,6 +140,7 @@ class AnnotationExport(APIView):
         run_id = request.query_params.get("run")
         out = exports.annotations_export(project=project, fmt=fmt, source=source,
                                          run_id=int(run_id) if run_id else None,
+                                         reader=request.query_params.get("reader") or None,
                                          actor=request.user)
         response = HttpResponse(out.content, content_type=out.content_type)
         response["Content-Disposition"] = f'attachment; filename="{out.filename}"'

@@ -1,20 +1,22 @@
-"""Exports of reads or consensus in the formats training and other tools read.
+"""Exports of final labels, a consensus run, or every reader's reads, in any
+format of the pure ``formats`` registry (COCO, VinBigData CSV, YOLO, VOC).
 
-Images are named by their pseudonymous id; nothing exported carries identity.
-Formats register here by name (``register_exporter``); each takes an
-``ExportContext`` and returns an ``ExportFile``.
+Images are named by their pseudonymous id (``<id>.png`` as file name); nothing
+exported carries identity.  A format that writes one file is returned as that
+file; one that writes several (YOLO, VOC) as a zip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import io
+import zipfile
+from dataclasses import dataclass
 from typing import Any
 
-from annotations.consensus import ConsensusResult, ImageReads
 from annotations.errors import DomainError
-from annotations.formats import vinbigdata
-from annotations.models import ConsensusRun, Image, LabelClass, Project
+from annotations.formats import registry
+from annotations.formats.records import ImageRecord
+from annotations.models import ConsensusRun, LabelClass, Project
 from annotations.services.audit import audit_record
 from annotations.services.consensus import (
     consensus_results,
@@ -23,6 +25,11 @@ from annotations.services.consensus import (
     usable_annotations,
 )
 from annotations.services.labels import final_results
+from annotations.taxonomy import LabelClassSpec
+
+SOURCES = ("final", "consensus", "readers")
+CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv", ".txt": "text/plain",
+                 ".xml": "application/xml"}
 
 
 @dataclass
@@ -32,64 +39,53 @@ class ExportFile:
     filename: str
 
 
-@dataclass
-class ExportContext:
-    project: Project
-    source: str  # "final", "consensus" or "readers"
-    class_names: list[str]
-    images: list[Image]
-    reads: list[ImageReads] = field(default_factory=list)
-    consensus: dict[str, ConsensusResult] = field(default_factory=dict)
-    run: ConsensusRun | None = None
+def project_taxonomy(project: Project) -> list[LabelClassSpec]:
+    return [LabelClassSpec(lc.class_id, lc.name, lc.code, lc.color, lc.image_level)
+            for lc in LabelClass.objects.filter(project=project).order_by("class_id")]
 
 
-Exporter = Callable[[ExportContext], ExportFile]
-EXPORTERS: dict[str, Exporter] = {}
+def image_records(project: Project) -> list[ImageRecord]:
+    return [ImageRecord(image_id=i.pseudo_id, file_name=f"{i.pseudo_id}.png", width=i.width,
+                        height=i.height) for i in project.images.order_by("pseudo_id")]
 
 
-def register_exporter(name: str) -> Callable[[Exporter], Exporter]:
-    def wrap(fn: Exporter) -> Exporter:
-        EXPORTERS[name] = fn
-        return fn
-    return wrap
-
-
-@register_exporter("vinbigdata")
-def _vinbigdata(ctx: ExportContext) -> ExportFile:
-    if ctx.source != "readers":
-        text = vinbigdata.write_consensus_csv(ctx.consensus, ctx.class_names)
-    else:
-        text = vinbigdata.write_csv(ctx.reads, ctx.class_names)
-    return ExportFile(text.encode(), "text/csv",
-                      f"{ctx.project.slug}-{ctx.source}-vinbigdata.csv")
-
-
-def annotations_export(*, project: Project, fmt: str, source: str = "final",
-                       run_id: int | None = None, actor: Any = None) -> ExportFile:
-    exporter = EXPORTERS.get(fmt)
-    if exporter is None:
-        raise DomainError("unknown_format", f"unknown export format {fmt!r}",
-                          detail=sorted(EXPORTERS))
-    if source not in ("final", "consensus", "readers"):
-        raise DomainError("invalid", "source must be 'final', 'consensus' or 'readers'")
-    ctx = ExportContext(
-        project=project, source=source,
-        class_names=list(LabelClass.objects.filter(project=project, image_level=False)
-                         .order_by("class_id").values_list("name", flat=True)),
-        images=list(project.images.order_by("pseudo_id")),
-    )
+def _source_data(project: Project, source: str, run_id: int | None):
     if source == "final":
-        ctx.consensus = final_results(project)
-    elif source == "consensus":
+        return final_results(project), None
+    if source == "consensus":
         run = (project.consensus_runs.filter(pk=run_id).first() if run_id
                else latest_run(project))
         if run is None or run.status != ConsensusRun.Status.DONE:
             raise DomainError("not_found", "no finished consensus run to export")
-        ctx.run, ctx.consensus = run, consensus_results(run)
-    else:
-        ctx.reads = reads_from_annotations(list(usable_annotations(project)))
-    out = exporter(ctx)
+        return consensus_results(run), run
+    return reads_from_annotations(list(usable_annotations(project))), None
+
+
+def _package(files: dict[str, str], stem: str) -> ExportFile:
+    if len(files) == 1:
+        path, text = next(iter(files.items()))
+        suffix = path[path.rfind("."):]
+        return ExportFile(text.encode(), CONTENT_TYPES.get(suffix, "text/plain"),
+                          f"{stem}{suffix}")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(files):
+            zf.writestr(path, files[path])
+    return ExportFile(buf.getvalue(), "application/zip", f"{stem}.zip")
+
+
+def annotations_export(*, project: Project, fmt: str, source: str = "final",
+                       run_id: int | None = None, reader: str | None = None,
+                       actor: Any = None) -> ExportFile:
+    exporter = registry.get_exporter(fmt)
+    if source not in SOURCES:
+        raise DomainError("invalid", f"source must be one of {list(SOURCES)}")
+    data, run = _source_data(project, source, run_id)
+    records = image_records(project)
+    if source != "readers":
+        keep = set(data)
+        records = [r for r in records if r.image_id in keep]
+    files = exporter(records, data, project_taxonomy(project), reader=reader)
     audit_record(action="annotations.export", actor=actor, project=project,
-                 detail={"format": fmt, "source": source,
-                         "run": ctx.run.pk if ctx.run else None})
-    return out
+                 detail={"format": fmt, "source": source, "run": run.pk if run else None})
+    return _package(files, f"{project.slug}-{source}-{fmt}")

@@ -9,7 +9,6 @@ platform readers; readers that do not exist yet are created without a login
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -17,32 +16,13 @@ from django.db import transaction
 
 from annotations.consensus import ImageReads
 from annotations.errors import DomainError
-from annotations.formats import vinbigdata
-from annotations.models import ConsensusRun, Image, LabelClass, Project, Reader, ReaderAnnotation
+from annotations.formats import registry
+from annotations.models import ConsensusRun, Image, Project, Reader, ReaderAnnotation
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.audit import audit_record
 from annotations.services.consensus import consensus_run_create
+from annotations.services.exports import image_records, project_taxonomy
 from annotations.services.ingest import source_key
-
-Parser = Callable[[str, list[str]], list[ImageReads]]
-
-
-def _parse_vinbigdata(text: str, class_names: list[str]) -> list[ImageReads]:
-    return vinbigdata.parse_csv(text, class_names=class_names)
-
-
-#: Import format name -> parser(text, box class names by class id) -> reads.
-PARSERS: dict[str, Parser] = {"vinbigdata": _parse_vinbigdata}
-
-
-def register_parser(name: str, parser: Parser) -> None:
-    PARSERS[name] = parser
-
-
-def _box_class_names(project: Project) -> list[str]:
-    names = list(LabelClass.objects.filter(project=project, image_level=False)
-                 .order_by("class_id").values_list("name", flat=True))
-    return names
 
 
 def _resolve_images(project: Project, reads: list[ImageReads]) -> dict[str, Image]:
@@ -73,14 +53,16 @@ def _reader(code: str) -> Reader:
 
 
 def annotations_import(
-    *, project: Project, fmt: str, text: str, actor: Any = None, run_consensus: bool = True,
+    *, project: Project, fmt: str, text: str | None = None,
+    files: dict[str, str] | None = None, reader: str | None = None, actor: Any = None,
+    run_consensus: bool = True,
 ) -> dict[str, Any]:
-    parser = PARSERS.get(fmt)
-    if parser is None:
-        raise DomainError("unknown_format", f"unknown import format {fmt!r}",
-                          detail=sorted(PARSERS))
-    names = _box_class_names(project)
-    reads = parser(text, names)
+    """Import one file (``text``) or several (``files``: path -> text, e.g. VOC)."""
+    importer = registry.get_importer(fmt)
+    if files is None:
+        files = {f"import.{fmt}": text or ""}
+    reads = importer(files, project_taxonomy(project), reader=reader,
+                     records=image_records(project) if fmt == "yolo" else None)
     images = _resolve_images(project, reads)
     created = unchanged = 0
     with transaction.atomic():
