@@ -411,3 +411,117 @@ class Adjudication(models.Model):
             models.UniqueConstraint(fields=["image"], condition=~Q(status="cancelled"),
                                     name="one_open_adjudication"),
         ]
+
+
+class LabelStudioAccount(models.Model):
+    """The Label Studio user the platform acts as for a reader.
+
+    ``token`` is that user's legacy API token: a secret, never serialised by the
+    API and never logged.
+    """
+
+    reader = models.OneToOneField(Reader, on_delete=models.CASCADE, related_name="ls_account")
+    ls_user_id = models.PositiveIntegerField(unique=True)
+    token = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __repr__(self) -> str:  # keep the token out of tracebacks
+        return f"<LabelStudioAccount reader={self.reader_id} ls_user={self.ls_user_id}>"
+
+
+class Workspace(models.Model):
+    """One reader's own Label Studio project for one platform project.
+
+    Label Studio's community edition shows every annotation of a task to everyone
+    who can open the project, so blinding needs one Label Studio project per reader.
+    """
+
+    class Kind(models.TextChoices):
+        READING = "reading"
+        ADJUDICATION = "adjudication"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="workspaces")
+    reader = models.ForeignKey(Reader, on_delete=models.CASCADE, related_name="workspaces")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.READING)
+    ls_project_id = models.PositiveIntegerField(unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "reader"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "reader", "kind"], name="uniq_workspace"),
+        ]
+
+
+class WorkspaceTask(models.Model):
+    """An image placed in a workspace as a Label Studio task."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="tasks")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="workspace_tasks")
+    ls_task_id = models.PositiveIntegerField(unique=True)
+    adjudication = models.ForeignKey("Adjudication", null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="tasks")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "image"], name="uniq_workspace_image"),
+        ]
+
+
+class WebhookEvent(models.Model):
+    """A Label Studio webhook as received (stored before it is processed)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSED = "processed"
+        IGNORED = "ignored"
+        REJECTED = "rejected"
+
+    digest = models.CharField(max_length=64, unique=True)
+    action = models.CharField(max_length=64)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    reason = models.TextField(blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class ProtocolViolation(models.Model):
+    """An annotation made in a reader's workspace by someone else: excluded."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="violations")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="violations")
+    ls_annotation_id = models.PositiveIntegerField()
+    ls_user_id = models.PositiveIntegerField(null=True, blank=True)
+    actual_reader = models.ForeignKey(Reader, null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="+")
+    detail = models.JSONField(default=dict, blank=True)
+    detected_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["ls_annotation_id"], name="uniq_violation"),
+        ]
+
+
+class Prediction(models.Model):
+    """A model's boxes for one image (pre-labels; AL scores build on them).
+
+    ``boxes``: ``[{"label": name, "box": [x_min, y_min, x_max, y_max], "score": s}]``
+    in original pixels.
+    """
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="predictions")
+    model_version = models.CharField(max_length=64)
+    boxes = models.JSONField(default=list)
+    score = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]

@@ -44,3 +44,18 @@ def consensus_run_execute_task(run_id: int) -> None:
     from annotations.services.consensus import consensus_run_execute
 
     consensus_run_execute(run_id=run_id)
+
+
+@shared_task(name="annotations.tasks.webhook_event_process_task", autoretry_for=TRANSIENT,
+             retry_backoff=1, max_retries=8, acks_late=True)
+def webhook_event_process_task(event_id: int) -> None:
+    from annotations.services.webhooks import webhook_event_process
+
+    webhook_event_process(event_id=event_id)
+
+
+@shared_task(name="annotations.tasks.label_studio_reconcile_task", acks_late=True)
+def label_studio_reconcile_task() -> None:
+    from annotations.services.label_studio_sync import reconcile_all
+
+    reconcile_all()

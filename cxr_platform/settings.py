@@ -184,6 +184,13 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+#: Webhooks can be missed (Label Studio waits 1 s): reconcile periodically.
+CELERY_BEAT_SCHEDULE = {
+    "label-studio-reconcile": {
+        "task": "annotations.tasks.label_studio_reconcile_task",
+        "schedule": env.get_int("RECONCILE_EVERY", 600),
+    },
+}
 
 # --- Imaging ---------------------------------------------------------------
 DISPLAY_LONG_SIDE = env.get_int("DISPLAY_LONG_SIDE", 1024)
@@ -199,6 +206,20 @@ SIGNED_URL_TTL_SECONDS = env.get_int("SIGNED_URL_TTL", 3600)
 #: Origins (e.g. the Label Studio server) allowed to fetch image files cross-origin.
 IMAGE_CORS_ORIGINS = env.get_list("IMAGE_CORS_ORIGINS", ["http://127.0.0.1:8080"])
 PUBLIC_BASE_URL = env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+
+# --- Label Studio ----------------------------------------------------------
+LABEL_STUDIO_URL = env.get("LABEL_STUDIO_URL", "http://127.0.0.1:8080").rstrip("/")
+#: Admin user's legacy API token (6..40 characters).
+LABEL_STUDIO_TOKEN = env.get("LABEL_STUDIO_TOKEN") or (
+    None if PRODUCTION else _dev_secret("label_studio_token")[-40:])
+#: Shared secret Label Studio sends in the webhook header below.
+LABEL_STUDIO_WEBHOOK_SECRET = _secret("label_studio_webhook_secret")
+LABEL_STUDIO_WEBHOOK_HEADER = "X-CXR-Webhook-Secret"
+#: URL Label Studio uses to reach the platform (webhooks, image files).
+PLATFORM_URL_FOR_LABEL_STUDIO = env.get("PLATFORM_URL_FOR_LABEL_STUDIO", PUBLIC_BASE_URL)
+#: Image URLs stored in Label Studio tasks stay valid this long (seconds).
+LABEL_STUDIO_IMAGE_URL_TTL = env.get_int("LABEL_STUDIO_IMAGE_URL_TTL", 30 * 24 * 3600)
+LABEL_STUDIO_TIMEOUT = float(env.get("LABEL_STUDIO_TIMEOUT", "10"))
 
 # --- Security hardening in production ---------------------------------------
 if PRODUCTION:

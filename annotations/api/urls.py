@@ -3,6 +3,7 @@ from rest_framework.authtoken.views import obtain_auth_token
 
 from annotations.api import adjudication_views as av
 from annotations.api import consensus_views as cv
+from annotations.api import label_studio_views as lsv
 from annotations.api import views as v
 
 urlpatterns = [
@@ -29,6 +30,13 @@ urlpatterns = [
     path("adjudications/<int:pk>/", av.AdjudicationDetail.as_view(), name="adjudication"),
     path("adjudications/<int:pk>/decision/", av.AdjudicationDecide.as_view(),
          name="adjudication-decide"),
+    path("label-studio/webhook/", lsv.LabelStudioWebhook.as_view(), name="ls-webhook"),
+    path("label-studio/reconcile/", lsv.LabelStudioReconcile.as_view(), name="ls-reconcile"),
+    path("projects/<slug:slug>/label-studio/push/", lsv.LabelStudioPush.as_view(),
+         name="ls-push"),
+    path("projects/<slug:slug>/violations/", lsv.ProjectViolations.as_view(),
+         name="violations"),
+    path("me/workspaces/", lsv.MyWorkspaces.as_view(), name="my-workspaces"),
     path("images/<str:image_id>/", v.ImageDetail.as_view(), name="image-detail"),
     path("ingest-batches/<int:pk>/", v.IngestBatchDetail.as_view(), name="ingest-batch"),
     path("ingest-batches/<int:pk>/items/", v.IngestBatchItems.as_view(),

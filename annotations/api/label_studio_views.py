@@ -1,0 +1,102 @@
+"""Label Studio integration endpoints: the webhook receiver, pushes, reconcile,
+protocol violations and the radiologist's own workspaces."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import Count, Q
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations.api.permissions import IsPlatformAdmin
+from annotations.models import ProtocolViolation, Workspace
+from annotations.selectors import reader_of
+from annotations.services import label_studio_sync as sync
+from annotations.services import projects
+from annotations.services.webhooks import webhook_receive
+
+
+class LabelStudioWebhook(APIView):
+    """Receives Label Studio's webhooks; authenticated by the shared secret header."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request={"application/json": {"type": "object"}},
+                   responses={200: {"type": "object"}})
+    def post(self, request):
+        event, created = webhook_receive(
+            body=request.body,
+            secret=request.headers.get(settings.LABEL_STUDIO_WEBHOOK_HEADER))
+        return Response({"event": event.pk, "duplicate": not created})
+
+
+class LabelStudioPush(APIView):
+    """Provision readers and workspaces, push assignments and adjudication cases."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(request=None, responses={200: {"type": "object"}})
+    def post(self, request, slug: str):
+        project = projects.project_get(slug)
+        client = sync.ls_client()
+        return Response({"tasks": sync.assignments_push(project, client),
+                         "adjudications": sync.adjudications_push(project, client)})
+
+
+class LabelStudioReconcile(APIView):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(request=None, responses={200: {"type": "object"}})
+    def post(self, request):
+        return Response(sync.reconcile_all())
+
+
+class ViolationSerializer(serializers.ModelSerializer):
+    image = serializers.CharField(source="image.pseudo_id")
+    workspace_reader = serializers.CharField(source="workspace.reader.code")
+    actual_reader = serializers.CharField(source="actual_reader.code", default=None)
+
+    class Meta:
+        model = ProtocolViolation
+        fields = ["id", "image", "workspace_reader", "actual_reader", "ls_user_id",
+                  "ls_annotation_id", "detected_at"]
+
+
+class ProjectViolations(generics.ListAPIView):
+    permission_classes = [IsPlatformAdmin]
+    serializer_class = ViolationSerializer
+
+    def get_queryset(self):
+        return ProtocolViolation.objects.filter(
+            workspace__project__slug=self.kwargs["slug"]).select_related(
+            "image", "workspace__reader", "actual_reader")
+
+
+class MyWorkspaces(APIView):
+    """A radiologist's workspaces: where to read, how much is left."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
+    def get(self, request):
+        reader = reader_of(request.user)
+        if reader is None:
+            return Response([])
+        rows = []
+        for ws in Workspace.objects.filter(reader=reader).select_related("project"):
+            counts = ws.project.images.filter(assignments__reader=reader).aggregate(
+                total=Count("id"),
+                done=Count("id", filter=Q(assignments__reader=reader,
+                                          assignments__status__in=["completed", "skipped"])))
+            if ws.kind == Workspace.Kind.ADJUDICATION:
+                counts = {"total": ws.tasks.count(),
+                          "done": ws.tasks.filter(adjudication__status="done").count()}
+            rows.append({"project": ws.project.slug, "kind": ws.kind,
+                         "url": f"{settings.LABEL_STUDIO_URL}/projects/{ws.ls_project_id}/data",
+                         "total": counts["total"], "done": counts["done"],
+                         "remaining": counts["total"] - counts["done"]})
+        return Response(rows)

@@ -1,0 +1,21 @@
+"""Model pre-labels in Label Studio's format (shown to readers only when the
+project's ``show_prelabels`` switch is on)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from annotations.label_studio.regions import build_result
+from annotations.models import Image, Prediction
+
+
+def prelabel_for(image: Image) -> dict[str, Any] | None:
+    """The newest prediction of ``image`` as ``{result, score, model_version}``."""
+    pred = Prediction.objects.filter(image=image).first()
+    if pred is None:
+        return None
+    rows = [b for b in pred.boxes if b.get("box")]
+    result = build_result([b["box"] for b in rows], [b["label"] for b in rows],
+                          original_width=image.width, original_height=image.height,
+                          scores=[float(b.get("score", 1.0)) for b in rows])
+    return {"result": result, "score": pred.score, "model_version": pred.model_version}
