@@ -60,12 +60,24 @@ READ_MATRIX = [
     ("post", "/api/readers/", {"anon": 401, "r1": 403, "admin": 201}),
     ("post", "/api/projects/test/assignments/", {"anon": 401, "r1": 403, "admin": 201}),
     ("post", "/api/projects/test/uploads/", {"anon": 401, "r1": 403, "admin": 400}),
+    ("get", "/api/projects/test/consensus-runs/", {"anon": 401, "r1": 403, "admin": 200}),
+    ("post", "/api/projects/test/consensus-runs/", {"anon": 401, "r1": 403, "admin": 202}),
+    ("get", "/api/projects/test/agreement/", {"anon": 401, "r1": 403, "admin": 200}),
+    ("post", "/api/projects/test/imports/", {"anon": 401, "r1": 403, "admin": 400}),
+    ("get", "/api/projects/test/exports/coco/", {"anon": 401, "r1": 403, "admin": 200}),
+    ("get", "/api/projects/test/adjudications/", {"anon": 401, "r1": 403, "admin": 200}),
+    ("get", "/api/projects/test/violations/", {"anon": 401, "r1": 403, "admin": 200}),
+    ("post", "/api/label-studio/reconcile/", {"anon": 401, "r1": 403, "admin": 200}),
+    ("get", "/api/me/workspaces/", {"anon": 401, "r1": 200, "admin": 200}),
+    # the webhook authenticates by its shared secret, not by user: none given -> 403
+    ("post", "/api/label-studio/webhook/", {"anon": 403, "r1": 403, "admin": 403}),
 ]
 
 BODIES = {
     "/api/projects/": {"name": "Another", "taxonomy_preset": "nih"},
     "/api/projects/test/": {"show_prelabels": True},
     "/api/readers/": {"email": "r3@example.org", "code": "R3"},
+    "/api/projects/test/consensus-runs/": {"strategy": "majority"},
 }
 
 
@@ -74,7 +86,8 @@ BODIES = {
 def test_endpoint_role_matrix(world, method, url, expected, role):
     user = None if role == "anon" else world[role]
     url = url.format(batch=world["batch"].pk)
-    kwargs = {"format": "json"} if method != "post" or "uploads" not in url else {}
+    multipart = method == "post" and ("uploads" in url or "imports" in url)
+    kwargs = {} if multipart else {"format": "json"}
     body = BODIES.get(url)
     resp = getattr(client_for(user), method)(url, body, **kwargs)
     assert resp.status_code == expected[role], resp.content[:300]

@@ -15,6 +15,8 @@ PURE = [
     "annotations.imaging.render", "annotations.imaging.loader", "annotations.imaging.deid",
     "annotations.imaging.pseudonym", "annotations.imaging.synthetic",
     "annotations.consensus", "annotations.formats", "annotations.formats.registry",
+    "annotations.label_studio.regions", "annotations.label_studio.config",
+    "annotations.label_studio.client", "annotations.label_studio.server",
     "training", "ml_backend",
 ]
 

@@ -194,6 +194,18 @@ class LabelStudioClient:
         self._call(f"PATCH /api/annotations/{annotation_id}",
                    lambda: self._sdk.annotations.update(id=annotation_id, result=list(result)))
 
+    def delete_annotation(self, annotation_id: int) -> None:
+        """Delete an annotation (admins; readers delete their own in the editor)."""
+        path = f"/api/annotations/{annotation_id}/"
+
+        def call() -> None:
+            response = requests.delete(f"{self.base_url}{path}",
+                                       headers={"Authorization": f"Token {self._token}"},
+                                       timeout=self.timeout)
+            _raise_for_status(response)
+
+        self._call(f"DELETE {path}", call)
+
     def create_prediction(
         self,
         task_id: int,

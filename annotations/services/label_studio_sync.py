@@ -17,9 +17,11 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
 import logging
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,6 +70,18 @@ def webhook_url() -> str:
 # --- accounts and workspaces -------------------------------------------------------
 
 
+def ls_password(email: str) -> str:
+    """The Label Studio password of a reader account, derived, never stored.
+
+    Derived from the secret key so that provisioning can be repeated (signup of an
+    existing email logs in with the same password) after a failure half-way.  The
+    reader is handed it once to log into Label Studio.
+    """
+    mac = hmac.new(settings.SECRET_KEY.encode(), f"ls-password\x00{email}".encode(),
+                   hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:18]).decode()
+
+
 def reader_provision(reader: Reader, client: LabelStudioClient | None = None
                      ) -> LabelStudioAccount:
     existing = LabelStudioAccount.objects.filter(reader=reader).first()
@@ -75,9 +89,7 @@ def reader_provision(reader: Reader, client: LabelStudioClient | None = None
         return existing
     client = client or ls_client()
     email = reader.user.email or f"{reader.code.lower()}@readers.invalid"
-    # The reader logs into Label Studio with a password set there; the platform
-    # only needs the account's token, so this random password is not kept.
-    user = client.signup_user(email, secrets.token_urlsafe(18))
+    user = client.signup_user(email, ls_password(email))
     account = LabelStudioAccount.objects.create(reader=reader, ls_user_id=user.user_id,
                                                 token=user.token)
     audit_record(action="label_studio.reader_provision", target=reader,

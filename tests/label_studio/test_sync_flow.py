@@ -1,0 +1,148 @@
+"""The reading protocol against a real Label Studio server.
+
+The platform is served by pytest-django's live server so Label Studio can call
+its webhooks and load its signed image URLs; Celery runs eagerly, so a webhook
+is processed right after it is stored.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from annotations.label_studio.client import LabelStudioClient
+from annotations.label_studio.regions import build_result
+from annotations.models import (
+    ConsensusRun, Image, ProtocolViolation, ReaderAnnotation, WebhookEvent, Workspace,
+)
+from annotations.services import ingest, readers
+from annotations.services import label_studio_sync as sync
+from annotations.tasks import ingest_file
+from tests.conftest import write_png
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def platform(label_studio, live_server, settings, project, tmp_path):
+    settings.LABEL_STUDIO_URL = label_studio.url
+    settings.LABEL_STUDIO_TOKEN = label_studio.token
+    settings.PUBLIC_BASE_URL = live_server.url
+    settings.PLATFORM_URL_FOR_LABEL_STUDIO = live_server.url
+    settings.IMAGE_CORS_ORIGINS = [label_studio.url]
+    files = [write_png(tmp_path / "in" / f"cxr{i}.png", seed=40 + i, size=(600, 500))
+             for i in range(3)]
+    batch = ingest.ingest_batch_create(project=project, inputs=files)
+    for item_id in batch.items.values_list("id", flat=True):
+        ingest_file.delay(item_id=item_id)
+    rs = [readers.reader_create(email=f"reader{i}@example.org", code=f"R{i}")
+          for i in (1, 2, 3)]
+    readers.assignments_create(project=project)
+    assert sync.assignments_push(project) == 9
+    return project, rs, list(Image.objects.order_by("id"))
+
+
+def _reader_client(label_studio, reader) -> LabelStudioClient:
+    return LabelStudioClient(label_studio.url, reader.ls_account.token)
+
+
+def _task(reader, image):
+    return reader.workspaces.get(kind="reading").tasks.get(image=image)
+
+
+def _annotate(label_studio, reader, image, box, label="Nodule/Mass"):
+    result = build_result([box], [label], original_width=image.width,
+                          original_height=image.height)
+    return _reader_client(label_studio, reader).create_annotation(
+        _task(reader, image).ls_task_id, result)
+
+
+def test_each_readers_boxes_arrive_attributed(platform, label_studio):
+    project, rs, images = platform
+    # blinding: one workspace per reader, each holding only that reader's images
+    assert Workspace.objects.filter(project=project, kind="reading").count() == 3
+    for r in rs:
+        ws = r.workspaces.get()
+        assert ws.tasks.count() == 3
+        tasks = label_studio.client().list_tasks(ws.ls_project_id)
+        assert all(set(t["data"]) == {"image", "image_id"} for t in tasks)
+        # the task's image URL is the platform's signed URL and it loads
+        url = tasks[0]["data"]["image"]
+        assert "sig=" in url and requests.get(url, timeout=10).status_code == 200
+    img = images[0]
+    boxes = {"R1": [100, 120, 200, 260], "R2": [104, 118, 206, 262], "R3": [98, 125, 199, 255]}
+    for r in rs:
+        _annotate(label_studio, r, img, boxes[r.code])
+    got = {a.reader.code: a for a in ReaderAnnotation.objects.filter(image=img)}
+    assert set(got) == {"R1", "R2", "R3"}
+    for code, ann in got.items():
+        assert ann.source == "label_studio" and ann.external_id
+        b = ann.boxes.get()
+        assert [b.x_min, b.y_min, b.x_max, b.y_max] == pytest.approx(boxes[code], abs=1e-6)
+        assert b.label_class.name == "Nodule/Mass"
+    # the third read completed the image: its consensus ran
+    run = ConsensusRun.objects.get(trigger="reads_complete")
+    assert run.status == "done" and run.images.get().boxes.count() == 1
+
+
+def test_missed_webhooks_are_repaired_by_reconcile(platform, label_studio, settings):
+    project, rs, images = platform
+    r1, r2, _ = rs
+    kept = _annotate(label_studio, r1, images[0], [10, 10, 80, 90])
+    assert ReaderAnnotation.objects.filter(reader=r1).count() == 1
+    settings.LABEL_STUDIO_WEBHOOK_SECRET = "rotated-" + "x" * 30  # Label Studio's now wrong
+    _annotate(label_studio, r1, images[1], [30, 40, 120, 150], "Cardiomegaly")
+    _annotate(label_studio, r2, images[1], [32, 44, 118, 149], "Cardiomegaly")
+    label_studio.client().delete_annotation(int(kept["id"]))
+    assert ReaderAnnotation.objects.filter(image=images[1]).count() == 0  # events lost
+    counts = sync.reconcile_all()
+    assert counts["created"] == 2 and counts["withdrawn"] == 1
+    current = ReaderAnnotation.objects.filter(is_current=True)
+    assert sorted((a.reader.code, a.image_id) for a in current) == [
+        ("R1", images[1].pk), ("R2", images[1].pk)]
+    assert sync.reconcile_all()["created"] == 0  # twice changes nothing
+    assert ReaderAnnotation.objects.filter(is_current=True).count() == 2
+
+
+def test_reading_in_someone_elses_workspace_is_flagged(platform, label_studio):
+    project, (r1, r2, _), images = platform
+    # R2 opens R1's workspace (the community edition lets every member in)
+    task = _task(r1, images[2])
+    result = build_result([[50, 50, 90, 90]], ["Nodule/Mass"], original_width=images[2].width,
+                          original_height=images[2].height)
+    _reader_client(label_studio, r2).create_annotation(task.ls_task_id, result)
+    violation = ProtocolViolation.objects.get()
+    assert violation.workspace.reader == r1 and violation.actual_reader == r2
+    assert not ReaderAnnotation.objects.exists()
+    assert sync.reconcile_all()["violation"] == 1  # seen again, recorded once
+    assert ProtocolViolation.objects.count() == 1
+
+
+def test_replayed_and_bad_webhooks(platform, label_studio, live_server, settings):
+    project, (r1, _, _), images = platform
+    ann = _annotate(label_studio, r1, images[0], [10, 10, 60, 60])
+    event = WebhookEvent.objects.get(action="ANNOTATION_CREATED")
+    url = f"{live_server.url}/api/label-studio/webhook/"
+    headers = {settings.LABEL_STUDIO_WEBHOOK_HEADER: settings.LABEL_STUDIO_WEBHOOK_SECRET,
+               "Content-Type": "application/json"}
+    body = json.dumps(event.payload).encode()
+    replay = requests.post(url, data=body, headers=headers, timeout=10)
+    assert replay.status_code == 200
+    assert ReaderAnnotation.objects.filter(reader=r1).count() == 1
+    assert requests.post(url, data=b"{nope", headers=headers, timeout=10).status_code == 400
+    wrong = dict(headers, **{settings.LABEL_STUDIO_WEBHOOK_HEADER: "guess"})
+    assert requests.post(url, data=body, headers=wrong, timeout=10).status_code == 403
+    # a task we do not know, and a label outside the taxonomy: flagged, nothing lost
+    unknown = dict(event.payload, annotation=dict(event.payload["annotation"], task=999999))
+    requests.post(url, data=json.dumps(unknown).encode(), headers=headers, timeout=10)
+    bad = json.loads(body)
+    bad["annotation"]["result"][0]["value"]["rectanglelabels"] = ["Dragon"]
+    bad["annotation"]["updated_at"] = "2099-01-01T00:00:00Z"
+    requests.post(url, data=json.dumps(bad).encode(), headers=headers, timeout=10)
+    rejected = {e.reason.split(":")[0] for e in WebhookEvent.objects.filter(status="rejected")}
+    assert rejected == {"unknown_task", "invalid_region"}
+    kept = ReaderAnnotation.objects.get(reader=r1, is_current=True)
+    assert kept.external_id == str(ann["id"]) and kept.boxes.get().label_class.name == \
+        "Nodule/Mass"
