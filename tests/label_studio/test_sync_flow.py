@@ -15,7 +15,12 @@ import requests
 from annotations.label_studio.client import LabelStudioClient
 from annotations.label_studio.regions import build_result
 from annotations.models import (
-    ConsensusRun, Image, ProtocolViolation, ReaderAnnotation, WebhookEvent, Workspace,
+    ConsensusRun,
+    Image,
+    ProtocolViolation,
+    ReaderAnnotation,
+    WebhookEvent,
+    Workspace,
 )
 from annotations.services import ingest, readers
 from annotations.services import label_studio_sync as sync
