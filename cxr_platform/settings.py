@@ -204,11 +204,16 @@ RADIOGRAPH_MODALITIES = env.get_list("RADIOGRAPH_MODALITIES", ["CR", "DX", "DR",
 # --- Signed image URLs ------------------------------------------------------
 SIGNED_URL_TTL_SECONDS = env.get_int("SIGNED_URL_TTL", 3600)
 #: Origins (e.g. the Label Studio server) allowed to fetch image files cross-origin.
-IMAGE_CORS_ORIGINS = env.get_list("IMAGE_CORS_ORIGINS", ["http://127.0.0.1:8080"])
+IMAGE_CORS_ORIGINS = env.get_list(
+    "IMAGE_CORS_ORIGINS",
+    [(env.get("LABEL_STUDIO_URL") or env.get("LABEL_STUDIO_INTERNAL_URL")
+      or "http://127.0.0.1:8080").rstrip("/")])
 PUBLIC_BASE_URL = env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 
 # --- Label Studio ----------------------------------------------------------
-LABEL_STUDIO_URL = env.get("LABEL_STUDIO_URL", "http://127.0.0.1:8080").rstrip("/")
+#: An external server when set; otherwise the one ``run_platform`` starts itself.
+LABEL_STUDIO_URL = (env.get("LABEL_STUDIO_URL") or env.get("LABEL_STUDIO_INTERNAL_URL")
+                    or "http://127.0.0.1:8080").rstrip("/")
 #: Admin user's legacy API token (6..40 characters).
 LABEL_STUDIO_TOKEN = env.get("LABEL_STUDIO_TOKEN") or (
     None if PRODUCTION else _dev_secret("label_studio_token")[-40:])

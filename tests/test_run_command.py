@@ -27,7 +27,9 @@ def test_scripts_run_serves_demo(tmp_path):
            if not k.startswith("CXR_") and k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
     if "CXR_CACHE_DIR" in os.environ:
         env["CXR_CACHE_DIR"] = os.environ["CXR_CACHE_DIR"]
-    env.update(CXR_DATA_DIR=str(tmp_path / "var"), CXR_PORT=str(port))
+    ls_port = _free_port()
+    env.update(CXR_DATA_DIR=str(tmp_path / "var"), CXR_PORT=str(port),
+               CXR_LABEL_STUDIO_PORT=str(ls_port))
     proc = subprocess.Popen([str(ROOT / "scripts" / "run")], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -52,11 +54,16 @@ def test_scripts_run_serves_demo(tmp_path):
                                      headers={"Authorization": f"Token {token}"})
         with urllib.request.urlopen(req, timeout=10) as r:
             assert json.loads(r.read())["count"] == 12
+        # the Label Studio it started is up and holds the demo readers' workspaces
+        with urllib.request.urlopen(f"http://127.0.0.1:{ls_port}/health", timeout=5) as r:
+            assert json.loads(r.read())["status"] == "UP"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}/admin/" in out
     assert "radiologist R1" in out and "admin / " in out
+    assert f"http://127.0.0.1:{ls_port}/projects/" in out  # each reader's workspace link
+    assert "Label Studio stopped" in out
 
 
 def _admin_password(tmp_path: Path) -> str:

@@ -1,0 +1,91 @@
+"""``python manage.py run_platform`` — the whole platform on its embedded defaults.
+
+Starts (or checks) Label Studio, loads the synthetic demo, puts the demo readers'
+images into their Label Studio workspaces, prints how to log in, and serves the
+platform until interrupted; Label Studio is stopped on the way out.
+
+With ``CXR_LABEL_STUDIO_URL`` pointing at a running server (and its token in
+``CXR_LABEL_STUDIO_TOKEN``) nothing is started: the server's ``/health`` is
+checked and an unreachable server is reported plainly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from annotations.errors import DomainError
+from annotations.label_studio.server import LabelStudioServer
+from annotations.services import label_studio_sync as sync
+
+
+class Command(BaseCommand):
+    help = "Run the platform with a Label Studio it starts itself and a demo project."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--addrport", default="127.0.0.1:8000")
+        parser.add_argument("--no-demo", action="store_true")
+
+    def handle(self, *args, addrport, no_demo, **opts):
+        signal.signal(signal.SIGTERM, _raise_exit)
+        server = None
+        if not os.environ.get("CXR_LABEL_STUDIO_URL"):
+            server = self._start_label_studio()
+        try:
+            self._check_label_studio()
+            if not no_demo:
+                call_command("load_demo", url=settings.PUBLIC_BASE_URL)
+                self._push_demo()
+            call_command("runserver", addrport, use_reloader=False)
+        finally:
+            if server is not None:
+                server.stop()
+                self.stdout.write("Label Studio stopped")
+
+    def _start_label_studio(self) -> LabelStudioServer:
+        port = urlparse(settings.LABEL_STUDIO_URL).port or 8080
+        server = LabelStudioServer(
+            Path(settings.DATA_DIR) / "label-studio", port,
+            username="admin@example.org", password=settings.LABEL_STUDIO_TOKEN,
+            token=settings.LABEL_STUDIO_TOKEN,
+        )
+        try:
+            server.start()
+        except DomainError as exc:
+            raise CommandError(f"Label Studio did not start: {exc.message}") from exc
+        self.stdout.write(f"Label Studio: {server.url} (started in "
+                          f"{server.startup_seconds:.1f} s); admin admin@example.org / "
+                          f"{settings.LABEL_STUDIO_TOKEN}")
+        return server
+
+    def _check_label_studio(self) -> None:
+        try:
+            sync.ls_client().health()
+        except DomainError as exc:
+            raise CommandError(
+                f"Label Studio at {settings.LABEL_STUDIO_URL} is unreachable ({exc.message}). "
+                "Start it, or unset CXR_LABEL_STUDIO_URL to let the platform start its own."
+            ) from exc
+
+    def _push_demo(self) -> None:
+        from annotations.models import Project
+
+        project = Project.objects.filter(slug="demo").first()
+        if project is None:
+            return
+        sync.assignments_push(project)
+        self.stdout.write("Label Studio logins (readers' workspaces):")
+        for ws in project.workspaces.select_related("reader__user"):
+            email = ws.reader.user.email
+            self.stdout.write(f"  {ws.reader.code}  {email} / {sync.ls_password(email)}  "
+                              f"{settings.LABEL_STUDIO_URL}/projects/{ws.ls_project_id}/data")
+
+
+def _raise_exit(signum, frame):  # pragma: no cover - signal handler
+    raise SystemExit(0)
