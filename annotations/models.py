@@ -461,6 +461,9 @@ class WorkspaceTask(models.Model):
     ls_task_id = models.PositiveIntegerField(unique=True)
     adjudication = models.ForeignKey("Adjudication", null=True, blank=True,
                                      on_delete=models.SET_NULL, related_name="tasks")
+    #: The model pre-label shown to the reader with this task, if any.
+    prediction = models.ForeignKey("Prediction", null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="tasks")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -525,3 +528,41 @@ class Prediction(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class PredictionFeedback(models.Model):
+    """How one reader treated one predicted box (or a box the model missed)."""
+
+    class Outcome(models.TextChoices):
+        ACCEPTED = "accepted"
+        ADJUSTED = "adjusted"
+        REJECTED = "rejected"
+        MISSED = "missed"
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE,
+                                   related_name="feedback")
+    annotation = models.ForeignKey(ReaderAnnotation, on_delete=models.CASCADE,
+                                   related_name="prediction_feedback")
+    reader = models.ForeignKey(Reader, on_delete=models.CASCADE, related_name="+")
+    model_version = models.CharField(max_length=64, db_index=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    #: Class of the predicted box (missed: of the reader's box).
+    label_class = models.ForeignKey(LabelClass, on_delete=models.CASCADE, related_name="+")
+    iou = models.FloatField()
+    predicted_index = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class PredictionRating(models.Model):
+    """A radiologist's explicit verdict on a prediction (shown to admins)."""
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="ratings")
+    reader = models.ForeignKey(Reader, on_delete=models.CASCADE, related_name="+")
+    useful = models.BooleanField()
+    comment = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["prediction", "reader"], name="one_rating_each"),
+        ]

@@ -3,6 +3,7 @@ from rest_framework.authtoken.views import obtain_auth_token
 
 from annotations.api import adjudication_views as av
 from annotations.api import consensus_views as cv
+from annotations.api import feedback_views as fv
 from annotations.api import label_studio_views as lsv
 from annotations.api import views as v
 
@@ -37,6 +38,8 @@ urlpatterns = [
     path("projects/<slug:slug>/violations/", lsv.ProjectViolations.as_view(),
          name="violations"),
     path("me/workspaces/", lsv.MyWorkspaces.as_view(), name="my-workspaces"),
+    path("projects/<slug:slug>/feedback/", fv.ProjectFeedback.as_view(), name="feedback"),
+    path("predictions/<int:pk>/rating/", fv.PredictionRate.as_view(), name="prediction-rate"),
     path("images/<str:image_id>/", v.ImageDetail.as_view(), name="image-detail"),
     path("ingest-batches/<int:pk>/", v.IngestBatchDetail.as_view(), name="ingest-batch"),
     path("ingest-batches/<int:pk>/items/", v.IngestBatchItems.as_view(),

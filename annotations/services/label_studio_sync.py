@@ -50,6 +50,7 @@ from annotations.services.adjudication import adjudication_decide
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.audit import audit_record
 from annotations.services.exports import project_taxonomy
+from annotations.services.feedback import feedback_record
 from annotations.services.signing import signed_image_url
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ def _push_prelabels(ws: Workspace, assignments: list[Assignment], task_ids: list
         pred = prelabel_for(a.image)
         if pred is not None:
             client.create_prediction(tid, pred["result"], pred["score"], pred["model_version"])
+            WorkspaceTask.objects.filter(ls_task_id=tid).update(prediction=pred["prediction"])
 
 
 # --- applying Label Studio annotations ----------------------------------------------
@@ -217,12 +219,14 @@ def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> s
         adjudication_decide(adjudication=adj, adjudicator=ws.reader, boxes=boxes,
                             image_labels=labels)
         return "adjudicated"
-    _, created = reader_annotation_record(
+    recorded, created = reader_annotation_record(
         image=task.image, reader=ws.reader, boxes=boxes, image_labels=labels,
         source=ReaderAnnotation.Source.LABEL_STUDIO, external_id=str(ann_id),
         external_updated_at=_updated_at(annotation),
         was_cancelled=bool(annotation.get("was_cancelled")),
     )
+    if created and task.prediction_id is not None:
+        feedback_record(recorded)
     return "created" if created else "unchanged"
 
 

@@ -10,7 +10,7 @@ from annotations.models import Image, Prediction
 
 
 def prelabel_for(image: Image) -> dict[str, Any] | None:
-    """The newest prediction of ``image`` as ``{result, score, model_version}``."""
+    """The newest prediction of ``image`` as ``{result, score, model_version, prediction}``."""
     pred = Prediction.objects.filter(image=image).first()
     if pred is None:
         return None
@@ -18,4 +18,5 @@ def prelabel_for(image: Image) -> dict[str, Any] | None:
     result = build_result([b["box"] for b in rows], [b["label"] for b in rows],
                           original_width=image.width, original_height=image.height,
                           scores=[float(b.get("score", 1.0)) for b in rows])
-    return {"result": result, "score": pred.score, "model_version": pred.model_version}
+    return {"result": result, "score": pred.score, "model_version": pred.model_version,
+            "prediction": pred}

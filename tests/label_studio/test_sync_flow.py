@@ -151,3 +151,50 @@ def test_replayed_and_bad_webhooks(platform, label_studio, live_server, settings
     kept = ReaderAnnotation.objects.get(reader=r1, is_current=True)
     assert kept.external_id == str(ann["id"]) and kept.boxes.get().label_class.name == \
         "Nodule/Mass"
+
+
+def test_prelabels_shown_and_feedback_recorded(label_studio, live_server, settings, project,
+                                               tmp_path, admin_user):
+    from rest_framework.test import APIClient
+
+    from annotations.models import Prediction
+
+    settings.LABEL_STUDIO_URL = label_studio.url
+    settings.LABEL_STUDIO_TOKEN = label_studio.token
+    settings.PUBLIC_BASE_URL = settings.PLATFORM_URL_FOR_LABEL_STUDIO = live_server.url
+    project.show_prelabels, project.readers_per_image = True, 1
+    project.save()
+    files = [write_png(tmp_path / f"p{i}.png", seed=90 + i, size=(600, 500)) for i in (0, 1)]
+    batch = ingest.ingest_batch_create(project=project, inputs=files)
+    for item_id in batch.items.values_list("id", flat=True):
+        ingest_file.delay(item_id=item_id)
+    reader = readers.reader_create(email="pre@example.org", code="R7")
+    readers.assignments_create(project=project)
+    img = Image.objects.order_by("id").first()
+    pred = Prediction.objects.create(image=img, model_version="m-test", score=0.9, boxes=[
+        {"label": "Nodule/Mass", "box": [100, 100, 200, 200], "score": 0.9},
+        {"label": "Cardiomegaly", "box": [300, 250, 500, 450], "score": 0.6}])
+    sync.assignments_push(project)
+    task = _task(reader, img)
+    shown = label_studio.client().list_tasks(task.workspace.ls_project_id)
+    assert any(t["id"] == task.ls_task_id and t.get("total_predictions") == 1 for t in shown)
+    # the reader keeps the nodule (nudged), deletes cardiomegaly, adds an effusion
+    _annotate_boxes = build_result([[102, 101, 201, 203], [20, 400, 120, 480]],
+                                   ["Nodule/Mass", "Pleural effusion"],
+                                   original_width=img.width, original_height=img.height)
+    _reader_client(label_studio, reader).create_annotation(task.ls_task_id, _annotate_boxes)
+    outcomes = sorted(pred.feedback.values_list("outcome", "label_class__name"))
+    assert outcomes == [("accepted", "Nodule/Mass"), ("missed", "Pleural effusion"),
+                        ("rejected", "Cardiomegaly")]
+    # the radiologist rates it; the admin sees rates and the rating
+    rc = APIClient()
+    rc.force_authenticate(reader.user)
+    assert rc.post(f"/api/predictions/{pred.pk}/rating/", {"useful": True, "comment": "good"},
+                   format="json").status_code == 200
+    ac = APIClient()
+    ac.force_authenticate(admin_user)
+    body = ac.get("/api/projects/test/feedback/").json()
+    nodule = next(r for r in body["implicit"] if r["class_name"] == "Nodule/Mass")
+    assert nodule["acceptance_rate"] == 1.0 and nodule["model_version"] == "m-test"
+    assert body["ratings"][0]["comment"] == "good"
+    assert rc.get("/api/projects/test/feedback/").status_code == 403

@@ -1,0 +1,53 @@
+"""Feedback on model predictions: the admins' summary, radiologists' ratings."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations.api.permissions import IsAdminOrRadiologist, IsPlatformAdmin
+from annotations.errors import DomainError
+from annotations.models import Prediction, PredictionRating
+from annotations.selectors import reader_of
+from annotations.services import projects
+from annotations.services.feedback import feedback_summary, prediction_rate
+
+
+class RatingSerializer(serializers.Serializer):
+    useful = serializers.BooleanField()
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class ProjectFeedback(APIView):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(responses={200: {"type": "object"}})
+    def get(self, request, slug: str):
+        project = projects.project_get(slug)
+        ratings = PredictionRating.objects.filter(prediction__image__project=project
+                                                  ).select_related("reader", "prediction")
+        return Response({
+            "implicit": feedback_summary(project),
+            "ratings": [{"prediction": r.prediction_id, "image": r.prediction.image.pseudo_id,
+                         "model_version": r.prediction.model_version, "reader": r.reader.code,
+                         "useful": r.useful, "comment": r.comment, "created_at": r.created_at}
+                        for r in ratings.select_related("prediction__image")],
+        })
+
+
+class PredictionRate(APIView):
+    permission_classes = [IsAdminOrRadiologist]
+
+    @extend_schema(request=RatingSerializer, responses={200: RatingSerializer})
+    def post(self, request, pk: int):
+        reader = reader_of(request.user)
+        if reader is None:
+            raise DomainError("forbidden", "only radiologists rate predictions")
+        data = RatingSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        rating = prediction_rate(prediction=get_object_or_404(Prediction, pk=pk), reader=reader,
+                                 **data.validated_data)
+        return Response({"useful": rating.useful, "comment": rating.comment})
