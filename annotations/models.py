@@ -40,6 +40,8 @@ class Project(models.Model):
     #: Images whose reader agreement (mean pairwise F1) falls below this go to an
     #: adjudicator; None turns adjudication off.
     adjudication_threshold = models.FloatField(null=True, blank=True, default=0.5)
+    #: Whether Label Studio's "Start training" (via the ML backend) may retrain.
+    allow_label_studio_training = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
@@ -566,3 +568,24 @@ class PredictionRating(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["prediction", "reader"], name="one_rating_each"),
         ]
+
+
+class TrainingRequest(models.Model):
+    """A request to retrain a project's model (from an admin or from Label Studio).
+
+    Training runs pick pending requests up; a request from Label Studio is only
+    accepted for projects that allow it.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        STARTED = "started"
+        REFUSED = "refused"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE,
+                                related_name="training_requests")
+    source = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)

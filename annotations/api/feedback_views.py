@@ -14,6 +14,7 @@ from annotations.models import Prediction, PredictionRating
 from annotations.selectors import reader_of
 from annotations.services import projects
 from annotations.services.feedback import feedback_summary, prediction_rate
+from annotations.services.training_requests import training_request_from_label_studio
 
 
 class RatingSerializer(serializers.Serializer):
@@ -51,3 +52,20 @@ class PredictionRate(APIView):
         rating = prediction_rate(prediction=get_object_or_404(Prediction, pk=pk), reader=reader,
                                  **data.validated_data)
         return Response({"useful": rating.useful, "comment": rating.comment})
+
+
+class TrainingRequestFromLabelStudio(APIView):
+    """Called by the ML backend when Label Studio's "Start training" is pressed."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(request={"application/json": {"type": "object"}},
+                   responses={202: {"type": "object"}})
+    def post(self, request):
+        try:
+            ls_project = int(request.data.get("ls_project_id"))
+        except (TypeError, ValueError) as exc:
+            raise DomainError("invalid", "ls_project_id must be an integer") from exc
+        req = training_request_from_label_studio(ls_project_id=ls_project, actor=request.user)
+        return Response({"status": "accepted", "training_request": req.pk,
+                         "project": req.project.slug}, status=202)

@@ -39,6 +39,8 @@ urlpatterns = [
          name="violations"),
     path("me/workspaces/", lsv.MyWorkspaces.as_view(), name="my-workspaces"),
     path("projects/<slug:slug>/feedback/", fv.ProjectFeedback.as_view(), name="feedback"),
+    path("ml/training-requests/", fv.TrainingRequestFromLabelStudio.as_view(),
+         name="ml-training-request"),
     path("predictions/<int:pk>/rating/", fv.PredictionRate.as_view(), name="prediction-rate"),
     path("images/<str:image_id>/", v.ImageDetail.as_view(), name="image-detail"),
     path("ingest-batches/<int:pk>/", v.IngestBatchDetail.as_view(), name="ingest-batch"),

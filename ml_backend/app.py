@@ -1,0 +1,132 @@
+"""WSGI application of the ML backend (``gunicorn ml_backend.app:application``).
+
+Every endpoint requires HTTP basic auth with ``CXR_ML_BACKEND_USER`` /
+``CXR_ML_BACKEND_PASSWORD`` (configured in Label Studio when the backend is
+connected); unauthenticated calls get 401.  The model is loaded once per worker,
+on first use, and re-loaded when another version is promoted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from ml_backend import protocol
+from ml_backend.images import fetch
+from ml_backend.model_store import ModelStore
+from ml_backend.platform_client import PlatformClient
+from ml_backend.settings import BackendSettings
+
+logger = logging.getLogger(__name__)
+StartResponse = Callable[..., Any]
+
+
+class Backend:
+    def __init__(self, settings: BackendSettings | None = None) -> None:
+        self.settings = settings or BackendSettings()
+        if not self.settings.username or not self.settings.password:
+            raise RuntimeError("set CXR_ML_BACKEND_USER and CXR_ML_BACKEND_PASSWORD: the ML "
+                               "backend refuses to run without authentication")
+        self.store = ModelStore(self.settings.model_dir, self.settings.device)
+        self.state = protocol.BackendState()
+        self.platform = PlatformClient(self.settings.platform_url, self.settings.platform_token)
+
+    # -- WSGI ------------------------------------------------------------------------
+
+    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/").rstrip("/")
+        try:
+            if not self._authorized(environ.get("HTTP_AUTHORIZATION", "")):
+                return _json(start_response, 401, {"error": "authentication required"},
+                             [("WWW-Authenticate", 'Basic realm="cxr-ml-backend"')])
+            handler = self._route(method, path or "/")
+            body = _read_json(environ) if method == "POST" else None
+            return _json(start_response, 200, handler(body))
+        except protocol.ProtocolError as exc:
+            return _json(start_response, exc.status, {"error": exc.reason})
+        except Exception:  # never leak a traceback to the caller
+            logger.exception("ML backend error on %s %s", method, path)
+            return _json(start_response, 500, {"error": "internal error"})
+
+    def _authorized(self, header: str) -> bool:
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(user, self.settings.username) and \
+            hmac.compare_digest(password, self.settings.password)
+
+    def _route(self, method: str, path: str) -> Callable[[Any], dict[str, Any]]:
+        routes = {
+            ("GET", "/health"): lambda _: protocol.health(self.store),
+            ("GET", "/"): lambda _: protocol.health(self.store),
+            ("POST", "/setup"): lambda b: protocol.setup(b, self.state, self.store),
+            ("POST", "/predict"): self._predict,
+            ("POST", "/webhook"): self._webhook,
+            ("GET", "/versions"): lambda _: protocol.versions(self.store),
+        }
+        handler = routes.get((method, path))
+        if handler is None:
+            raise protocol.ProtocolError(404, f"no endpoint {method} {path}")
+        return handler
+
+    def _predict(self, body: Any) -> dict[str, Any]:
+        fetcher = partial(fetch, hostname=self.state.hostname, token=self.state.access_token,
+                          timeout=self.settings.image_timeout)
+        return protocol.predict(body, self.store, fetcher, self.settings.score_threshold)
+
+    def _webhook(self, body: Any) -> dict[str, Any]:
+        action = protocol._require(body, "action", str)
+        if action != "START_TRAINING":
+            return {"status": "ignored", "action": action}
+        project = body.get("project") or {}
+        ls_project = project.get("id")
+        if not isinstance(ls_project, int):
+            raise protocol.ProtocolError(400, "START_TRAINING without project.id")
+        return self.platform.request_training(ls_project)
+
+
+def _read_json(environ: dict) -> Any:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError as exc:
+        raise protocol.ProtocolError(400, "bad Content-Length") from exc
+    raw = environ["wsgi.input"].read(length) if length else b""
+    try:
+        return json.loads(raw or b"null")
+    except ValueError as exc:
+        raise protocol.ProtocolError(400, "the body is not JSON") from exc
+
+
+def _json(start_response: StartResponse, status: int, body: dict,
+          headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    data = json.dumps(body).encode()
+    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+              404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway",
+              503: "Service Unavailable"}.get(status, "Error")
+    start_response(f"{status} {reason}", [("Content-Type", "application/json"),
+                                          ("Content-Length", str(len(data))),
+                                          *(headers or [])])
+    return [data]
+
+
+def create_app(settings: BackendSettings | None = None) -> Backend:
+    return Backend(settings)
+
+
+def application(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+    """gunicorn entry point: one Backend per worker process, built on first request."""
+    global _APP
+    if _APP is None:
+        _APP = create_app()
+    return _APP(environ, start_response)
+
+
+_APP: Backend | None = None

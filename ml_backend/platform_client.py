@@ -1,0 +1,45 @@
+"""The ML backend's client of the platform API (only START_TRAINING needs it)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import requests
+
+from ml_backend.protocol import ProtocolError
+
+logger = logging.getLogger(__name__)
+
+
+class PlatformClient:
+    def __init__(self, base_url: str, token: str, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"PlatformClient({self.base_url!r})"
+
+    def request_training(self, ls_project_id: int) -> dict[str, Any]:
+        """Ask the platform to retrain the project behind a Label Studio project.
+
+        The platform decides (only projects whose admin allowed Label Studio to
+        trigger training); a refusal is passed back to Label Studio and logged.
+        """
+        try:
+            response = requests.post(
+                f"{self.base_url}/api/ml/training-requests/",
+                json={"ls_project_id": ls_project_id},
+                headers={"Authorization": f"Token {self._token}"}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ProtocolError(502, f"platform unreachable ({type(exc).__name__})") from exc
+        if response.status_code >= 400:
+            logger.warning("START_TRAINING for LS project %s refused by the platform (%s)",
+                           ls_project_id, response.status_code)
+            try:
+                reason = response.json().get("error", {}).get("message", "refused")
+            except ValueError:
+                reason = "refused"
+            raise ProtocolError(403 if response.status_code in (401, 403) else 502, reason)
+        return response.json()
