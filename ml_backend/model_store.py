@@ -37,7 +37,7 @@ class ModelStore:
         if not self.model_dir.is_dir():
             return []
         return sorted(p.name for p in self.model_dir.iterdir()
-                      if p.is_dir() and (p / "model.yaml").is_file())
+                      if p.is_dir() and (p / "config.yaml").is_file())
 
     def detector(self) -> tuple[str, Any]:
         version = self.promoted_version()
@@ -48,6 +48,6 @@ class ModelStore:
                 from training.detector import Detector  # heavy import, once per worker
 
                 logger.info("loading model version %s", version)
-                self._loaded = (version, Detector.load(self.model_dir / version,
-                                                       device=self.device))
+                self._loaded = (version, Detector.from_dir(self.model_dir / version,
+                                                           device=self.device))
             return self._loaded

@@ -9,6 +9,8 @@ test artifacts (``$CXR_TEST_ARTIFACTS`` or ``var/test-artifacts``).
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -189,7 +191,14 @@ def test_reader_sees_image_and_prelabel_only_when_switched_on(
         assert "0.87" in state["regions"][0]
         # the box is painted where the model put it: tinted inside, plain grey outside
         cx, cy = (BOX[0] + BOX[2]) / 2, (BOX[1] + BOX[3]) / 2
-        b, g, r = _pixel(state, shot, cx, cy, w, h)
+        for _ in range(10):  # the canvas may paint the region a moment after the DOM
+            b, g, r = _pixel(state, shot, cx, cy, w, h)
+            if g - b > 25:
+                break
+            time.sleep(0.5)
+            state = driver.execute_script(EDITOR_STATE_JS)
+            shot = cv2.imdecode(np.frombuffer(driver.get_screenshot_as_png(), np.uint8),
+                                cv2.IMREAD_COLOR)
         assert g - b > 25, f"no box colour at the box centre (BGR {b:.0f},{g:.0f},{r:.0f})"
         b, g, r = _pixel(state, shot, *OUTSIDE, w, h)
         assert max(b, g, r) - min(b, g, r) < 12, "colour outside the box"
