@@ -7,7 +7,7 @@ backoff; after the last retry the item is marked FAILED with the reason.
 from __future__ import annotations
 
 from celery import Task, shared_task
-from django.db import InterfaceError, OperationalError
+from django.db import IntegrityError, InterfaceError, OperationalError
 
 from annotations.services import ingest
 
@@ -46,8 +46,9 @@ def consensus_run_execute_task(run_id: int) -> None:
     consensus_run_execute(run_id=run_id)
 
 
-@shared_task(name="annotations.tasks.webhook_event_process_task", autoretry_for=TRANSIENT,
-             retry_backoff=1, max_retries=8, acks_late=True)
+@shared_task(name="annotations.tasks.webhook_event_process_task",
+             autoretry_for=(*TRANSIENT, IntegrityError), retry_backoff=1, max_retries=8,
+             acks_late=True)
 def webhook_event_process_task(event_id: int) -> None:
     from annotations.services.webhooks import webhook_event_process
 
@@ -57,5 +58,7 @@ def webhook_event_process_task(event_id: int) -> None:
 @shared_task(name="annotations.tasks.label_studio_reconcile_task", acks_late=True)
 def label_studio_reconcile_task() -> None:
     from annotations.services.label_studio_sync import reconcile_all
+    from annotations.services.webhooks import webhook_events_sweep
 
+    webhook_events_sweep()
     reconcile_all()

@@ -111,6 +111,9 @@ def reader_annotation_record(
     if unknown:
         raise DomainError("unknown_label", f"image labels {unknown} are not in this project")
 
+    # Serialise writers of one image: with no current row there is nothing else to
+    # lock, and two concurrent first reads would both insert a "current" version.
+    Image.objects.select_for_update().filter(pk=image.pk).first()
     current = (ReaderAnnotation.objects.select_for_update()
                .filter(image=image, reader=reader, is_current=True).first())
     if current is not None:

@@ -92,9 +92,16 @@ def consensus_run_create(
     params = dict(params if params is not None else (
         project.consensus_params if strategy is None else {}))
     engine.build(name, params)  # raises DomainError for unknown names / bad params
+    scope = sorted(i.pseudo_id for i in images) if images is not None else []
+    if trigger == ConsensusRun.Trigger.READS_COMPLETE:
+        queued = ConsensusRun.objects.filter(
+            project=project, status=ConsensusRun.Status.PENDING, strategy=name, params=params,
+            image_scope=scope).first()
+        if queued is not None:  # it has not read anything yet: it will see this read too
+            return queued
     run = ConsensusRun.objects.create(
         project=project, strategy=name, params=params, trigger=trigger,
-        image_scope=sorted(i.pseudo_id for i in images) if images is not None else [],
+        image_scope=scope,
         created_by=actor if getattr(actor, "is_authenticated", False) else None,
     )
     audit_record(action="consensus.run_create", actor=actor, project=project, target=run,

@@ -9,6 +9,7 @@ identical content, changes nothing.  Missed events are repaired by reconcile.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -40,6 +41,9 @@ def webhook_receive(*, body: bytes, secret: str | None) -> tuple[WebhookEvent, b
     if not isinstance(payload, dict) or not isinstance(payload.get("action"), str):
         raise DomainError("invalid_webhook", "the webhook has no action")
     digest = hashlib.sha256(body).hexdigest()
+    if isinstance(payload.get("project"), dict):
+        # the project block repeats the whole label config in every event: keep its id
+        payload["project"] = {"id": payload["project"].get("id")}
     try:
         with transaction.atomic():
             event = WebhookEvent.objects.create(digest=digest, action=payload["action"],
@@ -68,10 +72,11 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent:
     try:
         with transaction.atomic():
             outcome = _apply(event.action, event.payload)
+            # same transaction: the event is processed exactly when its effects commit
+            return _finish(event, WebhookEvent.Status.PROCESSED, outcome)
     except DomainError as exc:
         logger.info("webhook event %s rejected: %s", event.pk, exc.code)
         return _finish(event, WebhookEvent.Status.REJECTED, f"{exc.code}: {exc.message}")
-    return _finish(event, WebhookEvent.Status.PROCESSED, outcome)
 
 
 def _task(task_id: Any) -> WorkspaceTask:
@@ -99,3 +104,15 @@ def _apply(action: str, payload: dict[str, Any]) -> str:
     if payload.get("project", {}).get("id") not in (None, task.workspace.ls_project_id):
         raise DomainError("invalid_webhook", "task and project do not match")
     return ls_annotation_apply(task, ann)
+
+
+def webhook_events_sweep(*, older_than_seconds: int = 300) -> int:
+    """Re-enqueue events still pending after a while (a worker died mid-way)."""
+    from annotations.tasks import webhook_event_process_task
+
+    cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
+    ids = list(WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING,
+                                           received_at__lt=cutoff).values_list("id", flat=True))
+    for event_id in ids:
+        webhook_event_process_task.delay(event_id=event_id)
+    return len(ids)
