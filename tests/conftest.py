@@ -13,6 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
+# Session fixtures shared across test packages: a real Label Studio server and a
+# tiny Detectron2 model trained to overfit (both expensive, so built once).
+pytest_plugins = ["tests.fixtures.label_studio_server", "tests.fixtures.trained_model"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_files(request, tmp_path_factory):

@@ -1,0 +1,103 @@
+"""Train the tiny preset to overfit one lesion, then check the Detector's contract."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from annotations.errors import DomainError
+from tests.training.films import LESION_CLASS, TRUTH, film, iou
+from training.detector import CHECKPOINT_FILE, Detections, Detector
+
+
+@pytest.fixture(scope="module")
+def detector(trained_version):
+    return Detector.from_dir(trained_version.directory, device="cpu")
+
+
+def test_training_reports_progress(trained_version):
+    done = [p.iteration for p in trained_version.progress]
+    assert done[-1] == trained_version.progress[-1].max_iter and done == sorted(done)
+    assert "total_loss" in trained_version.progress[-1].losses
+
+
+def test_overfit_model_finds_the_lesion(detector, trained_version):
+    print(f"train-to-overfit: {trained_version.train_seconds:.1f} s")
+    det = detector.predict([film(0)])[0]
+    assert isinstance(det, Detections) and det.image_size == (128, 128)
+    assert len(det) >= 1
+    top = int(np.argmax(det.scores))
+    assert det.classes[top] == LESION_CLASS
+    assert iou(det.boxes[top], TRUTH) > 0.5
+    assert det.boxes.dtype == np.float64 and det.boxes.shape == (len(det), 4)
+
+
+@pytest.mark.parametrize("one_class_per_box", [False, True])
+def test_probs_are_full_softmax_rows(trained_version, one_class_per_box):
+    from training.detector import load_config
+
+    cfg = load_config(trained_version.directory / "config.yaml")
+    cfg.CXR.ONE_CLASS_PER_BOX = one_class_per_box
+    detector = Detector(cfg, trained_version.checkpoint, device="cpu")
+    det = detector.predict([film(0), film(3)])[0]
+    assert det.probs.shape == (len(det), detector.num_classes + 1)
+    np.testing.assert_allclose(det.probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(det.probs[np.arange(len(det)), det.classes], det.scores, atol=1e-6)
+    top = int(np.argmax(det.scores))
+    assert det.probs[top, :-1].argmax() == det.classes[top]
+    if one_class_per_box:  # every row's class is its foreground argmax
+        np.testing.assert_array_equal(det.probs[:, :-1].argmax(axis=1), det.classes)
+
+
+def test_boxes_are_in_original_pixels(detector):
+    """A 2x larger film is resized to the model's 128 px and mapped back."""
+    import cv2
+
+    big = cv2.resize(film(0), (256, 256), interpolation=cv2.INTER_NEAREST)
+    det = detector.predict([big])[0]
+    assert det.image_size == (256, 256)
+    assert iou(det.boxes[int(np.argmax(det.scores))], TRUTH * 2) > 0.5
+
+
+def test_batched_predict_equals_one_by_one(detector):
+    import cv2
+
+    images = [
+        film(0), film(1, lesion=False), cv2.resize(film(0), (192, 160)),
+        film(0).astype(np.uint16) * 257, np.dstack([film(2)] * 3),
+    ]
+    batched = detector.predict(images)
+    single = [detector.predict([im])[0] for im in images]
+    assert len(batched) == len(images)
+    for b, s in zip(batched, single, strict=True):
+        assert b.image_size == s.image_size and len(b) == len(s)
+        np.testing.assert_allclose(b.boxes, s.boxes, atol=1e-2)
+        np.testing.assert_allclose(b.probs, s.probs, atol=1e-4)
+        np.testing.assert_array_equal(b.classes, s.classes)
+
+
+def test_tampered_checkpoint_is_refused(trained_version, tmp_path):
+    copy = tmp_path / "version"
+    shutil.copytree(trained_version.directory, copy)
+    data = bytearray((copy / CHECKPOINT_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / CHECKPOINT_FILE).write_bytes(bytes(data))
+    with pytest.raises(DomainError) as err:
+        Detector.from_dir(copy, device="cpu")
+    assert err.value.code == "model_checksum_mismatch"
+
+
+def test_expected_checksum_argument_is_enforced(trained_version, tmp_path):
+    with pytest.raises(DomainError) as err:
+        Detector.from_dir(trained_version.directory, expected_sha256="0" * 64, device="cpu")
+    assert err.value.code == "model_checksum_mismatch"
+    copy = tmp_path / "version"
+    shutil.copytree(trained_version.directory, copy)
+    (copy / (CHECKPOINT_FILE + ".sha256")).unlink()
+    with pytest.raises(DomainError) as err:
+        Detector.from_dir(copy, device="cpu")
+    assert err.value.code == "model_checksum_missing"
+    det = Detector.from_dir(copy, expected_sha256=trained_version.sha256, device="cpu")
+    assert det.class_names == ["Nodule/Mass", "Pleural effusion"]

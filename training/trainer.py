@@ -1,0 +1,118 @@
+"""Training: Detectron2's ``DefaultTrainer`` with the platform's data and reporting.
+
+``CXRTrainer`` overrides only ``build_*`` methods (Detectron2's extension
+idiom), so the training loop, LR schedule, checkpointing and resume behave
+exactly as upstream documents:
+
+* loaders use ``CXRDatasetMapper`` (bit-depth-aware reading, the same pixel
+  preparation as inference);
+* the evaluator is ``COCOEvaluator(use_fast_impl=False)`` (the fast path
+  needs the compiled ``_C`` our build does not have);
+* writers are the JSON metrics file and the console printer (no TensorBoard
+  dependency);
+* an optional ``progress`` callback gets a ``Progress`` every
+  ``progress_period`` iterations and at the end: the seam for Celery task
+  state, a training-run row or a log line.
+
+Usage::
+
+    cfg = build_config(len(names), preset="r50_fpn", weights=path_or_url, class_names=names)
+    cfg.DATASETS.TRAIN = ("cxr_train",)   # registered with register_coco_dataset
+    cfg.OUTPUT_DIR = str(work_dir)
+    trainer = CXRTrainer(cfg, progress=report)
+    trainer.resume_or_load(resume=False)  # loads cfg.MODEL.WEIGHTS ("" = random init)
+    trainer.train()
+    save_model_version(trainer.model, cfg, version_dir)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import training.compat  # noqa: F401  (patches libraries before detectron2 loads)
+import training.modeling  # noqa: F401  (registers CXRROIHeads)
+
+# isort: split
+from detectron2.config import CfgNode
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, HookBase
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils.events import CommonMetricPrinter, EventWriter, JSONWriter
+
+from training.mapper import CXRDatasetMapper
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands: ``iteration`` is 1-based (iterations done)."""
+
+    iteration: int
+    max_iter: int
+    losses: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return self.iteration / self.max_iter if self.max_iter else 1.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class ProgressHook(HookBase):
+    """Calls ``callback`` with the latest losses every ``period`` iterations and at the end."""
+
+    def __init__(self, callback: ProgressCallback, period: int = 20) -> None:
+        self.callback = callback
+        self.period = max(1, period)
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if done % self.period == 0 or done == self.trainer.max_iter:
+            latest = self.trainer.storage.latest()
+            losses = {k: float(v) for k, (v, _) in latest.items() if "loss" in k}
+            self.callback(Progress(done, self.trainer.max_iter, losses))
+
+
+class CXRTrainer(DefaultTrainer):
+    """``DefaultTrainer`` over the platform's mapper, evaluator, writers and progress hook."""
+
+    def __init__(
+        self, cfg: CfgNode, *, progress: ProgressCallback | None = None, progress_period: int = 20
+    ) -> None:
+        # build_hooks runs inside DefaultTrainer.__init__, so these must exist first.
+        self._progress = progress
+        self._progress_period = progress_period
+        super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        return build_detection_train_loader(cfg, mapper=CXRDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=CXRDatasetMapper(cfg, is_train=False)
+        )
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
+        folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "eval", dataset_name)
+        return COCOEvaluator(
+            dataset_name, tasks=("bbox",), distributed=False, output_dir=folder,
+            use_fast_impl=False,
+        )
+
+    def build_writers(self) -> list[EventWriter]:
+        os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
+        return [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+        ]
+
+    def build_hooks(self) -> list[HookBase]:
+        hooks = super().build_hooks()
+        if self._progress is not None:
+            hooks.append(ProgressHook(self._progress, self._progress_period))
+        return hooks
