@@ -1,0 +1,158 @@
+"""The ML backend answers Label Studio's recorded requests; bad requests get 4xx."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from annotations.label_studio.regions import parse_result, percent_to_box
+from tests.ml_backend.servers import (
+    PASSWORD, USER, backend, model_dir_with, serve_files, serve_wsgi,
+)
+from tests.training.films import TRUTH, film, iou
+
+SAMPLES = Path(__file__).resolve().parents[1] / "label_studio" / "samples"
+AUTH = (USER, PASSWORD)
+
+
+def _sample(name: str) -> dict:
+    return json.loads((SAMPLES / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    cv2.imwrite(str(root / "lesion.png"), film(0))
+    (root / "junk.png").write_bytes(b"not a png")
+    with serve_files(root) as url:
+        yield url
+
+
+@pytest.fixture
+def server(trained_version, tmp_path):
+    app = backend(model_dir_with(trained_version.directory, tmp_path))
+    with serve_wsgi(app) as url:
+        yield url, app
+
+
+def _call(url: str, sample: dict, body=None, auth=AUTH):
+    return requests.request(sample["method"], url + sample["path"], auth=auth, timeout=60,
+                            json=body if body is not None else sample["body"])
+
+
+def test_health_setup_versions_samples(server):
+    url, _ = server
+    health = _call(url, _sample("ml_health.json"), body=None)
+    assert health.status_code == 200
+    assert health.json() == {"status": "UP", "model_class": "CXRDetectron2", "model_version": "v1"}
+    setup = _call(url, _sample("ml_setup.json"))
+    assert setup.status_code == 200 and setup.json() == {"model_version": "v1"}
+    versions = _call(url, _sample("ml_versions.json"), body=None)
+    assert versions.json() == {"versions": ["v1"]}
+
+
+@pytest.mark.parametrize("name", ["ml_predict.json", "ml_predict_interactive.json"])
+def test_predict_samples_get_schema_valid_answers(server, files, name):
+    url, _ = server
+    body = copy.deepcopy(_sample(name)["body"])
+    tasks = body["tasks"]
+    tasks[0]["data"]["image"] = f"{files}/lesion.png"
+    resp = requests.post(f"{url}/predict", json=body, auth=AUTH, timeout=60)
+    assert resp.status_code == 200, resp.text
+    results = resp.json()["results"]
+    assert len(results) == len(tasks)
+    first = results[0]
+    assert first["model_version"] == "v1" and 0 < first["score"] <= 1
+    parsed = parse_result(first["result"], box_classes=["Nodule/Mass", "Pleural effusion"])
+    assert parsed.original_width == 128 and parsed.original_height == 128
+    best = int(np.nanargmax(parsed.scores))
+    assert parsed.labels[best] == "Pleural effusion"
+    assert iou(parsed.boxes[best], TRUTH) > 0.5
+    for item in first["result"]:
+        assert set(item) >= {"from_name", "to_name", "type", "original_width",
+                             "original_height", "image_rotation", "value", "score", "id"}
+        v = item["value"]
+        assert set(v) >= {"x", "y", "width", "height", "rotation", "rectanglelabels"}
+        back = percent_to_box(v, 128, 128)
+        assert (back >= 0).all() and (back <= 128).all()
+
+
+def test_unreadable_images_give_empty_results_not_a_failed_batch(server, files):
+    url, _ = server
+    body = {"tasks": [{"id": 1, "data": {"image": f"{files}/lesion.png"}},
+                      {"id": 2, "data": {"image": f"{files}/missing.png"}},
+                      {"id": 3, "data": {"image": f"{files}/junk.png"}}]}
+    resp = requests.post(f"{url}/predict", json=body, auth=AUTH, timeout=60)
+    assert resp.status_code == 200
+    results = resp.json()["results"]
+    assert results[0]["result"] and results[1]["result"] == [] == results[2]["result"]
+
+
+@pytest.mark.parametrize("path,body,status", [
+    ("/predict", {"tasks": "nope"}, 400),
+    ("/predict", {"tasks": [{"id": 1}]}, 400),
+    ("/predict", {"tasks": [{"id": 1, "data": {"text": "x"}}]}, 400),
+    ("/setup", {"project": "1.2"}, 400),
+    ("/setup", {"project": "1.2", "schema": "<View><Oops"}, 400),
+    ("/webhook", {"no": "action"}, 400),
+    ("/nowhere", {}, 404),
+])
+def test_malformed_requests_get_4xx_with_a_reason(server, path, body, status):
+    url, _ = server
+    resp = requests.post(url + path, json=body, auth=AUTH, timeout=30)
+    assert resp.status_code == status and resp.json()["error"]
+
+
+def test_body_that_is_not_json(server):
+    url, _ = server
+    resp = requests.post(f"{url}/predict", data=b"{nope", auth=AUTH, timeout=30,
+                         headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400 and resp.json()["error"] == "the body is not JSON"
+
+
+@pytest.mark.parametrize("auth", [None, ("label-studio", "wrong"), ("x", PASSWORD)])
+def test_unauthenticated_calls_are_refused(server, auth):
+    url, _ = server
+    resp = requests.get(f"{url}/health", auth=auth, timeout=30)
+    assert resp.status_code == 401
+    bad = requests.get(f"{url}/health", timeout=30,
+                       headers={"Authorization": "Basic " + base64.b64encode(b"??").decode()})
+    assert bad.status_code == 401
+
+
+def test_no_promoted_model_is_503(trained_version, tmp_path):
+    models = model_dir_with(trained_version.directory, tmp_path)
+    (models / "promoted").unlink()
+    with serve_wsgi(backend(models)) as url:
+        resp = requests.post(f"{url}/predict", auth=AUTH, timeout=30,
+                             json={"tasks": [{"id": 1, "data": {"image": "http://x/y.png"}}]})
+    assert resp.status_code == 503
+
+
+def test_promoting_another_version_switches_without_restart(server, trained_version,
+                                                            tmp_path):
+    url, app = server
+    import shutil
+
+    shutil.copytree(trained_version.directory, app.store.model_dir / "v2")
+    (app.store.model_dir / "promoted").write_text("v2")
+    assert requests.get(f"{url}/health", auth=AUTH, timeout=30).json()["model_version"] == "v2"
+    assert requests.get(f"{url}/versions", auth=AUTH, timeout=30).json() == {
+        "versions": ["v1", "v2"]}
+
+
+def test_start_training_goes_to_the_platform(server):
+    url, _ = server
+    # the platform (port 9: nothing listens) is unreachable: a clear 502, not a crash
+    resp = _call(url, _sample("ml_train.json"))
+    assert resp.status_code == 502 and "platform unreachable" in resp.json()["error"]
+    other = requests.post(f"{url}/webhook", json={"action": "ANNOTATION_CREATED"}, auth=AUTH,
+                          timeout=30)
+    assert other.json() == {"status": "ignored", "action": "ANNOTATION_CREATED"}
