@@ -1,0 +1,71 @@
+"""A real Label Studio connects to our ML backend, asks it for predictions and
+stores them; its "Start training" button reaches the platform, which accepts it
+only for projects that allow it."""
+
+from __future__ import annotations
+
+import cv2
+import pytest
+from label_studio_sdk import LabelStudio
+from rest_framework.authtoken.models import Token
+
+from annotations.label_studio.regions import percent_to_box
+from annotations.models import AuditEvent, Image, TrainingRequest
+from annotations.services import ingest, readers
+from annotations.services import label_studio_sync as sync
+from annotations.tasks import ingest_file
+from tests.ml_backend.servers import PASSWORD, USER, backend, model_dir_with, serve_wsgi
+from tests.training.films import TRUTH, film, iou
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_label_studio_gets_our_predictions(label_studio, live_server, settings, project,
+                                           trained_version, admin_user, tmp_path):
+    settings.LABEL_STUDIO_URL = label_studio.url
+    settings.LABEL_STUDIO_TOKEN = label_studio.token
+    settings.PUBLIC_BASE_URL = settings.PLATFORM_URL_FOR_LABEL_STUDIO = live_server.url
+    cv2.imwrite(str(tmp_path / "film.png"), film(0))
+    batch = ingest.ingest_batch_create(project=project, inputs=[tmp_path / "film.png"])
+    ingest_file.delay(item_id=batch.items.get().id)
+    project.readers_per_image = 1
+    project.save()
+    reader = readers.reader_create(email="ml@example.org", code="R5")
+    readers.assignments_create(project=project)
+    sync.assignments_push(project)
+    task = reader.workspaces.get().tasks.get()
+    assert task.image == Image.objects.get()
+
+    app = backend(model_dir_with(trained_version.directory, tmp_path),
+                  platform_url=live_server.url)
+    object.__setattr__(app.settings, "platform_token", Token.objects.create(user=admin_user).key)
+    app.platform._token = app.settings.platform_token
+    ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    with serve_wsgi(app) as url:
+        ml = ls.ml.create(project=task.workspace.ls_project_id, url=url, title="CXR detector",
+                          auth_method="BASIC_AUTH", basic_auth_user=USER,
+                          basic_auth_pass=PASSWORD, is_interactive=False)
+        ls.actions.create(id="retrieve_tasks_predictions", project=task.workspace.ls_project_id,
+                          selected_items={"all": False, "included": [task.ls_task_id]})
+        preds = label_studio.client()._raw("GET", "/api/predictions/",
+                                           params={"task": str(task.ls_task_id)})
+        assert preds, "Label Studio stored no prediction from our backend"
+        pred = preds[0]
+        assert pred["model_version"] == "v1"
+        boxes = [(r["value"]["rectanglelabels"][0], percent_to_box(r["value"], 128, 128),
+                  r["score"]) for r in pred["result"]]
+        label, box, _ = max(boxes, key=lambda b: b[2])
+        assert label == "Pleural effusion" and iou(box, TRUTH) > 0.5
+
+        # "Start training" in Label Studio: refused for a project that does not allow it
+        try:
+            ls.ml.train(id=ml.id)
+        except Exception:  # noqa: BLE001, S110 - how Label Studio relays a refusal varies
+            pass
+        assert AuditEvent.objects.filter(action="training.request_refused").exists()
+        assert not TrainingRequest.objects.exists()
+        project.allow_label_studio_training = True
+        project.save()
+        ls.ml.train(id=ml.id)
+        req = TrainingRequest.objects.get()
+        assert req.project == project and req.source == "label_studio"
