@@ -14,7 +14,12 @@ import requests
 
 from annotations.label_studio.regions import parse_result, percent_to_box
 from tests.ml_backend.servers import (
-    PASSWORD, USER, backend, model_dir_with, serve_files, serve_wsgi,
+    PASSWORD,
+    USER,
+    backend,
+    model_dir_with,
+    serve_files,
+    serve_wsgi,
 )
 from tests.training.films import TRUTH, film, iou
 
