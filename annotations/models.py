@@ -524,12 +524,20 @@ class Prediction(models.Model):
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="predictions")
     model_version = models.CharField(max_length=64)
+    #: Each box may carry ``probs``: the full per-class probability vector.
     boxes = models.JSONField(default=list)
     score = models.FloatField(null=True, blank=True)
+    #: Image-level uncertainty scores (``training.uncertainty``) for active learning.
+    uncertainty = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_version"],
+                                    name="one_prediction_per_version"),
+        ]
 
 
 class PredictionFeedback(models.Model):
@@ -589,3 +597,29 @@ class TrainingRequest(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                      on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class PrelabelRun(models.Model):
+    """A batch pre-labelling pass of one model version over a project's images."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prelabel_runs")
+    model_version = models.CharField(max_length=64)
+    image_scope = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reason = models.TextField(blank=True)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    pushed = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]

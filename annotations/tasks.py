@@ -62,3 +62,11 @@ def label_studio_reconcile_task() -> None:
 
     webhook_events_sweep()
     reconcile_all()
+
+
+@shared_task(name="annotations.tasks.gpu_prelabel_task", autoretry_for=TRANSIENT,
+             retry_backoff=5, max_retries=3, acks_late=True)
+def gpu_prelabel_task(run_id: int) -> None:
+    from annotations.services.prelabeling import prelabel_run_execute
+
+    prelabel_run_execute(run_id=run_id)

@@ -201,6 +201,12 @@ MAX_IMAGE_SIDE = env.get_int("MAX_IMAGE_SIDE", 8192)
 #: Modalities accepted as radiographs.
 RADIOGRAPH_MODALITIES = env.get_list("RADIOGRAPH_MODALITIES", ["CR", "DX", "DR", "RG", "PX"])
 
+# --- Models -----------------------------------------------------------------
+#: Model versions (one folder each; ``promoted`` names the one served).  The ML
+#: backend reads the same folder (its CXR_ML_MODEL_DIR).
+MODEL_DIR = Path(env.get("MODEL_DIR", str(DATA_DIR / "models"))).resolve()
+PRELABEL_BATCH_SIZE = env.get_int("PRELABEL_BATCH_SIZE", 8)
+
 # --- Signed image URLs ------------------------------------------------------
 SIGNED_URL_TTL_SECONDS = env.get_int("SIGNED_URL_TTL", 3600)
 #: Origins (e.g. the Label Studio server) allowed to fetch image files cross-origin.

@@ -9,9 +9,13 @@ from annotations.label_studio.regions import build_result
 from annotations.models import Image, Prediction
 
 
-def prelabel_for(image: Image) -> dict[str, Any] | None:
-    """The newest prediction of ``image`` as ``{result, score, model_version, prediction}``."""
-    pred = Prediction.objects.filter(image=image).first()
+def prelabel_for(image: Image, model_version: str | None = None) -> dict[str, Any] | None:
+    """The newest prediction of ``image`` (of ``model_version`` if given) as
+    ``{result, score, model_version, prediction}``."""
+    qs = Prediction.objects.filter(image=image)
+    if model_version:
+        qs = qs.filter(model_version=model_version)
+    pred = qs.order_by("-updated_at", "-id").first()
     if pred is None:
         return None
     rows = [b for b in pred.boxes if b.get("box")]

@@ -69,3 +69,34 @@ def test_label_studio_gets_our_predictions(label_studio, live_server, settings, 
         ls.ml.train(id=ml.id)
         req = TrainingRequest.objects.get()
         assert req.project == project and req.source == "label_studio"
+
+
+def test_prelabel_run_pushes_into_workspaces_when_switched_on(
+        label_studio, live_server, settings, project, trained_version, tmp_path):
+    from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
+
+    settings.LABEL_STUDIO_URL = label_studio.url
+    settings.LABEL_STUDIO_TOKEN = label_studio.token
+    settings.PUBLIC_BASE_URL = settings.PLATFORM_URL_FOR_LABEL_STUDIO = live_server.url
+    settings.MODEL_DIR = model_dir_with(trained_version.directory, tmp_path)
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), film(7 + i))
+    batch = ingest.ingest_batch_create(project=project,
+                                       inputs=[tmp_path / "f0.png", tmp_path / "f1.png"])
+    for item_id in batch.items.values_list("id", flat=True):
+        ingest_file.delay(item_id=item_id)
+    project.readers_per_image, project.show_prelabels = 1, True
+    project.save()
+    reader = readers.reader_create(email="pl@example.org", code="R6")
+    readers.assignments_create(project=project)
+    sync.assignments_push(project)  # no predictions yet: tasks without pre-labels
+    run = prelabel_run_execute(run_id=prelabel_run_create(project=project, enqueue=False).pk)
+    assert run.status == "done" and run.pushed == 2
+    for task in reader.workspaces.get().tasks.all():
+        assert task.prediction is not None
+        preds = label_studio.client()._raw("GET", "/api/predictions/",
+                                           params={"task": str(task.ls_task_id)})
+        assert [p["model_version"] for p in preds] == ["v1"]
+    # a second run of the same version pushes nothing twice
+    again = prelabel_run_execute(run_id=prelabel_run_create(project=project, enqueue=False).pk)
+    assert again.pushed == 0

@@ -1,0 +1,144 @@
+"""Batch pre-labelling: run a model version over images, store its predictions
+(boxes, scores, per-class probabilities) and each image's uncertainty scores,
+and, where the project's switch allows, put them into readers' workspaces.
+
+Re-running the same model version over the same images updates its predictions
+(one row per image and version), never duplicates them.  The model sees the
+display derivative, as readers do; boxes are stored in original pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.errors import DomainError
+from annotations.models import Image, Prediction, PrelabelRun, Project, WorkspaceTask
+from annotations.services.audit import audit_record
+from annotations.services.storage import media_path
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+def promoted_version() -> str | None:
+    marker = Path(settings.MODEL_DIR) / "promoted"
+    return marker.read_text().strip() or None if marker.is_file() else None
+
+
+def _version_dir(version: str) -> Path:
+    path = Path(settings.MODEL_DIR) / version
+    if not (path / "config.yaml").is_file():
+        raise DomainError("not_found", f"no model version {version!r}")
+    return path
+
+
+def prelabel_run_create(*, project: Project, model_version: str | None = None,
+                        images: Sequence[Image] | None = None, actor: Any = None,
+                        enqueue: bool = True) -> PrelabelRun:
+    version = model_version or promoted_version()
+    if not version:
+        raise DomainError("not_found", "no model version given and none is promoted")
+    _version_dir(version)
+    run = PrelabelRun.objects.create(
+        project=project, model_version=version,
+        image_scope=sorted(i.pseudo_id for i in images) if images is not None else [],
+        created_by=actor if getattr(actor, "is_authenticated", False) else None)
+    audit_record(action="prelabel.run_create", actor=actor, project=project, target=run,
+                 detail={"model_version": version})
+    if enqueue:
+        from annotations.tasks import gpu_prelabel_task
+
+        transaction.on_commit(lambda: gpu_prelabel_task.delay(run_id=run.pk))
+    return run
+
+
+def _read_display(image: Image) -> np.ndarray:
+    arr = cv2.imread(str(media_path(image.display_path)), cv2.IMREAD_GRAYSCALE)
+    if arr is None:
+        raise DomainError("unavailable", f"display image of {image.pseudo_id} is missing")
+    return arr
+
+
+def _store(image: Image, version: str, det: Any, names: list[str]) -> Prediction:
+    from training.uncertainty import image_uncertainty
+
+    sx = image.width / det.image_size[1]
+    sy = image.height / det.image_size[0]
+    boxes = [
+        {"label": names[int(c)], "box": [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy],
+         "score": float(s), "probs": [float(p) for p in probs]}
+        for b, c, s, probs in zip(det.boxes.tolist(), det.classes.tolist(),
+                                  det.scores.tolist(), det.probs, strict=True)
+    ]
+    pred, _ = Prediction.objects.update_or_create(
+        image=image, model_version=version,
+        defaults={"boxes": boxes, "score": float(det.scores.mean()) if len(boxes) else 0.0,
+                  "uncertainty": image_uncertainty(det.probs)})
+    return pred
+
+
+def prelabel_run_execute(*, run_id: int, progress: Progress | None = None,
+                         batch_size: int | None = None) -> PrelabelRun:
+    if not PrelabelRun.objects.filter(pk=run_id, status=PrelabelRun.Status.PENDING).update(
+            status=PrelabelRun.Status.RUNNING):
+        return PrelabelRun.objects.get(pk=run_id)
+    run = PrelabelRun.objects.select_related("project").get(pk=run_id)
+    try:
+        from training.detector import Detector  # heavy: imported only where inference runs
+
+        detector = Detector.from_dir(_version_dir(run.model_version))
+        qs = run.project.images.order_by("id")
+        if run.image_scope:
+            qs = qs.filter(pseudo_id__in=run.image_scope)
+        images = list(qs)
+        PrelabelRun.objects.filter(pk=run.pk).update(total=len(images))
+        size = batch_size or settings.PRELABEL_BATCH_SIZE
+        for start in range(0, len(images), size):
+            batch = images[start:start + size]
+            detections = detector.predict([_read_display(i) for i in batch])
+            for image, det in zip(batch, detections, strict=True):
+                _store(image, run.model_version, det, detector.class_names)
+            done = start + len(batch)
+            PrelabelRun.objects.filter(pk=run.pk).update(done=done)
+            if progress:
+                progress(done, len(images))
+        pushed = prelabels_push(run.project, run.model_version) \
+            if run.project.show_prelabels else 0
+        PrelabelRun.objects.filter(pk=run.pk).update(
+            status=PrelabelRun.Status.DONE, pushed=pushed, finished_at=timezone.now())
+    except DomainError as exc:
+        PrelabelRun.objects.filter(pk=run.pk).update(
+            status=PrelabelRun.Status.FAILED, reason=f"{exc.code}: {exc.message}",
+            finished_at=timezone.now())
+    run.refresh_from_db()
+    return run
+
+
+def prelabels_push(project: Project, model_version: str) -> int:
+    """Give reading tasks that show no pre-label yet this version's prediction."""
+    from annotations.services.label_studio_sync import ls_client
+    from annotations.services.prelabels import prelabel_for
+
+    client = None
+    pushed = 0
+    tasks = WorkspaceTask.objects.filter(workspace__project=project, workspace__kind="reading",
+                                         prediction__isnull=True).select_related("image")
+    for task in tasks:
+        pred = prelabel_for(task.image, model_version=model_version)
+        if pred is None:
+            continue
+        client = client or ls_client()
+        client.create_prediction(task.ls_task_id, pred["result"], pred["score"],
+                                 pred["model_version"])
+        WorkspaceTask.objects.filter(pk=task.pk).update(prediction=pred["prediction"])
+        pushed += 1
+    return pushed
