@@ -206,6 +206,11 @@ RADIOGRAPH_MODALITIES = env.get_list("RADIOGRAPH_MODALITIES", ["CR", "DX", "DR",
 #: backend reads the same folder (its CXR_ML_MODEL_DIR).
 MODEL_DIR = Path(env.get("MODEL_DIR", str(DATA_DIR / "models"))).resolve()
 PRELABEL_BATCH_SIZE = env.get_int("PRELABEL_BATCH_SIZE", 8)
+#: The ML backend Label Studio talks to, and the basic-auth pair it requires.
+ML_BACKEND_URL = env.get("ML_BACKEND_URL", "http://127.0.0.1:9090").rstrip("/")
+ML_BACKEND_USER = env.get("ML_BACKEND_USER", "label-studio")
+ML_BACKEND_PASSWORD = env.get("ML_BACKEND_PASSWORD") or (
+    None if PRODUCTION else _dev_secret("ml_backend_password")[-32:])
 
 # --- Signed image URLs ------------------------------------------------------
 SIGNED_URL_TTL_SECONDS = env.get_int("SIGNED_URL_TTL", 3600)

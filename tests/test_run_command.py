@@ -28,8 +28,9 @@ def test_scripts_run_serves_demo(tmp_path):
     if "CXR_CACHE_DIR" in os.environ:
         env["CXR_CACHE_DIR"] = os.environ["CXR_CACHE_DIR"]
     ls_port = _free_port()
+    ml_port = _free_port()
     env.update(CXR_DATA_DIR=str(tmp_path / "var"), CXR_PORT=str(port),
-               CXR_LABEL_STUDIO_PORT=str(ls_port))
+               CXR_LABEL_STUDIO_PORT=str(ls_port), CXR_ML_BACKEND_PORT=str(ml_port))
     proc = subprocess.Popen([str(ROOT / "scripts" / "run")], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -64,6 +65,7 @@ def test_scripts_run_serves_demo(tmp_path):
     assert "radiologist R1" in out and "admin / " in out
     assert f"http://127.0.0.1:{ls_port}/projects/" in out  # each reader's workspace link
     assert "Label Studio stopped" in out
+    assert f"ML backend: http://127.0.0.1:{ml_port}" in out and "ML backend stopped" in out
 
 
 def _admin_password(tmp_path: Path) -> str:

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import requests
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
@@ -34,16 +38,21 @@ class Command(BaseCommand):
 
     def handle(self, *args, addrport, no_demo, **opts):
         signal.signal(signal.SIGTERM, _raise_exit)
-        server = None
+        server = backend = None
         if not os.environ.get("CXR_LABEL_STUDIO_URL"):
             server = self._start_label_studio()
         try:
+            backend = self._start_ml_backend()
             self._check_label_studio()
             if not no_demo:
                 call_command("load_demo", url=settings.PUBLIC_BASE_URL)
                 self._push_demo()
             call_command("runserver", addrport, use_reloader=False)
         finally:
+            if backend is not None:
+                backend.terminate()
+                backend.wait(timeout=30)
+                self.stdout.write("ML backend stopped")
             if server is not None:
                 server.stop()
                 self.stdout.write("Label Studio stopped")
@@ -63,6 +72,36 @@ class Command(BaseCommand):
                           f"{server.startup_seconds:.1f} s); admin admin@example.org / "
                           f"{settings.LABEL_STUDIO_TOKEN}")
         return server
+
+    def _start_ml_backend(self) -> subprocess.Popen:
+        """The Detectron2 ML backend (gunicorn), serving the promoted model version."""
+        addr = urlparse(settings.ML_BACKEND_URL)
+        env = {**os.environ, "CXR_ML_MODEL_DIR": str(settings.MODEL_DIR),
+               "CXR_ML_BACKEND_USER": settings.ML_BACKEND_USER,
+               "CXR_ML_BACKEND_PASSWORD": settings.ML_BACKEND_PASSWORD,
+               "CXR_ML_PLATFORM_URL": settings.PUBLIC_BASE_URL}
+        Path(settings.MODEL_DIR).mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "ml_backend.app:application", "--bind",
+             f"{addr.hostname}:{addr.port or 9090}", "--workers", "1", "--timeout", "300"],
+            cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                ok = requests.get(f"{settings.ML_BACKEND_URL}/health", timeout=2, auth=(
+                    settings.ML_BACKEND_USER, settings.ML_BACKEND_PASSWORD)).status_code == 200
+            except requests.RequestException:
+                ok = False
+            if ok:
+                self.stdout.write(f"ML backend: {settings.ML_BACKEND_URL} (basic auth "
+                                  f"{settings.ML_BACKEND_USER} / {settings.ML_BACKEND_PASSWORD};"
+                                  f" models in {settings.MODEL_DIR})")
+                return proc
+            if proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        proc.terminate()
+        raise CommandError("the ML backend did not start")
 
     def _check_label_studio(self) -> None:
         try:
