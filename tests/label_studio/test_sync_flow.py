@@ -198,3 +198,42 @@ def test_prelabels_shown_and_feedback_recorded(label_studio, live_server, settin
     assert nodule["acceptance_rate"] == 1.0 and nodule["model_version"] == "m-test"
     assert body["ratings"][0]["comment"] == "good"
     assert rc.get("/api/projects/test/feedback/").status_code == 403
+
+
+def test_adjudication_through_the_adjudicators_workspace(platform, label_studio):
+    from annotations.models import Adjudication
+    from annotations.services.consensus import consensus_run_create, consensus_run_execute
+
+    project, rs, images = platform
+    img = images[1]
+    for r, (box, label) in zip(rs, [([10, 10, 80, 90], "Nodule/Mass"),
+                                    ([300, 200, 450, 380], "Pleural effusion"),
+                                    ([150, 20, 200, 70], "Nodule/Mass")], strict=True):
+        _annotate(label_studio, r, img, box, label)
+    consensus_run_execute(run_id=consensus_run_create(project=project, strategy="majority",
+                                                      enqueue=False).pk)
+    adj = Adjudication.objects.get(image=img)
+    judge = readers.reader_create(email="judge@example.org", code="ADJ")
+    judge.is_adjudicator = True
+    judge.save()
+    assert sync.adjudications_push(project) == 1
+    ws = judge.workspaces.get(kind="adjudication")
+    task = ws.tasks.get()
+    assert task.adjudication == adj
+    # every reader's read and the consensus are there as pre-labels
+    preds = label_studio.client()._raw("GET", "/api/predictions/",
+                                       params={"task": str(task.ls_task_id)})
+    assert sorted(p["model_version"] for p in preds) == [
+        "consensus", "reader-R1", "reader-R2", "reader-R3"]
+    # the adjudicator decides in Label Studio; the decision overrides the consensus
+    result = build_result([[300, 200, 450, 380]], ["Pleural effusion"],
+                          original_width=img.width, original_height=img.height)
+    LabelStudioClient(label_studio.url, judge.ls_account.token).create_annotation(
+        task.ls_task_id, result)
+    adj.refresh_from_db()
+    assert adj.status == "done" and adj.adjudicator == judge
+    box = adj.decision.boxes.get()
+    assert (box.label_class.name, box.x_min, box.y_max) == ("Pleural effusion",
+                                                            pytest.approx(300),
+                                                            pytest.approx(380))
+    assert not ReaderAnnotation.objects.filter(reader=judge, source="label_studio").exists()
