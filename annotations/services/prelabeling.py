@@ -68,22 +68,43 @@ def _read_display(image: Image) -> np.ndarray:
     return arr
 
 
-def _store(image: Image, version: str, det: Any, names: list[str]) -> Prediction:
+def _prediction(image: Image, version: str, det: Any, names: list[str]) -> Prediction:
     from training.uncertainty import image_uncertainty
 
     sx = image.width / det.image_size[1]
     sy = image.height / det.image_size[0]
     boxes = [
         {"label": names[int(c)], "box": [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy],
-         "score": float(s), "probs": [float(p) for p in probs]}
-        for b, c, s, probs in zip(det.boxes.tolist(), det.classes.tolist(),
-                                  det.scores.tolist(), det.probs, strict=True)
+         "score": float(s), "probs": p}
+        for b, c, s, p in zip(det.boxes.tolist(), det.classes.tolist(),
+                              det.scores.tolist(), det.probs.tolist(), strict=True)
     ]
-    pred, _ = Prediction.objects.update_or_create(
-        image=image, model_version=version,
-        defaults={"boxes": boxes, "score": float(det.scores.mean()) if len(boxes) else 0.0,
-                  "uncertainty": image_uncertainty(det.probs)})
-    return pred
+    return Prediction(image=image, model_version=version, boxes=boxes,
+                      score=float(det.scores.mean()) if len(boxes) else 0.0,
+                      uncertainty=image_uncertainty(det.probs), updated_at=timezone.now())
+
+
+def _store(predictions: list[Prediction]) -> None:
+    """One statement per batch; a re-run of the same version updates its rows."""
+    Prediction.objects.bulk_create(
+        predictions, update_conflicts=True, unique_fields=["image", "model_version"],
+        update_fields=["boxes", "score", "uncertainty", "updated_at"])
+
+
+#: Loaded model versions of this worker process (a version's files never change).
+_DETECTORS: dict[str, Any] = {}
+
+
+def _detector(version: str, batch_size: int) -> Any:
+    from training.detector import Detector  # heavy: imported only where inference runs
+
+    path = str(_version_dir(version))
+    if path not in _DETECTORS:
+        _DETECTORS.clear()  # keep one model in memory
+        _DETECTORS[path] = Detector.from_dir(path)
+    detector = _DETECTORS[path]
+    detector.batch_size = batch_size
+    return detector
 
 
 def prelabel_run_execute(*, run_id: int, progress: Progress | None = None,
@@ -93,20 +114,19 @@ def prelabel_run_execute(*, run_id: int, progress: Progress | None = None,
         return PrelabelRun.objects.get(pk=run_id)
     run = PrelabelRun.objects.select_related("project").get(pk=run_id)
     try:
-        from training.detector import Detector  # heavy: imported only where inference runs
-
-        detector = Detector.from_dir(_version_dir(run.model_version))
+        size = batch_size or settings.PRELABEL_BATCH_SIZE
+        detector = _detector(run.model_version, size)
         qs = run.project.images.order_by("id")
         if run.image_scope:
             qs = qs.filter(pseudo_id__in=run.image_scope)
         images = list(qs)
         PrelabelRun.objects.filter(pk=run.pk).update(total=len(images))
-        size = batch_size or settings.PRELABEL_BATCH_SIZE
+        names = detector.class_names
         for start in range(0, len(images), size):
             batch = images[start:start + size]
             detections = detector.predict([_read_display(i) for i in batch])
-            for image, det in zip(batch, detections, strict=True):
-                _store(image, run.model_version, det, detector.class_names)
+            _store([_prediction(image, run.model_version, det, names)
+                    for image, det in zip(batch, detections, strict=True)])
             done = start + len(batch)
             PrelabelRun.objects.filter(pk=run.pk).update(done=done)
             if progress:

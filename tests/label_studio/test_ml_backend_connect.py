@@ -20,11 +20,8 @@ from tests.training.films import TRUTH, film, iou
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_label_studio_gets_our_predictions(label_studio, live_server, settings, project,
+def test_label_studio_gets_our_predictions(label_studio, live_server, ls_settings, project,
                                            trained_version, admin_user, tmp_path):
-    settings.LABEL_STUDIO_URL = label_studio.url
-    settings.LABEL_STUDIO_TOKEN = label_studio.token
-    settings.PUBLIC_BASE_URL = settings.PLATFORM_URL_FOR_LABEL_STUDIO = live_server.url
     cv2.imwrite(str(tmp_path / "film.png"), film(0))
     batch = ingest.ingest_batch_create(project=project, inputs=[tmp_path / "film.png"])
     ingest_file.delay(item_id=batch.items.get().id)
@@ -72,13 +69,10 @@ def test_label_studio_gets_our_predictions(label_studio, live_server, settings, 
 
 
 def test_prelabel_run_pushes_into_workspaces_when_switched_on(
-        label_studio, live_server, settings, project, trained_version, tmp_path):
+        label_studio, ls_settings, project, trained_version, tmp_path):
     from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
 
-    settings.LABEL_STUDIO_URL = label_studio.url
-    settings.LABEL_STUDIO_TOKEN = label_studio.token
-    settings.PUBLIC_BASE_URL = settings.PLATFORM_URL_FOR_LABEL_STUDIO = live_server.url
-    settings.MODEL_DIR = model_dir_with(trained_version.directory, tmp_path)
+    ls_settings.MODEL_DIR = model_dir_with(trained_version.directory, tmp_path)
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"f{i}.png"), film(7 + i))
     batch = ingest.ingest_batch_create(project=project,

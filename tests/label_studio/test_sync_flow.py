@@ -31,12 +31,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def platform(label_studio, live_server, settings, project, tmp_path):
-    settings.LABEL_STUDIO_URL = label_studio.url
-    settings.LABEL_STUDIO_TOKEN = label_studio.token
-    settings.PUBLIC_BASE_URL = live_server.url
-    settings.PLATFORM_URL_FOR_LABEL_STUDIO = live_server.url
-    settings.IMAGE_CORS_ORIGINS = [label_studio.url]
+def platform(label_studio, ls_settings, project, tmp_path):
     files = [write_png(tmp_path / "in" / f"cxr{i}.png", seed=40 + i, size=(600, 500))
              for i in range(3)]
     batch = ingest.ingest_batch_create(project=project, inputs=files)
@@ -153,15 +148,12 @@ def test_replayed_and_bad_webhooks(platform, label_studio, live_server, settings
         "Nodule/Mass"
 
 
-def test_prelabels_shown_and_feedback_recorded(label_studio, live_server, settings, project,
+def test_prelabels_shown_and_feedback_recorded(label_studio, ls_settings, project,
                                                tmp_path, admin_user):
     from rest_framework.test import APIClient
 
     from annotations.models import Prediction
 
-    settings.LABEL_STUDIO_URL = label_studio.url
-    settings.LABEL_STUDIO_TOKEN = label_studio.token
-    settings.PUBLIC_BASE_URL = settings.PLATFORM_URL_FOR_LABEL_STUDIO = live_server.url
     project.show_prelabels, project.readers_per_image = True, 1
     project.save()
     files = [write_png(tmp_path / f"p{i}.png", seed=90 + i, size=(600, 500)) for i in (0, 1)]
