@@ -42,6 +42,9 @@ class Project(models.Model):
     adjudication_threshold = models.FloatField(null=True, blank=True, default=0.5)
     #: Whether Label Studio's "Start training" (via the ML backend) may retrain.
     allow_label_studio_training = models.BooleanField(default=False)
+    #: A new model version is promoted only if its gold-set mAP@0.4 beats the
+    #: promoted one by at least this much.
+    promotion_threshold = models.FloatField(default=0.0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
@@ -116,6 +119,8 @@ class Image(models.Model):
     display_width = models.PositiveIntegerField()
     display_height = models.PositiveIntegerField()
     thumbnail_path = models.CharField(max_length=255)
+    #: Held out of training; every model version is evaluated on the gold images.
+    is_gold = models.BooleanField(default=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -620,6 +625,66 @@ class PrelabelRun(models.Model):
                                    on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+
+class TrainingRun(models.Model):
+    """One training of a project's detector on its final labels."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    params = models.JSONField(default=dict, blank=True)
+    progress = models.JSONField(default=dict, blank=True)
+    reason = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    model_version = models.ForeignKey("ModelVersion", null=True, blank=True,
+                                      on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # one training per project at a time, enforced by the database
+            models.UniqueConstraint(fields=["project"], name="one_active_training",
+                                    condition=Q(status__in=["pending", "running"])),
+        ]
+
+
+class ModelVersion(models.Model):
+    """A trained model: checkpoint (with checksum), config, exact training set,
+    parent, gold-set metrics, and who promoted it."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=64, unique=True)
+    sha256 = models.CharField(max_length=64)
+    config = models.TextField()
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="children")
+    training_run = models.ForeignKey(TrainingRun, null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="+")
+    #: Pseudonymous ids of the images trained on, and where their labels came from.
+    train_images = models.JSONField(default=list)
+    label_sources = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    promoted = models.BooleanField(default=False)
+    promoted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-id"]

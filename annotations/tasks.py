@@ -70,3 +70,10 @@ def gpu_prelabel_task(run_id: int) -> None:
     from annotations.services.prelabeling import prelabel_run_execute
 
     prelabel_run_execute(run_id=run_id)
+
+
+@shared_task(name="annotations.tasks.gpu_training_task", acks_late=True)
+def gpu_training_task(run_id: int) -> None:
+    from annotations.services.training import training_run_execute
+
+    training_run_execute(run_id=run_id)

@@ -206,6 +206,9 @@ RADIOGRAPH_MODALITIES = env.get_list("RADIOGRAPH_MODALITIES", ["CR", "DX", "DR",
 #: backend reads the same folder (its CXR_ML_MODEL_DIR).
 MODEL_DIR = Path(env.get("MODEL_DIR", str(DATA_DIR / "models"))).resolve()
 PRELABEL_BATCH_SIZE = env.get_int("PRELABEL_BATCH_SIZE", 8)
+#: Initial weights for training (a path or URL to a COCO/ImageNet-pretrained
+#: checkpoint).  Empty: random init (fine for tests; production should not).
+INITIAL_WEIGHTS = env.get("INITIAL_WEIGHTS", "")
 #: The ML backend Label Studio talks to, and the basic-auth pair it requires.
 ML_BACKEND_URL = env.get("ML_BACKEND_URL", "http://127.0.0.1:9090").rstrip("/")
 ML_BACKEND_USER = env.get("ML_BACKEND_USER", "label-studio")

@@ -1,0 +1,113 @@
+"""The model registry: evaluate every version on the project's gold set, promote
+only when better, let admins force a promotion or roll back.
+
+Promotion writes ``MODEL_DIR/promoted`` (atomically); the ML backend and batch
+pre-labelling serve that version from their next request on, no restart.
+Policy: a new version is promoted automatically only when its gold-set mAP@0.4
+beats the promoted version's by at least ``project.promotion_threshold`` (the
+first version of a project is promoted when it has gold metrics).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.errors import DomainError
+from annotations.models import Image, ModelVersion, Project
+from annotations.services.audit import audit_record
+from annotations.services.labels import final_results
+from annotations.services.prelabeling import _read_display
+from annotations.services.storage import write_atomic
+
+Truth = dict[str, tuple[np.ndarray, np.ndarray]]
+Preds = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def gold_truth(project: Project) -> tuple[list[Image], Truth]:
+    labels = final_results(project)
+    gold = list(Image.objects.filter(project=project, is_gold=True,
+                                     pseudo_id__in=list(labels)).order_by("pseudo_id"))
+    return gold, {i.pseudo_id: (labels[i.pseudo_id].boxes, labels[i.pseudo_id].classes)
+                  for i in gold}
+
+
+def version_predict(version: ModelVersion, images: list[Image], batch_size: int = 4) -> Preds:
+    from training.detector import Detector
+
+    detector = Detector.from_dir(Path(settings.MODEL_DIR) / version.name,
+                                 expected_sha256=version.sha256, batch_size=batch_size)
+    out: Preds = {}
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        for image, det in zip(batch, detector.predict([_read_display(i) for i in batch]),
+                              strict=True):
+            sx, sy = image.width / det.image_size[1], image.height / det.image_size[0]
+            out[image.pseudo_id] = (det.boxes * [sx, sy, sx, sy], det.scores, det.classes)
+    return out
+
+
+def version_evaluate(*, version: ModelVersion) -> dict[str, Any]:
+    from training import metrics
+
+    gold, truth = gold_truth(version.project)
+    if not gold:
+        raise DomainError("no_gold_set", "the project has no gold images with final labels")
+    preds = version_predict(version, gold)
+    report = metrics.evaluate(truth, preds)
+    report["gold_images"] = len(gold)
+    ModelVersion.objects.filter(pk=version.pk).update(metrics=report)
+    version.metrics = report
+    return report
+
+
+def _write_promoted(name: str) -> None:
+    write_atomic(Path(settings.MODEL_DIR) / "promoted", name.encode())
+
+
+@transaction.atomic
+def version_promote(*, version: ModelVersion, actor: Any = None, reason: str = "") -> None:
+    ModelVersion.objects.filter(project=version.project, promoted=True).update(promoted=False)
+    ModelVersion.objects.filter(pk=version.pk).update(
+        promoted=True, promoted_at=timezone.now(),
+        promoted_by=actor if getattr(actor, "is_authenticated", False) else None)
+    _write_promoted(version.name)
+    audit_record(action="model.promote", actor=actor, project=version.project,
+                 target=version, detail={"reason": reason, "metrics": version.metrics})
+
+
+def version_rollback(*, project: Project, actor: Any = None) -> ModelVersion:
+    """Promote the version that was in service before the current one."""
+    current = ModelVersion.objects.filter(project=project, promoted=True).first()
+    if current is None or current.parent is None:
+        raise DomainError("conflict", "nothing to roll back to")
+    version_promote(version=current.parent, actor=actor, reason=f"rollback from {current.name}")
+    return current.parent
+
+
+def _map(metrics: dict[str, Any]) -> float:
+    value = metrics.get("map_40")
+    return float(value) if value is not None else -1.0
+
+
+def version_evaluate_and_maybe_promote(*, version: ModelVersion) -> bool:
+    try:
+        report = version_evaluate(version=version)
+    except DomainError as exc:
+        audit_record(action="model.evaluate_skipped", project=version.project, target=version,
+                     detail={"reason": exc.message})
+        return False
+    current = ModelVersion.objects.filter(project=version.project, promoted=True).first()
+    margin = version.project.promotion_threshold
+    if current is None or _map(report) >= _map(current.metrics) + margin:
+        version_promote(version=version, reason="better on the gold set")
+        return True
+    audit_record(action="model.not_promoted", project=version.project, target=version,
+                 detail={"map_40": report.get("map_40"),
+                         "promoted_map_40": current.metrics.get("map_40"), "margin": margin})
+    return False

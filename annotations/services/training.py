@@ -1,0 +1,194 @@
+"""Training runs: train the project's detector on its final labels, register the
+model version, evaluate it on the gold set, promote it only when better.
+
+* One training per project at a time (a conditional unique constraint on the
+  run table: a second start is refused with ``conflict``).
+* Training data: the final labels (adjudicated, else consensus) of every
+  non-gold image that has one; "No finding" images stay in (they teach the
+  model what normal looks like).  The split into train and validation is by
+  patient, so no patient is on both sides.
+* The model sees display derivatives, as readers and pre-labelling do: boxes are
+  scaled from original to display pixels for training.
+* Cancellable between iterations; a crash marks the run FAILED with the reason
+  and leaves the registry unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotations.consensus import ConsensusResult
+from annotations.errors import DomainError
+from annotations.formats.coco import write_coco
+from annotations.formats.records import ImageRecord
+from annotations.models import Image, ModelVersion, Project, TrainingRun
+from annotations.services.audit import audit_record
+from annotations.services.exports import project_taxonomy
+from annotations.services.labels import final_results
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PARAMS = {"preset": "r50_fpn", "max_iter": 2000, "base_lr": None, "ims_per_batch": 4,
+                  "val_fraction": 0.1}
+
+
+class Cancelled(Exception):
+    """Raised inside the training loop when an admin cancelled the run."""
+
+
+def training_run_create(*, project: Project, params: dict | None = None, actor: Any = None,
+                        enqueue: bool = True) -> TrainingRun:
+    unknown = set(params or {}) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise DomainError("invalid_params", f"unknown training parameters {sorted(unknown)}")
+    merged = {**DEFAULT_PARAMS, **(params or {})}
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(project=project, params=merged, created_by=(
+                actor if getattr(actor, "is_authenticated", False) else None))
+    except IntegrityError as exc:
+        raise DomainError("conflict", "a training run of this project is already active") \
+            from exc
+    audit_record(action="training.run_create", actor=actor, project=project, target=run,
+                 detail={"params": merged})
+    if enqueue:
+        from annotations.tasks import gpu_training_task
+
+        transaction.on_commit(lambda: gpu_training_task.delay(run_id=run.pk))
+    return run
+
+
+def training_run_cancel(*, run: TrainingRun, actor: Any = None) -> TrainingRun:
+    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.PENDING).update(
+        status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
+    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
+        cancel_requested=True)
+    audit_record(action="training.run_cancel", actor=actor, project=run.project, target=run)
+    run.refresh_from_db()
+    return run
+
+
+def _split_by_patient(images: list[Image], val_fraction: float) -> tuple[list, list]:
+    """Deterministic patient-level split: a patient's images all go one way."""
+    def bucket(image: Image) -> float:
+        digest = hashlib.sha256(image.study.patient_pseudo_id.encode()).digest()
+        return int.from_bytes(digest[:4], "big") / 2**32
+
+    train = [i for i in images if bucket(i) >= val_fraction]
+    val = [i for i in images if bucket(i) < val_fraction]
+    return train, val
+
+
+def _display_scaled(image: Image, res: ConsensusResult) -> ConsensusResult:
+    sx, sy = image.display_width / image.width, image.display_height / image.height
+    return ConsensusResult(boxes=res.boxes * [sx, sy, sx, sy], classes=res.classes,
+                           scores=res.scores, support=res.support,
+                           image_labels=res.image_labels, meta={})
+
+
+def write_training_coco(project: Project, images: list[Image], labels: dict[str, ConsensusResult],
+                        out: Path) -> Path:
+    """COCO over display images (file names relative to MEDIA_ROOT)."""
+    records = [ImageRecord(i.pseudo_id, i.display_path, i.display_width, i.display_height)
+               for i in images]
+    scaled = {i.pseudo_id: _display_scaled(i, labels[i.pseudo_id]) for i in images}
+    path = out / "train.json"
+    path.write_text(write_coco(records, scaled, project_taxonomy(project)))
+    return path
+
+
+def _next_name(project: Project) -> str:
+    n = ModelVersion.objects.filter(project=project).count() + 1
+    return f"{project.slug}-v{n}"
+
+
+def training_run_execute(*, run_id: int) -> TrainingRun:
+    if not TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.PENDING).update(
+            status=TrainingRun.Status.RUNNING, started_at=timezone.now()):
+        return TrainingRun.objects.get(pk=run_id)
+    run = TrainingRun.objects.select_related("project").get(pk=run_id)
+    work = Path(tempfile.mkdtemp(prefix=f"train-{run.pk}-"))
+    try:
+        version = _train(run, work)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.DONE, model_version=version, finished_at=timezone.now())
+    except Cancelled:
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
+    except Exception as exc:  # any crash: FAILED with the reason, registry unchanged
+        logger.exception("training run %s failed", run.pk)
+        reason = exc.message if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.FAILED, reason=reason[:2000], finished_at=timezone.now())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    run.refresh_from_db()
+    return run
+
+
+def _train(run: TrainingRun, work: Path) -> ModelVersion:
+    from training.config import build_config
+    from training.datasets import register_coco_dataset
+    from training.detector import save_model_version
+    from training.trainer import CXRTrainer
+
+    project, params = run.project, run.params
+    labels = final_results(project)
+    images = list(Image.objects.filter(project=project, is_gold=False,
+                                       pseudo_id__in=list(labels)).select_related("study"))
+    train, val = _split_by_patient(images, float(params["val_fraction"]))
+    if not train:
+        raise DomainError("no_training_data", "no image outside the gold set has a final label")
+    dataset = f"cxr-train-{run.pk}"
+    register_coco_dataset(dataset, write_training_coco(project, train, labels, work),
+                          Path(settings.MEDIA_ROOT))
+    names = [c.name for c in project_taxonomy(project) if not c.image_level]
+    parent = ModelVersion.objects.filter(project=project, promoted=True).first()
+    cfg = build_config(len(names), preset=params["preset"], class_names=names,
+                       weights=settings.INITIAL_WEIGHTS or None)
+    cfg.DATASETS.TRAIN = (dataset,)
+    cfg.DATASETS.TEST = ()
+    cfg.OUTPUT_DIR = str(work / "out")
+    cfg.SOLVER.MAX_ITER = int(params["max_iter"])
+    cfg.SOLVER.IMS_PER_BATCH = int(params["ims_per_batch"])
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10**9  # versions are published below, not checkpoints
+    if params.get("base_lr"):
+        cfg.SOLVER.BASE_LR = float(params["base_lr"])
+    # class imbalance: images with rare classes are repeated
+    cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
+    cfg.DATALOADER.REPEAT_THRESHOLD = 0.3
+    cfg.DATALOADER.NUM_WORKERS = 0
+
+    def report(progress) -> None:
+        TrainingRun.objects.filter(pk=run.pk).update(progress={
+            "iteration": progress.iteration, "max_iter": progress.max_iter,
+            "fraction": progress.fraction,
+            "losses": {k: float(v) for k, v in progress.losses.items()}})
+        if TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+            raise Cancelled()
+
+    trainer = CXRTrainer(cfg, progress=report, progress_period=max(1, cfg.SOLVER.MAX_ITER // 50))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    name = _next_name(project)
+    checkpoint, digest = save_model_version(trainer.model, cfg, Path(settings.MODEL_DIR) / name)
+    version = ModelVersion.objects.create(
+        project=project, name=name, sha256=digest, config=cfg.dump(), parent=parent,
+        training_run=run, train_images=sorted(i.pseudo_id for i in train),
+        label_sources={i.pseudo_id: labels[i.pseudo_id].meta for i in train})
+    audit_record(action="training.version_create", project=project, target=version,
+                 detail={"images": len(train), "validation": len(val)})
+    from annotations.services.model_registry import version_evaluate_and_maybe_promote
+
+    version_evaluate_and_maybe_promote(version=version)
+    return version
+
