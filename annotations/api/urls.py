@@ -5,6 +5,7 @@ from annotations.api import adjudication_views as av
 from annotations.api import consensus_views as cv
 from annotations.api import feedback_views as fv
 from annotations.api import label_studio_views as lsv
+from annotations.api import model_views as mv
 from annotations.api import views as v
 
 urlpatterns = [
@@ -42,6 +43,17 @@ urlpatterns = [
     path("ml/training-requests/", fv.TrainingRequestFromLabelStudio.as_view(),
          name="ml-training-request"),
     path("predictions/<int:pk>/rating/", fv.PredictionRate.as_view(), name="prediction-rate"),
+    path("projects/<slug:slug>/training-runs/", mv.TrainingRunListCreate.as_view(),
+         name="training-runs"),
+    path("training-runs/<int:pk>/", mv.TrainingRunDetail.as_view(), name="training-run"),
+    path("training-runs/<int:pk>/cancel/", mv.TrainingRunCancel.as_view(),
+         name="training-run-cancel"),
+    path("projects/<slug:slug>/model-versions/", mv.ModelVersionList.as_view(),
+         name="model-versions"),
+    path("projects/<slug:slug>/model-versions/rollback/", mv.ModelRollback.as_view(),
+         name="model-rollback"),
+    path("model-versions/<str:name>/promote/", mv.ModelVersionPromote.as_view(),
+         name="model-promote"),
     path("images/<str:image_id>/", v.ImageDetail.as_view(), name="image-detail"),
     path("ingest-batches/<int:pk>/", v.IngestBatchDetail.as_view(), name="ingest-batch"),
     path("ingest-batches/<int:pk>/items/", v.IngestBatchItems.as_view(),

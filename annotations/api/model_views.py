@@ -1,0 +1,105 @@
+"""Training runs and the model registry (admins start, cancel, promote, roll back)."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations.api.permissions import IsPlatformAdmin
+from annotations.models import ModelVersion, TrainingRun
+from annotations.services import model_registry, projects, training
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.slug", read_only=True)
+    model_version = serializers.CharField(source="model_version.name", default=None,
+                                          read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = ["id", "project", "status", "params", "progress", "reason", "cancel_requested",
+                  "model_version", "created_at", "started_at", "finished_at"]
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    parent = serializers.CharField(source="parent.name", default=None, read_only=True)
+    promoted_by = serializers.CharField(source="promoted_by.username", default=None,
+                                        read_only=True)
+    n_train_images = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = ["name", "sha256", "parent", "metrics", "promoted", "promoted_by",
+                  "promoted_at", "n_train_images", "created_at"]
+
+    def get_n_train_images(self, obj: ModelVersion) -> int:
+        return len(obj.train_images)
+
+
+class TrainingRunListCreate(generics.ListAPIView):
+    permission_classes = [IsPlatformAdmin]
+    serializer_class = TrainingRunSerializer
+
+    def get_queryset(self):
+        return TrainingRun.objects.filter(project__slug=self.kwargs["slug"]).select_related(
+            "project", "model_version")
+
+    @extend_schema(request={"application/json": {"type": "object"}},
+                   responses={202: TrainingRunSerializer})
+    def post(self, request, slug: str):
+        run = training.training_run_create(project=projects.project_get(slug),
+                                           params=request.data.get("params") or None,
+                                           actor=request.user)
+        return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class TrainingRunDetail(generics.RetrieveAPIView):
+    permission_classes = [IsPlatformAdmin]
+    serializer_class = TrainingRunSerializer
+    queryset = TrainingRun.objects.select_related("project", "model_version")
+
+
+class TrainingRunCancel(APIView):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(request=None, responses={200: TrainingRunSerializer})
+    def post(self, request, pk: int):
+        run = training.training_run_cancel(run=get_object_or_404(TrainingRun, pk=pk),
+                                           actor=request.user)
+        return Response(TrainingRunSerializer(run).data)
+
+
+class ModelVersionList(generics.ListAPIView):
+    permission_classes = [IsPlatformAdmin]
+    serializer_class = ModelVersionSerializer
+
+    def get_queryset(self):
+        return ModelVersion.objects.filter(project__slug=self.kwargs["slug"]).select_related(
+            "parent", "promoted_by")
+
+
+class ModelVersionPromote(APIView):
+    """Force a promotion (an admin's decision, recorded with who made it)."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(request=None, responses={200: ModelVersionSerializer})
+    def post(self, request, name: str):
+        version = get_object_or_404(ModelVersion, name=name)
+        model_registry.version_promote(version=version, actor=request.user, reason="forced")
+        version.refresh_from_db()
+        return Response(ModelVersionSerializer(version).data)
+
+
+class ModelRollback(APIView):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(request=None, responses={200: ModelVersionSerializer})
+    def post(self, request, slug: str):
+        version = model_registry.version_rollback(project=projects.project_get(slug),
+                                                  actor=request.user)
+        version.refresh_from_db()
+        return Response(ModelVersionSerializer(version).data)
