@@ -10,6 +10,7 @@ first version of a project is promoted when it has gold metrics).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +53,36 @@ def version_predict(version: ModelVersion, images: list[Image], batch_size: int 
     return out
 
 
-def version_evaluate(*, version: ModelVersion) -> dict[str, Any]:
+def _num(value: Any) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def gold_metrics(truth: Truth, preds: Preds, class_names: dict[int, str]) -> dict[str, Any]:
+    """mAP@0.4 (VinBigData), per-class AP, COCO mAP@[.5:.95] and FROC, JSON-ready."""
     from training import metrics
 
+    voc = metrics.map_at_iou(truth, preds, iou=0.4, classes=sorted(class_names))
+    coco = metrics.coco_map(truth, preds)
+    fr = metrics.froc(truth, preds, iou=0.4)
+    return {
+        "map_40": _num(voc["map"]),
+        "ap_40": {class_names[c]: _num(v) for c, v in voc["ap"].items()},
+        "coco_map": _num(coco["map"]), "coco_ap50": _num(coco["ap50"]),
+        "froc": {str(r): _num(s) for r, s in zip(fr["fps_per_image"], fr["sensitivity"],
+                                                  strict=True)},
+        "froc_score": _num(fr["score"]),
+    }
+
+
+def version_evaluate(*, version: ModelVersion) -> dict[str, Any]:
     gold, truth = gold_truth(version.project)
     if not gold:
         raise DomainError("no_gold_set", "the project has no gold images with final labels")
     preds = version_predict(version, gold)
-    report = metrics.evaluate(truth, preds)
+    names = {lc.class_id: lc.name for lc in version.project.label_classes.filter(
+        image_level=False)}
+    report = gold_metrics(truth, preds, names)
     report["gold_images"] = len(gold)
     ModelVersion.objects.filter(pk=version.pk).update(metrics=report)
     version.metrics = report

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from tqdm import tqdm
 
 from annotations.errors import DomainError
@@ -31,8 +32,13 @@ class Command(BaseCommand):
                                                params=params, enqueue=False)
         except DomainError as exc:
             raise CommandError(exc.message) from exc
-        worker = threading.Thread(target=training.training_run_execute,
-                                  kwargs={"run_id": run.pk})
+        def execute() -> None:
+            try:
+                training.training_run_execute(run_id=run.pk)
+            finally:
+                connection.close()  # this thread's own database connection
+
+        worker = threading.Thread(target=execute)
         worker.start()
         bar = tqdm(total=run.params["max_iter"], unit="it", desc=f"training run {run.pk}",
                    disable=opts.get("verbosity", 1) == 0)

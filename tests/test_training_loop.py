@@ -1,0 +1,110 @@
+"""The loop on CPU, end to end: synthetic films, simulated readers through the
+platform's services, consensus, a tiny training run, gold-set evaluation, a
+registered and promoted model version, pre-labelling of the pool, and the next
+round selected by a non-random strategy that follows the stored scores."""
+
+from __future__ import annotations
+
+import cv2
+import pytest
+from django.core.management import call_command
+
+from annotations.models import Image, ModelVersion, Prediction, TrainingRun
+from annotations.services import ingest, readers
+from annotations.services.annotating import BoxIn, reader_annotation_record
+from annotations.services.consensus import consensus_run_create, consensus_run_execute
+from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
+from annotations.services.projects import project_create
+from annotations.services.training import training_run_create, training_run_execute
+from tests.training.films import TRUTH, film
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def labelled(tmp_path, settings):
+    settings.MODEL_DIR = tmp_path / "models"
+    project = project_create(name="Loop", slug="loop", class_names=["Nodule/Mass",
+                                                                    "Pleural effusion"])
+    project.readers_per_image = 2
+    project.save()
+    paths = []
+    for i in range(14):
+        path = tmp_path / "films" / f"film{i:02d}.png"
+        path.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(path), film(200 + i, lesion=i % 3 != 2))
+        paths.append(path)
+    batch = ingest.ingest_batch_create(project=project, inputs=paths)
+    from annotations.tasks import ingest_file
+
+    for item_id in batch.items.values_list("id", flat=True):
+        ingest_file.delay(item_id=item_id)
+    rs = [readers.reader_create(email=f"loop{i}@example.org", code=f"L{i}") for i in (1, 2)]
+    images = list(Image.objects.filter(project=project).order_by("id"))
+    labelled, pool = images[:10], images[10:]
+    readers.assignments_create(project=project, images=labelled)
+    for k, image in enumerate(labelled):
+        for j, r in enumerate(rs):  # simulated readers: small jitter, same finding
+            if k % 3 == 2:
+                reader_annotation_record(image=image, reader=r, boxes=[],
+                                         image_labels=["No finding"], trigger_consensus=False)
+            else:
+                box = TRUTH + j
+                reader_annotation_record(image=image, reader=r, trigger_consensus=False,
+                                         boxes=[BoxIn("Pleural effusion", *box.tolist())])
+    Image.objects.filter(pk__in=[i.pk for i in labelled[7:]]).update(is_gold=True)
+    run = consensus_run_execute(run_id=consensus_run_create(project=project, strategy="wbf",
+                                                            enqueue=False).pk)
+    assert run.status == "done"
+    return project, pool
+
+
+def test_train_evaluate_register_prelabel_select(labelled):
+    import torch
+
+    torch.set_num_threads(1)
+    project, pool = labelled
+    run = training_run_create(project=project, enqueue=False, params={
+        "preset": "tiny", "max_iter": 60, "ims_per_batch": 2, "base_lr": 0.02,
+        "val_fraction": 0.0})
+    with pytest.raises(Exception) as second:  # one active training per project
+        training_run_create(project=project, enqueue=False)
+    assert getattr(second.value, "code", "") == "conflict"
+    run = training_run_execute(run_id=run.pk)
+    assert run.status == TrainingRun.Status.DONE, run.reason
+    assert run.progress["iteration"] == 60
+    version = ModelVersion.objects.get()
+    assert version.promoted and version.metrics["gold_images"] == 3
+    assert version.metrics["map_40"] is not None and "froc" in version.metrics
+    assert len(version.train_images) == 7  # gold images never trained on
+    assert not set(version.train_images) & set(
+        Image.objects.filter(is_gold=True).values_list("pseudo_id", flat=True))
+
+    pre = prelabel_run_execute(run_id=prelabel_run_create(project=project, images=pool,
+                                                          enqueue=False).pk)
+    assert pre.status == "done" and pre.done == len(pool)
+    from training.active_learning import PoolScores, build
+
+    stored = {p.image.pseudo_id: p.uncertainty for p in
+              Prediction.objects.filter(image__in=pool).select_related("image")}
+    scores = PoolScores(image_ids=sorted(stored), uncertainty=stored)
+    picked = build("entropy", {"aggregation": "max"}).select(scores, 2, seed=0)
+    expected = sorted(stored, key=lambda i: -stored[i]["entropy_max"])[:2]
+    assert picked == expected  # the choice follows the stored scores
+
+
+@pytest.mark.django_db(transaction=True)  # the command trains in a thread of its own
+def test_failed_training_leaves_registry_unchanged(labelled):
+    project, _ = labelled
+    run = training_run_create(project=project, enqueue=False, params={
+        "preset": "tiny", "max_iter": 5, "ims_per_batch": 2})
+    Image.objects.filter(project=project).update(is_gold=True)  # nothing left to train on
+    run = training_run_execute(run_id=run.pk)
+    assert run.status == TrainingRun.Status.FAILED
+    assert "no image outside the gold set" in run.reason
+    assert not ModelVersion.objects.exists()
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no image outside the gold set"):
+        call_command("train", project="loop", preset="tiny", max_iter=5)
+    assert not ModelVersion.objects.exists()
