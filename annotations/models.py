@@ -45,6 +45,8 @@ class Project(models.Model):
     #: A new model version is promoted only if its gold-set mAP@0.4 beats the
     #: promoted one by at least this much.
     promotion_threshold = models.FloatField(default=0.0)
+    #: Start retraining by itself after this many new final labels (None: never).
+    auto_retrain_after = models.PositiveIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
@@ -534,6 +536,10 @@ class Prediction(models.Model):
     score = models.FloatField(null=True, blank=True)
     #: Image-level uncertainty scores (``training.uncertainty``) for active learning.
     uncertainty = models.JSONField(default=dict, blank=True)
+    #: Test-time-augmentation disagreement in [0, 1] (when scored for AL).
+    tta = models.FloatField(null=True, blank=True)
+    #: Pooled, L2-normalised backbone features (when scored for AL diversity).
+    features = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -688,3 +694,28 @@ class ModelVersion(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class ActiveLearningRound(models.Model):
+    """One round: score the pool with the promoted model, select B images, assign
+    them to k readers; reads, consensus and retraining follow."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="al_rounds")
+    number = models.PositiveIntegerField()
+    strategy = models.CharField(max_length=64)
+    params = models.JSONField(default=dict, blank=True)
+    budget = models.PositiveIntegerField()
+    model_version = models.ForeignKey(ModelVersion, null=True, on_delete=models.SET_NULL,
+                                      related_name="+")
+    selected = models.JSONField(default=list)
+    scores = models.JSONField(default=dict, blank=True)
+    labeled_before = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="uniq_al_round"),
+        ]

@@ -206,6 +206,10 @@ RADIOGRAPH_MODALITIES = env.get_list("RADIOGRAPH_MODALITIES", ["CR", "DX", "DR",
 #: backend reads the same folder (its CXR_ML_MODEL_DIR).
 MODEL_DIR = Path(env.get("MODEL_DIR", str(DATA_DIR / "models"))).resolve()
 PRELABEL_BATCH_SIZE = env.get_int("PRELABEL_BATCH_SIZE", 8)
+#: Detections kept by the pre-labelling pass (low: uncertainty needs the doubtful ones).
+PRELABEL_SCORE_THRESH = float(env.get("PRELABEL_SCORE_THRESH", "0.05"))
+#: Only pre-label boxes at least this confident are shown to readers.
+PRELABEL_MIN_SCORE_SHOWN = float(env.get("PRELABEL_MIN_SCORE_SHOWN", "0.3"))
 #: Initial weights for training (a path or URL to a COCO/ImageNet-pretrained
 #: checkpoint).  Empty: random init (fine for tests; production should not).
 INITIAL_WEIGHTS = env.get("INITIAL_WEIGHTS", "")

@@ -13,7 +13,6 @@ from annotations.models import Image, ModelVersion, Prediction, TrainingRun
 from annotations.services import ingest, readers
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
-from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
 from annotations.services.projects import project_create
 from annotations.services.training import training_run_create, training_run_execute
 from tests.training.films import TRUTH, film
@@ -59,9 +58,10 @@ def labelled(tmp_path, settings):
     return project, pool
 
 
-def test_train_evaluate_register_prelabel_select(labelled):
+def test_train_evaluate_register_prelabel_select(labelled, settings):
     import torch
 
+    settings.PRELABEL_SCORE_THRESH = 0.0  # a barely trained model: keep its doubtful boxes
     torch.set_num_threads(1)
     project, pool = labelled
     run = training_run_create(project=project, enqueue=False, params={
@@ -80,17 +80,41 @@ def test_train_evaluate_register_prelabel_select(labelled):
     assert not set(version.train_images) & set(
         Image.objects.filter(is_gold=True).values_list("pseudo_id", flat=True))
 
-    pre = prelabel_run_execute(run_id=prelabel_run_create(project=project, images=pool,
-                                                          enqueue=False).pk)
-    assert pre.status == "done" and pre.done == len(pool)
-    from training.active_learning import PoolScores, build
+    # the next round: scored by the promoted model, chosen by entropy over stored scores
+    from annotations.models import ActiveLearningRound, Assignment
+    from annotations.services.active_learning import al_round_run, retrain_if_due
 
-    stored = {p.image.pseudo_id: p.uncertainty for p in
-              Prediction.objects.filter(image__in=pool).select_related("image")}
-    scores = PoolScores(image_ids=sorted(stored), uncertainty=stored)
-    picked = build("entropy", {"aggregation": "max"}).select(scores, 2, seed=0)
-    expected = sorted(stored, key=lambda i: -stored[i]["entropy_max"])[:2]
-    assert picked == expected  # the choice follows the stored scores
+    rnd = al_round_run(project=project, strategy="entropy", budget=2,
+                       params={"aggregation": "max"})
+    stored = {p.image.pseudo_id: p.uncertainty["entropy_max"] for p in
+              Prediction.objects.filter(image__in=pool, model_version=version.name)
+              .select_related("image")}
+    assert len(stored) == len(pool)
+    top = sorted(stored.values(), reverse=True)[:2]
+    assert sorted((stored[i] for i in rnd.selected), reverse=True) == top
+    assert len(set(stored.values())) > 1  # the scores really differ: the choice is informed
+    assert rnd.number == 1 and rnd.model_version == version
+    assigned = Assignment.objects.filter(image__pseudo_id__in=rnd.selected)
+    assert assigned.count() == 2 * project.readers_per_image
+    # a diversity-aware round scores TTA and backbone features on the way
+    rnd2 = al_round_run(project=project, strategy="hybrid", budget=1,
+                        params={"uncertainty": "tta", "pool_factor": 2})
+    assert rnd2.number == 2 and len(rnd2.selected) == 1
+    assert not set(rnd2.selected) & set(rnd.selected)
+    assert Prediction.objects.filter(image__pseudo_id=rnd2.selected[0]).exclude(
+        features=None).exists()
+    assert ActiveLearningRound.objects.count() == 2
+    # retraining starts by itself once enough new final labels exist
+    project.auto_retrain_after = 1
+    project.save()
+    assert retrain_if_due(project) is None  # every final label is in the promoted version
+    newly = Image.objects.get(pseudo_id=rnd.selected[0])
+    for a in newly.assignments.select_related("reader"):
+        reader_annotation_record(image=newly, reader=a.reader, trigger_consensus=False,
+                                 boxes=[BoxIn("Pleural effusion", *TRUTH.tolist())])
+    consensus_run_execute(run_id=consensus_run_create(project=project, strategy="wbf",
+                                                      enqueue=False).pk)
+    assert TrainingRun.objects.filter(project=project, status="pending").count() == 1
 
 
 @pytest.mark.django_db(transaction=True)  # the command trains in a thread of its own

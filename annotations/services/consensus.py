@@ -146,7 +146,20 @@ def consensus_run_execute(*, run_id: int) -> ConsensusRun:
             status=ConsensusRun.Status.FAILED, reason=f"{exc.code}: {exc.message}",
             finished_at=timezone.now())
         run.refresh_from_db()
+    if run.status == ConsensusRun.Status.DONE:
+        _after_done(run)
     return run
+
+
+def _after_done(run: ConsensusRun) -> None:
+    """New final labels may make a retraining due (project setting)."""
+    from annotations.services.active_learning import retrain_if_due
+
+    try:
+        retrain_if_due(run.project)
+    except DomainError as exc:  # e.g. a training started meanwhile: not this run's failure
+        audit_record(action="training.auto_start_skipped", project=run.project,
+                     detail={"reason": exc.message})
 
 
 def _compute(run: ConsensusRun, annotations: Sequence[ReaderAnnotation]):

@@ -88,27 +88,41 @@ def _store(predictions: list[Prediction]) -> None:
     """One statement per batch; a re-run of the same version updates its rows."""
     Prediction.objects.bulk_create(
         predictions, update_conflicts=True, unique_fields=["image", "model_version"],
-        update_fields=["boxes", "score", "uncertainty", "updated_at"])
+        update_fields=["boxes", "score", "uncertainty", "tta", "features", "updated_at"])
 
 
 #: Loaded model versions of this worker process (a version's files never change).
-_DETECTORS: dict[str, Any] = {}
+_DETECTORS: dict[tuple[str, float], Any] = {}
 
 
 def _detector(version: str, batch_size: int) -> Any:
-    from training.detector import Detector  # heavy: imported only where inference runs
+    from training.detector import CHECKPOINT_FILE, CONFIG_FILE, Detector, load_config
 
     path = str(_version_dir(version))
-    if path not in _DETECTORS:
+    thresh = settings.PRELABEL_SCORE_THRESH
+    if (path, thresh) not in _DETECTORS:
         _DETECTORS.clear()  # keep one model in memory
-        _DETECTORS[path] = Detector.from_dir(path)
-    detector = _DETECTORS[path]
+        cfg = load_config(Path(path) / CONFIG_FILE)
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = thresh
+        _DETECTORS[(path, thresh)] = Detector(cfg, Path(path) / CHECKPOINT_FILE)
+    detector = _DETECTORS[(path, thresh)]
     detector.batch_size = batch_size
     return detector
 
 
+def _al_scores(detector: Any, arrays: list[np.ndarray], preds: list[Prediction]) -> None:
+    """TTA disagreement and pooled features, for strategies that need them."""
+    from training.active_learning import pooled_features, tta_disagreements
+
+    tta = tta_disagreements(detector, arrays)
+    feats = pooled_features(detector, arrays)
+    for pred, t, f in zip(preds, tta.tolist(), feats.tolist(), strict=True):
+        pred.tta, pred.features = float(t), f
+
+
 def prelabel_run_execute(*, run_id: int, progress: Progress | None = None,
-                         batch_size: int | None = None) -> PrelabelRun:
+                         batch_size: int | None = None, al_scores: bool = False
+                         ) -> PrelabelRun:
     if not PrelabelRun.objects.filter(pk=run_id, status=PrelabelRun.Status.PENDING).update(
             status=PrelabelRun.Status.RUNNING):
         return PrelabelRun.objects.get(pk=run_id)
@@ -124,9 +138,12 @@ def prelabel_run_execute(*, run_id: int, progress: Progress | None = None,
         names = detector.class_names
         for start in range(0, len(images), size):
             batch = images[start:start + size]
-            detections = detector.predict([_read_display(i) for i in batch])
-            _store([_prediction(image, run.model_version, det, names)
-                    for image, det in zip(batch, detections, strict=True)])
+            arrays = [_read_display(i) for i in batch]
+            preds = [_prediction(image, run.model_version, det, names)
+                     for image, det in zip(batch, detector.predict(arrays), strict=True)]
+            if al_scores:
+                _al_scores(detector, arrays, preds)
+            _store(preds)
             done = start + len(batch)
             PrelabelRun.objects.filter(pk=run.pk).update(done=done)
             if progress:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from annotations.label_studio.regions import build_result
 from annotations.models import Image, Prediction
 
@@ -18,7 +20,8 @@ def prelabel_for(image: Image, model_version: str | None = None) -> dict[str, An
     pred = qs.order_by("-updated_at", "-id").first()
     if pred is None:
         return None
-    rows = [b for b in pred.boxes if b.get("box")]
+    floor = settings.PRELABEL_MIN_SCORE_SHOWN
+    rows = [b for b in pred.boxes if b.get("box") and float(b.get("score", 1.0)) >= floor]
     result = build_result([b["box"] for b in rows], [b["label"] for b in rows],
                           original_width=image.width, original_height=image.height,
                           scores=[float(b.get("score", 1.0)) for b in rows])

@@ -1,0 +1,125 @@
+"""Active-learning rounds: which unlabeled images readers see next.
+
+A round scores the pool (project images with no reader assigned, gold excluded)
+with the promoted model version through the pre-labelling pass (uncertainty,
+and TTA disagreement plus pooled features when the strategy needs them), selects
+``budget`` images with a registered strategy over the stored scores, and assigns
+them to k readers each (and into their Label Studio workspaces when one is
+configured).  Reads, consensus and retraining follow through their own services;
+``retrain_if_due`` starts a training run once enough new final labels exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.db.models import Max
+
+from annotations.errors import DomainError
+from annotations.models import (
+    ActiveLearningRound,
+    Image,
+    ModelVersion,
+    Prediction,
+    Project,
+    TrainingRun,
+)
+from annotations.services.audit import audit_record
+from annotations.services.labels import final_results
+from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
+from annotations.services.readers import assignments_create
+
+logger = logging.getLogger(__name__)
+
+
+def pool_images(project: Project) -> list[Image]:
+    return list(Image.objects.filter(project=project, is_gold=False, assignments__isnull=True)
+                .order_by("pseudo_id"))
+
+
+def _pool_scores(version: ModelVersion, pool: list[Image], labeled: list[Image]):
+    from training.active_learning import PoolScores
+
+    preds = {p.image_id: p for p in Prediction.objects.filter(
+        image__in=pool + labeled, model_version=version.name)}
+    ids = {i.pk: i.pseudo_id for i in pool + labeled}
+    in_pool = [preds[i.pk] for i in pool if i.pk in preds]
+    feats_labeled = [preds[i.pk].features for i in labeled
+                     if i.pk in preds and preds[i.pk].features]
+    return PoolScores(
+        image_ids=[ids[p.image_id] for p in in_pool],
+        uncertainty={ids[p.image_id]: p.uncertainty for p in in_pool},
+        tta={ids[p.image_id]: p.tta for p in in_pool if p.tta is not None},
+        features={ids[p.image_id]: np.asarray(p.features) for p in in_pool if p.features},
+        labeled_features=np.asarray(feats_labeled) if feats_labeled else None,
+    )
+
+
+def al_round_run(*, project: Project, strategy: str, budget: int, params: dict | None = None,
+                 seed: int = 0, actor: Any = None) -> ActiveLearningRound:
+    from training.active_learning import build
+
+    chooser = build(strategy, params or {})
+    version = ModelVersion.objects.filter(project=project, promoted=True).first()
+    if version is None:
+        raise DomainError("not_found", "active learning needs a promoted model version")
+    pool = pool_images(project)
+    if not pool:
+        raise DomainError("conflict", "no unlabeled images left in the pool")
+    labeled = list(Image.objects.filter(project=project, assignments__isnull=False).distinct())
+    needs_model_scores = bool(chooser.requires & {"tta", "features"})
+    run = prelabel_run_create(project=project, model_version=version.name,
+                              images=pool + (labeled if needs_model_scores else []),
+                              actor=actor, enqueue=False)
+    run = prelabel_run_execute(run_id=run.pk, al_scores=needs_model_scores)
+    if run.status != "done":
+        raise DomainError("scoring_failed", f"scoring the pool failed: {run.reason}")
+    scores = _pool_scores(version, pool, labeled)
+    selected = chooser.select(scores, budget, seed=seed)
+    by_id = {i.pseudo_id: i for i in pool}
+    with transaction.atomic():
+        number = (project.al_rounds.aggregate(n=Max("number"))["n"] or 0) + 1
+        rnd = ActiveLearningRound.objects.create(
+            project=project, number=number, strategy=strategy, params=params or {},
+            budget=budget, model_version=version, selected=selected,
+            scores={i: scores.uncertainty.get(i, {}) for i in selected},
+            labeled_before=len(final_results(project)),
+            created_by=actor if getattr(actor, "is_authenticated", False) else None)
+        assignments_create(project=project, images=[by_id[i] for i in selected], actor=actor)
+        audit_record(action="al.round", actor=actor, project=project, target=rnd,
+                     detail={"strategy": strategy, "budget": budget, "selected": len(selected)})
+    _push_if_configured(project)
+    return rnd
+
+
+def _push_if_configured(project: Project) -> None:
+    """Projects that read in Label Studio get the new tasks at once."""
+    from annotations.services import label_studio_sync as sync
+
+    if not project.workspaces.exists():
+        return
+    try:
+        sync.assignments_push(project)
+    except DomainError as exc:  # Label Studio down: the admin pushes later; nothing is lost
+        logger.warning("AL round: tasks not pushed to Label Studio (%s)", exc.code)
+
+
+def retrain_if_due(project: Project) -> TrainingRun | None:
+    """Start training once ``auto_retrain_after`` new final labels exist."""
+    from annotations.services.training import training_run_create
+
+    n = project.auto_retrain_after
+    if not n:
+        return None
+    current = ModelVersion.objects.filter(project=project, promoted=True).first()
+    trained = set(current.train_images) if current else set()
+    gold = set(Image.objects.filter(project=project, is_gold=True)
+               .values_list("pseudo_id", flat=True))
+    new = [i for i in final_results(project) if i not in trained and i not in gold]
+    if len(new) < n or TrainingRun.objects.filter(
+            project=project, status__in=["pending", "running"]).exists():
+        return None
+    return training_run_create(project=project)
