@@ -69,6 +69,15 @@ READ_MATRIX = [
     ("get", "/api/projects/test/violations/", {"anon": 401, "r1": 403, "admin": 200}),
     ("post", "/api/label-studio/reconcile/", {"anon": 401, "r1": 403, "admin": 200}),
     ("get", "/api/me/workspaces/", {"anon": 401, "r1": 200, "admin": 200}),
+    ("get", "/api/projects/test/training-runs/", {"anon": 401, "r1": 403, "admin": 200}),
+    ("post", "/api/projects/test/training-runs/", {"anon": 401, "r1": 403, "admin": 202}),
+    ("get", "/api/projects/test/model-versions/", {"anon": 401, "r1": 403, "admin": 200}),
+    ("post", "/api/projects/test/model-versions/rollback/",
+     {"anon": 401, "r1": 403, "admin": 409}),
+    ("get", "/api/projects/test/al-rounds/", {"anon": 401, "r1": 403, "admin": 200}),
+    ("post", "/api/projects/test/al-rounds/", {"anon": 401, "r1": 403, "admin": 404}),
+    ("get", "/api/projects/test/feedback/", {"anon": 401, "r1": 403, "admin": 200}),
+    ("post", "/api/ml/training-requests/", {"anon": 401, "r1": 403, "admin": 400}),
     # the webhook authenticates by its shared secret, not by user: none given -> 403
     ("post", "/api/label-studio/webhook/", {"anon": 403, "r1": 403, "admin": 403}),
 ]
@@ -78,6 +87,8 @@ BODIES = {
     "/api/projects/test/": {"show_prelabels": True},
     "/api/readers/": {"email": "r3@example.org", "code": "R3"},
     "/api/projects/test/consensus-runs/": {"strategy": "majority"},
+    "/api/projects/test/training-runs/": {"params": {"preset": "tiny", "max_iter": 1}},
+    "/api/projects/test/al-rounds/": {"strategy": "entropy", "budget": 2},
 }
 
 

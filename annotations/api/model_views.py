@@ -9,8 +9,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.api.permissions import IsPlatformAdmin
-from annotations.models import ModelVersion, TrainingRun
-from annotations.services import model_registry, projects, training
+from annotations.models import ActiveLearningRound, ModelVersion, TrainingRun
+from annotations.services import active_learning, model_registry, projects, training
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -103,3 +103,40 @@ class ModelRollback(APIView):
                                                   actor=request.user)
         version.refresh_from_db()
         return Response(ModelVersionSerializer(version).data)
+
+
+class ActiveLearningRoundSerializer(serializers.ModelSerializer):
+    model_version = serializers.CharField(source="model_version.name", default=None,
+                                          read_only=True)
+
+    class Meta:
+        model = ActiveLearningRound
+        fields = ["number", "strategy", "params", "budget", "model_version", "selected",
+                  "scores", "labeled_before", "created_at"]
+
+
+class ActiveLearningRoundStart(serializers.Serializer):
+    strategy = serializers.CharField()
+    budget = serializers.IntegerField(min_value=1, max_value=10000)
+    params = serializers.DictField(required=False)
+    seed = serializers.IntegerField(required=False, default=0)
+
+
+class ActiveLearningRounds(generics.ListAPIView):
+    """Rounds so far (the learning curve: each round's model metrics), and Start round."""
+
+    permission_classes = [IsPlatformAdmin]
+    serializer_class = ActiveLearningRoundSerializer
+
+    def get_queryset(self):
+        return ActiveLearningRound.objects.filter(project__slug=self.kwargs["slug"]
+                                                  ).select_related("model_version")
+
+    @extend_schema(request=ActiveLearningRoundStart,
+                   responses={201: ActiveLearningRoundSerializer})
+    def post(self, request, slug: str):
+        data = ActiveLearningRoundStart(data=request.data)
+        data.is_valid(raise_exception=True)
+        rnd = active_learning.al_round_run(project=projects.project_get(slug),
+                                           actor=request.user, **data.validated_data)
+        return Response(ActiveLearningRoundSerializer(rnd).data, status=status.HTTP_201_CREATED)

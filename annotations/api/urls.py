@@ -52,6 +52,8 @@ urlpatterns = [
          name="model-versions"),
     path("projects/<slug:slug>/model-versions/rollback/", mv.ModelRollback.as_view(),
          name="model-rollback"),
+    path("projects/<slug:slug>/al-rounds/", mv.ActiveLearningRounds.as_view(),
+         name="al-rounds"),
     path("model-versions/<str:name>/promote/", mv.ModelVersionPromote.as_view(),
          name="model-promote"),
     path("images/<str:image_id>/", v.ImageDetail.as_view(), name="image-detail"),
