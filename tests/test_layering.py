@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = [
-    "annotations.errors", "annotations.taxonomy", "annotations.public_data",
+    "annotations.errors", "annotations.taxonomy", "annotations.public_data", "annotations.registry",
+    "training.active_learning", "training.metrics", "training.uncertainty",
     "annotations.imaging.render", "annotations.imaging.loader", "annotations.imaging.deid",
     "annotations.imaging.pseudonym", "annotations.imaging.synthetic",
     "annotations.consensus", "annotations.formats", "annotations.formats.registry",

@@ -54,6 +54,7 @@ would favour early ids among the many zero-score "nothing detected" images).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -62,6 +63,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from annotations.errors import DomainError
+from annotations.registry import Registry
 
 if TYPE_CHECKING:  # the model-based helpers import torch / detectron2 lazily
     from training.detector import Detections, Detector
@@ -258,7 +260,7 @@ def _number_at_least(low: float) -> Callable[[str, Any], Any]:
     return check
 
 
-class Strategy:
+class Strategy(ABC):
     """Base class; subclasses are registered with ``register`` and implement ``_select``.
 
     ``PARAMS`` maps each accepted param to ``(default, validator)``.
@@ -298,45 +300,18 @@ class Strategy:
         picks = self._select(pool, ids, min(int(budget), len(ids)), rng)
         return [ids[int(i)] for i in picks]
 
+    @abstractmethod
     def _select(
         self, pool: PoolScores, ids: list[str], budget: int, rng: np.random.Generator
     ) -> np.ndarray:
         """Indices into ``ids`` (sorted pool ids), at most ``budget``, by priority."""
-        raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Strategy]] = {}
-
-
-def register(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
-    """Class decorator adding a strategy under ``name`` (names are unique)."""
-
-    def deco(cls: type[Strategy]) -> type[Strategy]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"active-learning strategy {name!r} registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def get_strategy(name: str) -> type[Strategy]:
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError) as exc:
-        raise DomainError(
-            "unknown_strategy", f"unknown active-learning strategy {name!r}", detail=available()
-        ) from exc
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def build(name: str, params: Mapping[str, Any] | None = None) -> Strategy:
-    """Instantiate a registered strategy (params validated by its constructor)."""
-    return get_strategy(name)(params)
+_REGISTRY: Registry[Strategy] = Registry("active-learning strategy")
+register = _REGISTRY.register
+get_strategy = _REGISTRY.get
+available = _REGISTRY.available
+build = _REGISTRY.build
 
 
 # -------------------------------------------------------------------- strategies
@@ -351,8 +326,9 @@ class RandomStrategy(Strategy):
 class _ScoreStrategy(Strategy):
     """Highest stored score first."""
 
+    @abstractmethod
     def score_key(self) -> str:
-        raise NotImplementedError
+        """Which stored score ranks the pool."""
 
     @property
     def requires(self) -> frozenset[str]:

@@ -13,14 +13,15 @@ Contract of a strategy class (``Strategy`` below):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from annotations.consensus.types import ConsensusResult, ImageReads
-from annotations.errors import DomainError
+from annotations.registry import Registry
 
 
-class Strategy:
+class Strategy(ABC):
     """Base class; subclasses set ``name`` (via ``register``) and implement ``run``."""
 
     name: ClassVar[str] = ""
@@ -28,39 +29,13 @@ class Strategy:
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         self.params = dict(params or {})
 
+    @abstractmethod
     def run(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
-        raise NotImplementedError
+        """Consensus of every image given (see the module's contract)."""
 
 
-_REGISTRY: dict[str, type[Strategy]] = {}
-
-
-def register(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
-    """Class decorator adding a strategy under ``name`` (names are unique)."""
-
-    def deco(cls: type[Strategy]) -> type[Strategy]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"consensus strategy {name!r} registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def get_strategy(name: str) -> type[Strategy]:
-    try:
-        return _REGISTRY[name]
-    except KeyError as exc:
-        raise DomainError(
-            "unknown_strategy", f"unknown consensus strategy {name!r}", detail=available()
-        ) from exc
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def build(name: str, params: Mapping[str, Any] | None = None) -> Strategy:
-    """Instantiate a registered strategy (params validated by its constructor)."""
-    return get_strategy(name)(params or {})
+_REGISTRY: Registry[Strategy] = Registry("consensus strategy")
+register = _REGISTRY.register
+get_strategy = _REGISTRY.get
+available = _REGISTRY.available
+build = _REGISTRY.build
