@@ -57,6 +57,10 @@ def add_cxr_config(cfg: CfgNode) -> None:
     * ``INPUT_FORMAT``: ``"GRAY3"``, a grayscale radiograph replicated to 3
       channels by ``training.inputs.to_model_image`` both in training and at
       inference, so the normalisation cannot drift between the two;
+    * ``AUGMENT`` / ``AUG_INTENSITY`` / ``AUG_ROTATION`` / ``AUG_FLIP``: training
+      augmentations (brightness and contrast within +-AUG_INTENSITY, rotation
+      within +-AUG_ROTATION degrees, optional horizontal flip; scale comes from
+      the multi-size resize);
     * ``ONE_CLASS_PER_BOX``: at inference keep only each proposal's most
       probable class (False = Detectron2's behaviour, one detection per class
       above the threshold; see ``training.modeling``).
@@ -66,6 +70,13 @@ def add_cxr_config(cfg: CfgNode) -> None:
     cfg.CXR.CLASS_NAMES = []
     cfg.CXR.INITIAL_WEIGHTS = ""
     cfg.CXR.INPUT_FORMAT = "GRAY3"
+    # Training augmentations suited to radiographs (exposure varies, patients are
+    # not perfectly aligned); horizontal flip is off by default because it puts
+    # the heart on the wrong side, which a detector of cardiomegaly should not learn.
+    cfg.CXR.AUGMENT = True
+    cfg.CXR.AUG_INTENSITY = 0.15
+    cfg.CXR.AUG_ROTATION = 5.0
+    cfg.CXR.AUG_FLIP = False
     cfg.CXR.ONE_CLASS_PER_BOX = False
 
 

@@ -25,12 +25,30 @@ from detectron2.data import transforms as T
 from training.inputs import read_image, to_model_image
 
 
+def radiograph_augmentations(cfg: CfgNode) -> list[T.Augmentation]:
+    """Exposure, small rotation and (optionally) flip; boxes follow the transforms."""
+    if not cfg.CXR.AUGMENT:
+        return []
+    k = float(cfg.CXR.AUG_INTENSITY)
+    augs: list[T.Augmentation] = [T.RandomBrightness(1 - k, 1 + k),
+                                  T.RandomContrast(1 - k, 1 + k)]
+    if cfg.CXR.AUG_ROTATION > 0:
+        angle = float(cfg.CXR.AUG_ROTATION)
+        augs.append(T.RandomRotation([-angle, angle], expand=False))
+    if cfg.CXR.AUG_FLIP:
+        augs.append(T.RandomFlip(horizontal=True, vertical=False))
+    return augs
+
+
 class CXRDatasetMapper:
     """Callable mapping one dataset dict to ``{"image": CHW float tensor, "instances", ...}``."""
 
     def __init__(self, cfg: CfgNode, is_train: bool = True) -> None:
         self.is_train = is_train
-        self.augmentations = T.AugmentationList(utils.build_augmentation(cfg, is_train))
+        augs = utils.build_augmentation(cfg, is_train)
+        if is_train:
+            augs += radiograph_augmentations(cfg)
+        self.augmentations = T.AugmentationList(augs)
 
     def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
         record = copy.deepcopy(dataset_dict)
