@@ -59,3 +59,14 @@ def write_png(path: Path, seed: int, size: tuple[int, int] = (300, 240)) -> Path
 @pytest.fixture
 def png_images(tmp_path):
     return [write_png(tmp_path / "in" / f"img{i}.png", seed=i) for i in range(4)]
+
+
+def ingest_paths(project, paths):
+    """Stage files as one batch and run each file's ingest task (eager); the batch."""
+    from annotations.services import ingest
+    from annotations.tasks import ingest_file
+
+    batch = ingest.ingest_batch_create(project=project, inputs=paths)
+    for item_id in batch.items.order_by("seq").values_list("id", flat=True):
+        ingest_file.delay(item_id=item_id)
+    return batch

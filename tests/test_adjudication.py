@@ -8,11 +8,11 @@ from rest_framework.test import APIClient
 
 from annotations.formats import vinbigdata
 from annotations.models import Adjudication, ConsensusImage, Image
-from annotations.services import ingest, readers
+from annotations.services import readers
 from annotations.services.adjudication import is_final
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
-from annotations.tasks import ingest_file
+from tests.conftest import ingest_paths
 
 pytestmark = pytest.mark.django_db
 NODULE, EFFUSION = "Nodule/Mass", "Pleural effusion"
@@ -20,9 +20,7 @@ NODULE, EFFUSION = "Nodule/Mass", "Pleural effusion"
 
 @pytest.fixture
 def case(project, png_images):
-    batch = ingest.ingest_batch_create(project=project, inputs=png_images[:2])
-    for item_id in batch.items.values_list("id", flat=True):
-        ingest_file.delay(item_id=item_id)
+    ingest_paths(project, png_images[:2])
     rs = [readers.reader_create(email=f"r{i}@example.org", code=f"R{i}") for i in (1, 2, 3)]
     readers.assignments_create(project=project)
     judge = readers.reader_create(email="judge@example.org", code="ADJ", password="judge-pass-1")

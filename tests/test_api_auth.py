@@ -9,17 +9,15 @@ import pytest
 from rest_framework.test import APIClient
 
 from annotations.models import Image
-from annotations.services import ingest, readers
-from annotations.tasks import ingest_file
+from annotations.services import readers
+from tests.conftest import ingest_paths
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def world(project, admin_user, png_images):
-    batch = ingest.ingest_batch_create(project=project, inputs=png_images)
-    for item_id in batch.items.values_list("id", flat=True):
-        ingest_file.delay(item_id=item_id)
+    batch = ingest_paths(project, png_images)
     r1 = readers.reader_create(email="r1@example.org", code="R1", password="reader-pass-1")
     r2 = readers.reader_create(email="r2@example.org", code="R2", password="reader-pass-2")
     images = list(Image.objects.order_by("id"))

@@ -10,23 +10,21 @@ from rest_framework.test import APIClient
 from annotations.errors import DomainError
 from annotations.formats import vinbigdata
 from annotations.models import ConsensusRun, Image, ReaderAnnotation
-from annotations.services import ingest, readers
+from annotations.services import readers
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import (
     consensus_run_create,
     consensus_run_execute,
     consensus_run_replay,
 )
-from annotations.tasks import ingest_file
+from tests.conftest import ingest_paths
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def setup(project, admin_user, png_images):
-    batch = ingest.ingest_batch_create(project=project, inputs=png_images)
-    for item_id in batch.items.values_list("id", flat=True):
-        ingest_file.delay(item_id=item_id)
+    ingest_paths(project, png_images)
     rs = [readers.reader_create(email=f"r{i}@example.org", code=f"R{i}") for i in (1, 2, 3)]
     readers.assignments_create(project=project)  # k = 3: every reader reads every image
     images = list(Image.objects.order_by("id"))

@@ -12,21 +12,18 @@ from rest_framework.test import APIClient
 
 from annotations.formats.coco import parse_coco
 from annotations.models import Image, ReaderAnnotation
-from annotations.services import ingest, readers
+from annotations.services import readers
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
 from annotations.services.exports import project_taxonomy
-from annotations.tasks import ingest_file
-from tests.conftest import write_png
+from tests.conftest import ingest_paths, write_png
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def labelled(project, admin_user, png_images):
-    batch = ingest.ingest_batch_create(project=project, inputs=png_images)
-    for item_id in batch.items.values_list("id", flat=True):
-        ingest_file.delay(item_id=item_id)
+    ingest_paths(project, png_images)
     rs = [readers.reader_create(email=f"r{i}@example.org", code=f"R{i}") for i in (1, 2, 3)]
     readers.assignments_create(project=project)
     images = list(Image.objects.order_by("id"))
@@ -99,9 +96,7 @@ def test_nih_box_list_import(admin_user, tmp_path):
     from annotations.services.projects import project_create
 
     nih = project_create(name="NIH", slug="nih", taxonomy_preset="nih")
-    batch = ingest.ingest_batch_create(project=nih, inputs=files)
-    for item_id in batch.items.values_list("id", flat=True):
-        ingest_file.delay(item_id=item_id)
+    ingest_paths(nih, files)
     text = ("Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
             "00000001_000.png,Cardiomegaly,100,200,300,250\n"
             "00000002_000.png,Nodule,500,400,40,44\n")

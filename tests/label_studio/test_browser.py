@@ -18,11 +18,11 @@ import requests
 
 from annotations.imaging.synthetic import generate_studies
 from annotations.models import Image, Prediction, Reader, WorkspaceTask
-from annotations.services import ingest, readers
 from annotations.services import label_studio_sync as sync
+from annotations.services import readers
 from annotations.services.projects import project_create
-from annotations.tasks import ingest_file
 from tests.browser import By, TimeoutException, WebDriverWait, artifact_dir, chromium_driver
+from tests.conftest import ingest_paths
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,9 +66,7 @@ def reading(label_studio, live_server, settings, admin_user, tmp_path):
                                  readers_per_image=1, show_prelabels=show, actor=admin_user)
         gen = generate_studies(tmp_path / f"gen{i}", 1, seed=21 + i, anatomy="phantom",
                                size=(768, 640), compressed_fraction=0.0)
-        batch = ingest.ingest_batch_create(project=project, inputs=list(gen.files))
-        for item_id in batch.items.values_list("id", flat=True):
-            ingest_file.delay(item_id=item_id)
+        ingest_paths(project, list(gen.files))
         image = Image.objects.get(project=project)
         Prediction.objects.create(image=image, model_version="m1", score=0.87, boxes=[
             {"label": "Nodule/Mass", "box": BOX, "score": 0.87}])

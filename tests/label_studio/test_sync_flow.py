@@ -22,10 +22,9 @@ from annotations.models import (
     WebhookEvent,
     Workspace,
 )
-from annotations.services import ingest, readers
 from annotations.services import label_studio_sync as sync
-from annotations.tasks import ingest_file
-from tests.conftest import write_png
+from annotations.services import readers
+from tests.conftest import ingest_paths, write_png
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,9 +33,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def platform(label_studio, ls_settings, project, tmp_path):
     files = [write_png(tmp_path / "in" / f"cxr{i}.png", seed=40 + i, size=(600, 500))
              for i in range(3)]
-    batch = ingest.ingest_batch_create(project=project, inputs=files)
-    for item_id in batch.items.values_list("id", flat=True):
-        ingest_file.delay(item_id=item_id)
+    ingest_paths(project, files)
     rs = [readers.reader_create(email=f"reader{i}@example.org", code=f"R{i}")
           for i in (1, 2, 3)]
     readers.assignments_create(project=project)
@@ -157,9 +154,7 @@ def test_prelabels_shown_and_feedback_recorded(label_studio, ls_settings, projec
     project.show_prelabels, project.readers_per_image = True, 1
     project.save()
     files = [write_png(tmp_path / f"p{i}.png", seed=90 + i, size=(600, 500)) for i in (0, 1)]
-    batch = ingest.ingest_batch_create(project=project, inputs=files)
-    for item_id in batch.items.values_list("id", flat=True):
-        ingest_file.delay(item_id=item_id)
+    ingest_paths(project, files)
     reader = readers.reader_create(email="pre@example.org", code="R7")
     readers.assignments_create(project=project)
     img = Image.objects.order_by("id").first()

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from annotations.models import Image, Prediction
 from annotations.services import ingest
 from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
-from annotations.tasks import ingest_file
+from tests.conftest import ingest_paths
 from tests.ml_backend.servers import model_dir_with
 from tests.training.films import TRUTH, film, iou
 
@@ -26,9 +26,7 @@ def films(project, tmp_path, settings, trained_version):
         path.parent.mkdir(exist_ok=True)
         cv2.imwrite(str(path), film(100 + i, lesion=i % 2 == 0))
         paths.append(path)
-    batch = ingest.ingest_batch_create(project=project, inputs=paths)
-    for item_id in batch.items.values_list("id", flat=True):
-        ingest_file.delay(item_id=item_id)
+    ingest_paths(project, paths)
     return project
 
 
