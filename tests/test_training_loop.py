@@ -66,13 +66,14 @@ def test_train_evaluate_register_prelabel_select(labelled, settings):
     project, pool = labelled
     run = training_run_create(project=project, enqueue=False, params={
         "preset": "tiny", "max_iter": 60, "ims_per_batch": 2, "base_lr": 0.02,
-        "val_fraction": 0.0})
+        "val_fraction": 0.0, "checkpoint_period": 30})
     with pytest.raises(Exception) as second:  # one active training per project
         training_run_create(project=project, enqueue=False)
     assert getattr(second.value, "code", "") == "conflict"
     run = training_run_execute(run_id=run.pk)
     assert run.status == TrainingRun.Status.DONE, run.reason
-    assert run.progress["iteration"] == 60
+    assert run.progress["iteration"] == 60 and run.progress["eta_seconds"] == 0
+    assert run.progress["checkpoint"]["iteration"] == 30  # published mid-run
     version = ModelVersion.objects.get()
     assert version.promoted and version.metrics["gold_images"] == 3
     assert version.metrics["map_40"] is not None and "froc" in version.metrics
@@ -132,3 +133,38 @@ def test_failed_training_leaves_registry_unchanged(labelled):
     with pytest.raises(CommandError, match="no image outside the gold set"):
         call_command("train", project="loop", preset="tiny", max_iter=5)
     assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_stops_a_running_training(labelled):
+    import threading
+    import time
+
+    from django.db import connection
+
+    from annotations.services.training import training_run_cancel
+
+    project, _ = labelled
+    run = training_run_create(project=project, enqueue=False, params={
+        "preset": "tiny", "max_iter": 5000, "ims_per_batch": 2})
+
+    def execute() -> None:
+        try:
+            training_run_execute(run_id=run.pk)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=execute)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.progress.get("iteration"):
+            break
+        time.sleep(0.2)
+    assert run.status == TrainingRun.Status.RUNNING
+    training_run_cancel(run=run)
+    worker.join(timeout=120)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED
+    assert run.progress["iteration"] < 5000 and not ModelVersion.objects.exists()

@@ -28,8 +28,10 @@ Usage::
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import training.compat  # noqa: F401  (patches libraries before detectron2 loads)
 import training.modeling  # noqa: F401  (registers CXRROIHeads)
@@ -43,6 +45,9 @@ from detectron2.utils.events import CommonMetricPrinter, EventWriter, JSONWriter
 
 from training.mapper import CXRDatasetMapper
 
+if TYPE_CHECKING:
+    import torch
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -51,6 +56,8 @@ class Progress:
     iteration: int
     max_iter: int
     losses: dict[str, float] = field(default_factory=dict)
+    #: Estimated seconds left, from the mean step time so far (None before the first).
+    eta_seconds: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -66,24 +73,55 @@ class ProgressHook(HookBase):
     def __init__(self, callback: ProgressCallback, period: int = 20) -> None:
         self.callback = callback
         self.period = max(1, period)
+        self._started: float | None = None
+        self._first_iter = 0
+
+    def before_train(self) -> None:
+        self._started = time.perf_counter()
+        self._first_iter = self.trainer.start_iter
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1
         if done % self.period == 0 or done == self.trainer.max_iter:
             latest = self.trainer.storage.latest()
             losses = {k: float(v) for k, (v, _) in latest.items() if "loss" in k}
-            self.callback(Progress(done, self.trainer.max_iter, losses))
+            steps = done - self._first_iter
+            eta = None
+            if self._started is not None and steps > 0:
+                per_step = (time.perf_counter() - self._started) / steps
+                eta = per_step * (self.trainer.max_iter - done)
+            self.callback(Progress(done, self.trainer.max_iter, losses, eta))
+
+
+CheckpointCallback = Callable[[int, "torch.nn.Module"], None]
+
+
+class PublishCheckpointHook(HookBase):
+    """Hands the model to ``publish`` every ``period`` iterations (not at the end:
+    the finished model is published as a model version by the caller)."""
+
+    def __init__(self, publish: CheckpointCallback, period: int) -> None:
+        self.publish = publish
+        self.period = period
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if self.period > 0 and done % self.period == 0 and done < self.trainer.max_iter:
+            self.publish(done, self.trainer.model)
 
 
 class CXRTrainer(DefaultTrainer):
     """``DefaultTrainer`` over the platform's mapper, evaluator, writers and progress hook."""
 
     def __init__(
-        self, cfg: CfgNode, *, progress: ProgressCallback | None = None, progress_period: int = 20
+        self, cfg: CfgNode, *, progress: ProgressCallback | None = None, progress_period: int = 20,
+        publish: CheckpointCallback | None = None, publish_period: int = 0,
     ) -> None:
         # build_hooks runs inside DefaultTrainer.__init__, so these must exist first.
         self._progress = progress
         self._progress_period = progress_period
+        self._publish = publish
+        self._publish_period = publish_period
         super().__init__(cfg)
 
     @classmethod
@@ -115,4 +153,6 @@ class CXRTrainer(DefaultTrainer):
         hooks = super().build_hooks()
         if self._progress is not None:
             hooks.append(ProgressHook(self._progress, self._progress_period))
+        if self._publish is not None and self._publish_period > 0:
+            hooks.append(PublishCheckpointHook(self._publish, self._publish_period))
         return hooks

@@ -38,7 +38,7 @@ from annotations.services.labels import final_results
 logger = logging.getLogger(__name__)
 
 DEFAULT_PARAMS = {"preset": "r50_fpn", "max_iter": 2000, "base_lr": None, "ims_per_batch": 4,
-                  "val_fraction": 0.1}
+                  "val_fraction": 0.1, "checkpoint_period": 500}
 
 
 class Cancelled(Exception):
@@ -168,15 +168,25 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     cfg.DATALOADER.REPEAT_THRESHOLD = 0.3
     cfg.DATALOADER.NUM_WORKERS = 0
 
+    state: dict[str, Any] = {}  # the run's progress row, written by both hooks
+
     def report(progress) -> None:
-        TrainingRun.objects.filter(pk=run.pk).update(progress={
-            "iteration": progress.iteration, "max_iter": progress.max_iter,
-            "fraction": progress.fraction,
-            "losses": {k: float(v) for k, v in progress.losses.items()}})
+        state.update(iteration=progress.iteration, max_iter=progress.max_iter,
+                     fraction=progress.fraction, eta_seconds=progress.eta_seconds,
+                     losses={k: float(v) for k, v in progress.losses.items()})
+        TrainingRun.objects.filter(pk=run.pk).update(progress=state)
         if TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
             raise Cancelled()
 
-    trainer = CXRTrainer(cfg, progress=report, progress_period=max(1, cfg.SOLVER.MAX_ITER // 50))
+    def publish(iteration: int, model) -> None:
+        """The latest intermediate checkpoint, kept with the run (inspection, resume)."""
+        folder = Path(settings.MODEL_DIR) / "runs" / str(run.pk) / "last"
+        _, digest = save_model_version(model, cfg, folder)
+        state["checkpoint"] = {"iteration": iteration, "path": str(folder), "sha256": digest}
+        TrainingRun.objects.filter(pk=run.pk).update(progress=state)
+
+    trainer = CXRTrainer(cfg, progress=report, progress_period=max(1, cfg.SOLVER.MAX_ITER // 50),
+                         publish=publish, publish_period=int(params["checkpoint_period"]))
     trainer.resume_or_load(resume=False)
     trainer.train()
     name = _next_name(project)
