@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
 from annotations.errors import DomainError
@@ -39,6 +40,11 @@ class ErrorList:
             raise DomainError(
                 code, f"{self.total} malformed {what}; nothing was imported", detail=self.items
             )
+
+
+def file_stem(file_name: str) -> str:
+    """Name of a file without folders or suffix, for Windows or POSIX paths alike."""
+    return PurePosixPath(file_name.replace("\\", "/")).stem
 
 
 def is_number(value: Any) -> bool:

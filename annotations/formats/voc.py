@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -42,6 +41,7 @@ from annotations.formats.common import (
     ErrorList,
     check_box,
     class_ids_by_name,
+    file_stem,
 )
 from annotations.formats.records import BoxSource, ImageRecord, collect_reads
 from annotations.taxonomy import NO_FINDING, LabelClassSpec
@@ -56,13 +56,9 @@ ANNOTATIONS_DIR = "Annotations"
 CODE = "invalid_voc"
 
 
-def _stem(file_name: str) -> str:
-    return PurePosixPath(file_name.replace("\\", "/")).stem
-
-
 def xml_path(record: ImageRecord) -> str:
     """Relative path of an image's VOC file (``Annotations/<file stem>.xml``)."""
-    return f"{ANNOTATIONS_DIR}/{_stem(record.file_name)}.xml"
+    return f"{ANNOTATIONS_DIR}/{file_stem(record.file_name)}.xml"
 
 
 def _edge(v: float) -> int:
@@ -153,7 +149,7 @@ def parse_voc(
     lookup: dict[str, ImageRecord] = {}
     for rec in records or ():
         lookup.setdefault(rec.file_name, rec)
-        lookup.setdefault(_stem(rec.file_name), rec)
+        lookup.setdefault(file_stem(rec.file_name), rec)
     errors = ErrorList()
     out: dict[str, ImageReads] = {}
     for path in sorted(p for p in files if p.lower().endswith(".xml")):
@@ -203,7 +199,7 @@ def _parse_file(
         errors.add("<size> needs positive <width> and <height>", file=path)
         return None
     if use_records:
-        rec = lookup.get(file_name) or lookup.get(_stem(file_name or path))
+        rec = lookup.get(file_name) or lookup.get(file_stem(file_name or path))
         if rec is None:
             errors.add(f"no image record for filename {file_name!r}", file=path)
             return None
@@ -215,7 +211,7 @@ def _parse_file(
             return None
         image_id = rec.image_id
     else:
-        image_id = _stem(file_name or path)
+        image_id = file_stem(file_name or path)
     boxes, classes, bad = [], [], False
     for i, obj in enumerate(root.findall("object")):
         name = (obj.findtext("name") or "").strip()

@@ -39,6 +39,7 @@ from annotations.formats.common import (
     box_classes,
     check_box,
     class_ids_by_name,
+    file_stem,
 )
 from annotations.formats.records import BoxSource, ImageRecord, collect_reads, index_records
 from annotations.taxonomy import NO_FINDING, LabelClassSpec
@@ -50,13 +51,9 @@ DATA_FILE = "data.yaml"
 CODE = "invalid_yolo"
 
 
-def _stem(file_name: str) -> str:
-    return PurePosixPath(file_name.replace("\\", "/")).stem
-
-
 def label_path(record: ImageRecord) -> str:
     """Relative path of an image's label file (``labels/<file stem>.txt``)."""
-    return f"{LABELS_DIR}/{_stem(record.file_name)}.txt"
+    return f"{LABELS_DIR}/{file_stem(record.file_name)}.txt"
 
 
 def write_yolo(
@@ -122,16 +119,16 @@ def parse_yolo(
     errors = ErrorList()
     by_stem: dict[str, ImageRecord] = {}
     for rec in by_id.values():
-        if _stem(rec.file_name) in by_stem:
+        if file_stem(rec.file_name) in by_stem:
             errors.add(f"two records share the file stem of {rec.file_name!r}", file=None)
-        by_stem[_stem(rec.file_name)] = rec
+        by_stem[file_stem(rec.file_name)] = rec
     classes = _class_map(files, taxonomy, errors)
     boxes: dict[str, list[list[float]]] = {}
     labels: dict[str, list[int]] = {}
     for path in sorted(files):
         if not path.endswith(".txt") or PurePosixPath(path).name == CLASSES_FILE:
             continue
-        rec = by_stem.get(_stem(path))
+        rec = by_stem.get(file_stem(path))
         if rec is None:
             errors.add("no image record has this file stem", file=path)
             continue
