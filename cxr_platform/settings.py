@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "annotations",
+    "webapp",
 ]
 
 MIDDLEWARE = [
@@ -143,7 +144,19 @@ QUARANTINE_ROOT = DATA_DIR / "quarantine"
 #: Uploaded / copied files waiting for their ingest task.
 STAGING_ROOT = DATA_DIR / "staging"
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+#: Browser assets installed from the npm registry by scripts/install_web_assets
+#: (webapp/node_modules links to the cached install); served by the platform
+#: itself under /static/vendor/, so the web app needs no internet.
+WEB_ASSETS_DIR = BASE_DIR / "webapp" / "node_modules"
+STATICFILES_DIRS = [("vendor/chart.js", WEB_ASSETS_DIR / "chart.js" / "dist")]
+#: Quick read: the largest DICOM a user may upload for a one-off look (bytes).
+QUICK_READ_MAX_BYTES = env.get_int("QUICK_READ_MAX_BYTES", 64 * 1024 * 1024)
+#: Quick read keeps boxes down to this score, so its slider can go that low.
+QUICK_READ_MIN_SCORE = float(env.get("QUICK_READ_MIN_SCORE", "0.05"))
 
 # --- REST API --------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -1,10 +1,13 @@
-"""URL map: API under /api/, signed image files under /files/, admin, docs."""
+"""URL map: web pages at the root, API under /api/, signed image files under /files/,
+admin, docs."""
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from annotations.api import views
+from webapp import views as web_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -13,4 +16,10 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("files/images/<str:image_id>/<str:variant>.png", views.image_file, name="image-file"),
     path("health/", views.health, name="health"),
+    path("login/", auth_views.LoginView.as_view(template_name="webapp/login.html",
+                                                redirect_authenticated_user=True),
+         name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", web_views.index, name="index"),
+    path("", include("webapp.urls")),
 ]

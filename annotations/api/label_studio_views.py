@@ -4,7 +4,6 @@ protocol violations and the radiologist's own workspaces."""
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import Count, Q
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -12,10 +11,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.api.permissions import IsPlatformAdmin
-from annotations.models import ProtocolViolation, Workspace
+from annotations.models import ProtocolViolation
 from annotations.selectors import reader_of
 from annotations.services import label_studio_sync as sync
-from annotations.services import projects
+from annotations.services import my_reading, projects
 from annotations.services.webhooks import webhook_receive
 
 
@@ -86,17 +85,5 @@ class MyWorkspaces(APIView):
         reader = reader_of(request.user)
         if reader is None:
             return Response([])
-        rows = []
-        for ws in Workspace.objects.filter(reader=reader).select_related("project"):
-            counts = ws.project.images.filter(assignments__reader=reader).aggregate(
-                total=Count("id"),
-                done=Count("id", filter=Q(assignments__reader=reader,
-                                          assignments__status__in=["completed", "skipped"])))
-            if ws.kind == Workspace.Kind.ADJUDICATION:
-                counts = {"total": ws.tasks.count(),
-                          "done": ws.tasks.filter(adjudication__status="done").count()}
-            rows.append({"project": ws.project.slug, "kind": ws.kind,
-                         "url": f"{settings.LABEL_STUDIO_URL}/projects/{ws.ls_project_id}/data",
-                         "total": counts["total"], "done": counts["done"],
-                         "remaining": counts["total"] - counts["done"]})
+        rows = my_reading.my_workspaces(reader)
         return Response(rows)

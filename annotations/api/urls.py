@@ -7,6 +7,7 @@ from annotations.api import feedback_views as fv
 from annotations.api import label_studio_views as lsv
 from annotations.api import model_views as mv
 from annotations.api import views as v
+from annotations.api import web_views as wv
 
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
@@ -60,6 +61,18 @@ urlpatterns = [
     path("ingest-batches/<int:pk>/", v.IngestBatchDetail.as_view(), name="ingest-batch"),
     path("ingest-batches/<int:pk>/items/", v.IngestBatchItems.as_view(),
          name="ingest-batch-items"),
+    path("projects/<slug:slug>/dashboard/", wv.ProjectDashboard.as_view(),
+         name="project-dashboard"),
+    path("projects/<slug:slug>/browse/", wv.ProjectBrowse.as_view(), name="project-browse"),
+    path("projects/<slug:slug>/learning-curve/", wv.LearningCurve.as_view(),
+         name="learning-curve"),
+    path("projects/<slug:slug>/al-preview/", wv.ActiveLearningPreview.as_view(),
+         name="al-preview"),
+    path("projects/<slug:slug>/prelabel-runs/", wv.PrelabelRuns.as_view(),
+         name="prelabel-runs"),
+    path("projects/<slug:slug>/quick-read/", wv.QuickRead.as_view(), name="quick-read"),
+    path("images/<str:image_id>/layers/", wv.ImageLayers.as_view(), name="image-layers"),
+    path("me/agreement/", wv.MyAgreement.as_view(), name="my-agreement"),
     path("readers/", v.ReaderListCreate.as_view(), name="reader-list"),
     path("audit/", v.AuditList.as_view(), name="audit-list"),
 ]

@@ -31,6 +31,7 @@ from annotations.services.audit import audit_record
 from annotations.services.labels import final_results
 from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
 from annotations.services.readers import assignments_create
+from annotations.services.signing import signed_image_path
 
 logger = logging.getLogger(__name__)
 
@@ -123,3 +124,31 @@ def retrain_if_due(project: Project) -> TrainingRun | None:
             project=project, status__in=["pending", "running"]).exists():
         return None
     return training_run_create(project=project)
+
+
+def al_round_preview(*, project: Project, strategy: str, budget: int,
+                     params: dict | None = None, seed: int = 0) -> dict[str, Any]:
+    """What Start round would pick now, from the scores already stored for the
+    promoted model (nothing is assigned or re-scored); pool images without a
+    stored score are counted, since a round scores them first."""
+    from training.active_learning import build
+
+    chooser = build(strategy, params or {})
+    version = ModelVersion.objects.filter(project=project, promoted=True).first()
+    if version is None:
+        raise DomainError("not_found", "active learning needs a promoted model version")
+    pool = pool_images(project)
+    labeled = list(Image.objects.filter(project=project, assignments__isnull=False).distinct())
+    scores = _pool_scores(version, pool, labeled)
+    missing = sorted(set(chooser.requires) - {"uncertainty"}
+                     - {k for k in ("tta", "features") if getattr(scores, k)})
+    selected = chooser.select(scores, budget, seed=seed) if scores.image_ids and not missing \
+        else []
+    return {
+        "strategy": strategy, "budget": budget, "model_version": version.name,
+        "pool": len(pool), "scored": len(scores.image_ids),
+        "unscored": len(pool) - len(scores.image_ids), "missing_scores": missing,
+        "selected": [{"id": i, "thumbnail": signed_image_path(i, "thumbnail"),
+                      "scores": scores.uncertainty.get(i, {}), "tta": scores.tta.get(i)}
+                     for i in selected],
+    }

@@ -46,7 +46,7 @@ def source_key(name: str) -> str:
     return pseudonym.pseudo_id(settings.PSEUDONYM_KEY, "source", stem.lower())
 
 
-def _limits(project: Project) -> Limits:
+def project_limits(project: Project) -> Limits:
     return Limits(
         min_side=settings.MIN_IMAGE_SIDE,
         max_side=settings.MAX_IMAGE_SIDE,
@@ -146,7 +146,7 @@ def _quarantine(item: IngestItem, reason: str, message: str) -> IngestItem:
     return _finish(item, IngestItem.Status.QUARANTINED, reason, message)
 
 
-def _pseudonyms(loaded: LoadedImage) -> tuple[str, str, str]:
+def loaded_deidentify(loaded: LoadedImage) -> tuple[str, str, str]:
     """(patient, study, image) pseudonyms; de-identifies DICOM in place."""
     key = settings.PSEUDONYM_KEY
     if loaded.dataset is not None:
@@ -203,8 +203,8 @@ def ingest_item_process(*, item_id: int) -> IngestItem:
         return _finish(item, IngestItem.Status.FAILED, "staged_file_missing",
                        "the staged copy of this file is gone")
     try:
-        loaded = load_file(staged, _limits(project))
-        patient, study_id, image_id = _pseudonyms(loaded)
+        loaded = load_file(staged, project_limits(project))
+        patient, study_id, image_id = loaded_deidentify(loaded)
     except DomainError as exc:
         return _quarantine(item, exc.code, exc.message)
     except Exception as exc:  # bad input must never stop the batch

@@ -65,3 +65,33 @@ def project_get(slug: str) -> Project:
         return Project.objects.get(slug=slug)
     except Project.DoesNotExist as exc:
         raise DomainError("not_found", f"no project {slug!r}") from exc
+
+
+#: Settings an admin may change after creation (the taxonomy and k are fixed once
+#: reading starts: changing them would orphan stored reads).
+UPDATABLE = frozenset({"name", "description", "consensus_strategy", "consensus_params",
+                       "show_prelabels", "clahe", "adjudication_threshold",
+                       "promotion_threshold", "auto_retrain_after"})
+
+
+@transaction.atomic
+def project_update(*, project: Project, actor: Any = None, **fields: Any) -> Project:
+    unknown = set(fields) - UPDATABLE
+    if unknown:
+        raise DomainError("invalid_project", f"cannot change {sorted(unknown)}")
+    if "consensus_strategy" in fields:
+        from annotations.consensus import build
+
+        try:  # the strategy validates its own parameters
+            build(fields["consensus_strategy"], fields.get("consensus_params",
+                                                           project.consensus_params))
+        except DomainError as exc:
+            raise DomainError("invalid_project", exc.message) from exc
+        except (TypeError, ValueError) as exc:
+            raise DomainError("invalid_project", f"invalid strategy parameters: {exc}") from exc
+    for name, value in fields.items():
+        setattr(project, name, value)
+    project.save(update_fields=sorted(fields))
+    audit_record(action="project.update", actor=actor, project=project, target=project,
+                 detail={"fields": sorted(fields)})
+    return project

@@ -173,7 +173,11 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     def report(progress) -> None:
         state.update(iteration=progress.iteration, max_iter=progress.max_iter,
                      fraction=progress.fraction, eta_seconds=progress.eta_seconds,
-                     losses={k: float(v) for k, v in progress.losses.items()})
+                     losses={k: float(v) for k, v in progress.losses.items()},
+                     phase="training")
+        # the loss curve: one point per report (about 50 a run), total of the losses
+        state.setdefault("loss_history", []).append(
+            [progress.iteration, float(sum(state["losses"].values()))])
         TrainingRun.objects.filter(pk=run.pk).update(progress=state)
         if TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
             raise Cancelled()
@@ -189,6 +193,8 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
                          publish=publish, publish_period=int(params["checkpoint_period"]))
     trainer.resume_or_load(resume=False)
     trainer.train()
+    state["phase"] = "evaluating"
+    TrainingRun.objects.filter(pk=run.pk).update(progress=state)
     name = _next_name(project)
     checkpoint, digest = save_model_version(trainer.model, cfg, Path(settings.MODEL_DIR) / name)
     version = ModelVersion.objects.create(

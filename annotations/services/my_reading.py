@@ -1,0 +1,105 @@
+"""A radiologist's own view: queue, progress, and agreement with the consensus.
+
+Agreement is computed only over images whose consensus is final (every read in,
+consensus after the last one, no adjudication pending): showing it earlier would
+leak the other readers' work through the consensus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q
+
+from annotations.consensus import agreement
+from annotations.models import Assignment, Project, Reader, Workspace
+from annotations.services.consensus import reads_from_annotations, usable_annotations
+from annotations.services.labels import final_results
+from annotations.services.overview import image_states
+
+_OPEN = (Assignment.Status.PENDING, Assignment.Status.IN_PROGRESS)
+
+
+def my_workspaces(reader: Reader) -> list[dict[str, Any]]:
+    """The reader's Label Studio projects (reading, adjudication) and what is left."""
+    rows = []
+    for ws in Workspace.objects.filter(reader=reader).select_related("project").order_by(
+            "project__slug", "kind"):
+        counts = ws.project.images.filter(assignments__reader=reader).aggregate(
+            total=Count("id"),
+            done=Count("id", filter=Q(assignments__reader=reader,
+                                      assignments__status__in=["completed", "skipped"])))
+        if ws.kind == Workspace.Kind.ADJUDICATION:
+            counts = {"total": ws.tasks.count(),
+                      "done": ws.tasks.filter(adjudication__status="done").count()}
+        rows.append({"project": ws.project.slug, "project_name": ws.project.name,
+                     "kind": ws.kind,
+                     "url": f"{settings.LABEL_STUDIO_URL}/projects/{ws.ls_project_id}/data",
+                     "total": counts["total"], "done": counts["done"],
+                     "remaining": counts["total"] - counts["done"]})
+    return rows
+
+
+def my_progress(reader: Reader) -> list[dict[str, Any]]:
+    """Assigned and finished reads per project."""
+    rows = (Assignment.objects.filter(reader=reader).values("image__project__slug",
+                                                            "image__project__name")
+            .annotate(assigned=Count("id"), done=Count("id", filter=Q(
+                status__in=[Assignment.Status.COMPLETED, Assignment.Status.SKIPPED])))
+            .order_by("image__project__slug"))
+    return [{"project": r["image__project__slug"], "project_name": r["image__project__name"],
+             "assigned": r["assigned"], "done": r["done"],
+             "fraction": r["done"] / r["assigned"] if r["assigned"] else 0.0} for r in rows]
+
+
+def my_queue(reader: Reader, limit: int = 50) -> list[dict[str, Any]]:
+    rows = (Assignment.objects.filter(reader=reader, status__in=_OPEN)
+            .select_related("image__project").order_by("created_at", "id")[:limit])
+    return [{"image": a.image.pseudo_id, "project": a.image.project.slug,
+             "status": a.status, "assigned_at": a.created_at.isoformat()} for a in rows]
+
+
+def my_agreement(reader: Reader, project: Project, iou_thr: float = 0.4) -> dict[str, Any]:
+    """This reader against the final labels, per class, over final images only."""
+    states = image_states(project)
+    mine = set(Assignment.objects.filter(reader=reader, image__project=project)
+               .values_list("image_id", "image__pseudo_id"))
+    final_ids = {pseudo for pk, pseudo in mine if states.get(pk) == "final"}
+    out: dict[str, Any] = {"project": project.slug, "final_images": len(final_ids),
+                           "assigned": len(mine), "overall": None, "per_class": []}
+    if not final_ids:
+        return out
+    # only this reader's read of each final image enters the comparison
+    reads = [replace(r, reads=[x for x in r.reads if x.reader == reader.code])
+             for r in reads_from_annotations(list(usable_annotations(project)))
+             if r.image_id in final_ids]
+    finals = {k: v for k, v in final_results(project).items() if k in final_ids}
+    names = dict(project.label_classes.values_list("class_id", "name"))
+    rows = agreement.reader_vs_consensus(reads, finals, iou_thr, final_ids)
+    overall = [r for r in rows if r.reader == reader.code]
+    if overall:
+        out["overall"] = overall[0].to_dict()
+    for cid, name in sorted(names.items()):
+        per = agreement.reader_vs_consensus(
+            [_only_class(r, cid) for r in reads],
+            {k: _only_class_result(v, cid) for k, v in finals.items()}, iou_thr, final_ids)
+        per = [r for r in per if r.reader == reader.code and
+               (r.n_reader_boxes or r.n_consensus_boxes)]
+        if per:
+            out["per_class"].append({"class_name": name, **per[0].to_dict()})
+    return out
+
+
+def _only_class(image_reads, class_id: int):
+    return replace(image_reads, reads=[
+        replace(r, boxes=r.boxes[r.classes == class_id], classes=r.classes[r.classes == class_id])
+        for r in image_reads.reads])
+
+
+def _only_class_result(result, class_id: int):
+    keep = result.classes == class_id
+    return replace(result, boxes=result.boxes[keep], classes=result.classes[keep],
+                   scores=result.scores[keep],
+                   support=[s for s, k in zip(result.support, keep, strict=True) if k])

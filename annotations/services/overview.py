@@ -1,0 +1,235 @@
+"""Read-only views of a project for its dashboard and image browser.
+
+An image moves through states that every page names the same way:
+
+* ``unassigned``: imported, no reader yet;
+* ``reading``: some of its assigned readers have not finished;
+* ``read``: every assigned reader finished, no consensus covers all of them yet;
+* ``adjudication``: consensus found readers too far apart, an adjudicator decides;
+* ``final``: every read is in, and a consensus (or an adjudicator's decision) made after
+  the last of them stands.  Only then may a radiologist see other readers' boxes or
+  the consensus of that image (blinding).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.db.models import Count, Max, Q
+
+from annotations.models import (
+    Adjudication,
+    Assignment,
+    ConsensusImage,
+    ConsensusRun,
+    Image,
+    IngestItem,
+    ModelVersion,
+    Prediction,
+    Project,
+    ProtocolViolation,
+    Reader,
+    ReaderAnnotation,
+)
+from annotations.services.consensus import latest_run
+from annotations.services.signing import signed_image_path
+
+STATES = ("unassigned", "reading", "read", "adjudication", "final")
+_DONE = (Assignment.Status.COMPLETED, Assignment.Status.SKIPPED)
+
+
+def image_states(project: Project, image_ids: list[int] | None = None) -> dict[int, str]:
+    """Image pk -> state (see the module docstring), in a handful of queries."""
+    images = Image.objects.filter(project=project)
+    if image_ids is not None:
+        images = images.filter(pk__in=image_ids)
+    ids = list(images.values_list("pk", flat=True))
+    assigned = dict(Assignment.objects.filter(image_id__in=ids).values_list("image_id")
+                    .annotate(n=Count("id")).values_list("image_id", "n"))
+    done = dict(Assignment.objects.filter(image_id__in=ids, status__in=_DONE)
+                .values_list("image_id").annotate(n=Count("id")).values_list("image_id", "n"))
+    last_read = dict(ReaderAnnotation.objects.filter(image_id__in=ids, is_current=True)
+                     .values_list("image_id").annotate(t=Max("created_at"))
+                     .values_list("image_id", "t"))
+    consensus_at = dict(ConsensusImage.objects.filter(
+        image_id__in=ids, run__status=ConsensusRun.Status.DONE)
+        .values_list("image_id").annotate(t=Max("run__created_at")).values_list("image_id", "t"))
+    adjudication = dict(Adjudication.objects.filter(image_id__in=ids).exclude(
+        status=Adjudication.Status.CANCELLED).order_by("image_id", "id")
+        .values_list("image_id", "status"))  # the latest per image wins
+    out = {}
+    for pk in ids:
+        n = assigned.get(pk, 0)
+        if n == 0:
+            out[pk] = "unassigned"
+        elif done.get(pk, 0) < n:
+            out[pk] = "reading"
+        elif adjudication.get(pk) == Adjudication.Status.PENDING:
+            out[pk] = "adjudication"
+        elif adjudication.get(pk) == Adjudication.Status.DONE:
+            out[pk] = "final"
+        elif pk in consensus_at and (last_read.get(pk) is None
+                                     or consensus_at[pk] >= last_read[pk]):
+            out[pk] = "final"
+        else:
+            out[pk] = "read"
+    return out
+
+
+def consensus_is_final(image: Image) -> bool:
+    return image_states(image.project, [image.pk]).get(image.pk) == "final"
+
+
+def _reader_progress(project: Project) -> list[dict[str, Any]]:
+    rows = (Assignment.objects.filter(image__project=project).values("reader__code")
+            .annotate(assigned=Count("id"), completed=Count("id", filter=Q(status__in=_DONE)))
+            .order_by("reader__code"))
+    return [{"reader": r["reader__code"], "assigned": r["assigned"], "completed": r["completed"],
+             "fraction": r["completed"] / r["assigned"] if r["assigned"] else 0.0} for r in rows]
+
+
+def _violations(project: Project, limit: int = 10) -> list[dict[str, Any]]:
+    rows = (ProtocolViolation.objects.filter(image__project=project)
+            .select_related("workspace__reader", "actual_reader", "image")
+            .order_by("-detected_at")[:limit])
+    return [{"image": v.image.pseudo_id, "workspace_reader": v.workspace.reader.code,
+             "actual_reader": v.actual_reader.code if v.actual_reader else None,
+             "detected_at": v.detected_at.isoformat(),
+             "reason": v.detail.get("reason", "") if isinstance(v.detail, dict) else ""}
+            for v in rows]
+
+
+def project_overview(project: Project) -> dict[str, Any]:
+    """Everything the project dashboard shows, except agreement (its own report)."""
+    states = image_states(project)
+    by_state = defaultdict(int)
+    for state in states.values():
+        by_state[state] += 1
+    items = IngestItem.objects.filter(batch__project=project)
+    quarantine = list(items.filter(status=IngestItem.Status.QUARANTINED).values("reason")
+                      .annotate(count=Count("id")).order_by("-count", "reason"))
+    latest = project.consensus_runs.order_by("-id").first()
+    done = latest_run(project)
+    promoted = ModelVersion.objects.filter(project=project, promoted=True).first()
+    return {
+        "project": project.slug,
+        "counts": {
+            "imported": len(states),
+            "quarantined": sum(q["count"] for q in quarantine),
+            "duplicates": items.filter(status=IngestItem.Status.DUPLICATE).count(),
+            "assigned": len(states) - by_state["unassigned"],
+            "read": by_state["read"] + by_state["adjudication"] + by_state["final"],
+            "consensus_done": by_state["final"],
+            "waiting_adjudication": by_state["adjudication"],
+            "gold": Image.objects.filter(project=project, is_gold=True).count(),
+        },
+        "states": {s: by_state[s] for s in STATES},
+        "quarantine": quarantine,
+        "readers": _reader_progress(project),
+        "consensus": {
+            "strategy": project.consensus_strategy,
+            "params": project.consensus_params,
+            "latest_run": None if latest is None else {
+                "id": latest.pk, "strategy": latest.strategy, "status": latest.status,
+                "reason": latest.reason, "trigger": latest.trigger,
+                "created_at": latest.created_at.isoformat(), "stats": latest.stats},
+            "latest_done_run": done.pk if done else None,
+        },
+        "violations": _violations(project),
+        "model": None if promoted is None else {
+            "name": promoted.name, "map_40": promoted.metrics.get("map_40")},
+    }
+
+
+def _latest_predictions(project: Project) -> dict[int, Prediction]:
+    """Image pk -> prediction of the promoted version (else the newest version)."""
+    version = (ModelVersion.objects.filter(project=project, promoted=True).first()
+               or ModelVersion.objects.filter(project=project).first())
+    if version is None:
+        return {}
+    return {p.image_id: p for p in Prediction.objects.filter(
+        image__project=project, model_version=version.name).only(
+        "image_id", "uncertainty", "boxes", "score", "model_version")}
+
+
+def _classes_by_image(project: Project) -> dict[int, set[str]]:
+    """Classes any current reader drew or said on each image (for the class filter)."""
+    out: dict[int, set[str]] = defaultdict(set)
+    for image_id, name in (ReaderAnnotation.objects.filter(
+            image__project=project, is_current=True, excluded_reason="")
+            .values_list("image_id", "boxes__label_class__name")):
+        if name:
+            out[image_id].add(name)
+    for image_id, labels in ReaderAnnotation.objects.filter(
+            image__project=project, is_current=True, excluded_reason="").values_list(
+            "image_id", "image_labels"):
+        out[image_id].update(labels or [])
+    return out
+
+
+def image_browse(project: Project, *, label: str | None = None, state: str | None = None,
+                 agreement_max: float | None = None, agreement_min: float | None = None,
+                 uncertainty_min: float | None = None, gold: bool | None = None,
+                 order: str = "pseudo_id", offset: int = 0, limit: int = 60) -> dict[str, Any]:
+    """The image browser's grid: one row per image with its state, agreement and
+    uncertainty, filtered; ``total`` counts the filtered set before paging."""
+    images = list(Image.objects.filter(project=project).order_by("pseudo_id").only(
+        "pk", "pseudo_id", "width", "height", "is_gold", "view_position"))
+    states = image_states(project)
+    agreement = dict(ConsensusImage.objects.filter(
+        run__project=project, run__status=ConsensusRun.Status.DONE)
+        .order_by("image_id", "run_id").values_list("image_id", "agreement"))
+    preds = _latest_predictions(project)
+    classes = _classes_by_image(project)
+    rows = []
+    for image in images:
+        pred = preds.get(image.pk)
+        unc = (pred.uncertainty or {}).get("entropy_max") if pred else None
+        row = {"id": image.pseudo_id, "state": states.get(image.pk, "unassigned"),
+               "agreement": agreement.get(image.pk), "uncertainty": unc,
+               "classes": sorted(classes.get(image.pk, ())), "gold": image.is_gold,
+               "width": image.width, "height": image.height,
+               "view_position": image.view_position,
+               "thumbnail": signed_image_path(image.pseudo_id, "thumbnail")}
+        if label and label not in row["classes"]:
+            continue
+        if state and row["state"] != state:
+            continue
+        if gold is not None and row["gold"] != gold:
+            continue
+        if agreement_max is not None and (row["agreement"] is None
+                                          or row["agreement"] > agreement_max):
+            continue
+        if agreement_min is not None and (row["agreement"] is None
+                                          or row["agreement"] < agreement_min):
+            continue
+        if uncertainty_min is not None and (unc is None or unc < uncertainty_min):
+            continue
+        rows.append(row)
+    if order in ("uncertainty", "-uncertainty"):
+        rows.sort(key=lambda r: (r["uncertainty"] is None, -(r["uncertainty"] or 0.0)))
+    elif order == "agreement":
+        rows.sort(key=lambda r: (r["agreement"] is None, r["agreement"] or 0.0))
+    return {"total": len(rows), "offset": offset, "limit": limit,
+            "results": rows[offset:offset + limit]}
+
+
+def learning_curve(project: Project) -> dict[str, Any]:
+    """Gold mAP@0.4 of every model version against the number of images it trained
+    on, and the active-learning rounds (when each started, how many labels it had)."""
+    versions = [{"name": v.name, "train_images": len(v.train_images),
+                 "map_40": v.metrics.get("map_40"), "coco_map": v.metrics.get("coco_map"),
+                 "promoted": v.promoted, "created_at": v.created_at.isoformat()}
+                for v in ModelVersion.objects.filter(project=project).order_by("id")]
+    rounds = [{"number": r.number, "strategy": r.strategy, "budget": r.budget,
+               "labeled_before": r.labeled_before, "selected": len(r.selected),
+               "model_version": r.model_version.name if r.model_version else None,
+               "created_at": r.created_at.isoformat()}
+              for r in project.al_rounds.select_related("model_version").order_by("number")]
+    return {"versions": versions, "rounds": rounds}
+
+
+def readers_all() -> list[str]:
+    return list(Reader.objects.filter(active=True).order_by("code").values_list("code",
+                                                                                flat=True))

@@ -1,0 +1,69 @@
+"""Forms for the pages' writes; each hands its cleaned data to a service."""
+
+from __future__ import annotations
+
+from django import forms
+
+from annotations import taxonomy
+from annotations.consensus import available as consensus_strategies
+
+_PRESET_LABELS = {"vindr_cxr": "VinDr-CXR", "nih": "NIH ChestX-ray"}
+
+
+def _strategy_choices() -> list[tuple[str, str]]:
+    return [(name, name.replace("_", " ")) for name in consensus_strategies()]
+
+
+class ProjectCreateForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    slug = forms.SlugField(max_length=50, required=False,
+                           help_text="Short id used in URLs; from the name when empty.")
+    taxonomy_preset = forms.ChoiceField(label="Taxonomy")
+    custom_classes = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Custom taxonomy: one class per line (used instead of the preset).")
+    readers_per_image = forms.IntegerField(min_value=1, max_value=17, initial=3,
+                                           label="Readers per image (k)")
+    consensus_strategy = forms.ChoiceField(initial="wbf")
+    show_prelabels = forms.BooleanField(required=False, label="Show model pre-labels to readers")
+    clahe = forms.BooleanField(required=False, label="CLAHE contrast enhancement on display")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["taxonomy_preset"].choices = [
+            (name, f"{_PRESET_LABELS.get(name, name)} "
+                   f"({sum(not c.image_level for c in spec)} classes + No finding)")
+            for name, spec in sorted(taxonomy.PRESETS.items())]
+        self.fields["consensus_strategy"].choices = _strategy_choices()
+
+    def service_kwargs(self) -> dict:
+        data = self.cleaned_data
+        classes = [c.strip() for c in (data.get("custom_classes") or "").splitlines()
+                   if c.strip()]
+        return {
+            "name": data["name"], "slug": data.get("slug") or None,
+            "taxonomy_preset": None if classes else data["taxonomy_preset"],
+            "class_names": classes or None,
+            "readers_per_image": data["readers_per_image"],
+            "consensus_strategy": data["consensus_strategy"],
+            "show_prelabels": data["show_prelabels"], "clahe": data["clahe"],
+        }
+
+
+class ConsensusStrategyForm(forms.Form):
+    consensus_strategy = forms.ChoiceField(label="Strategy")
+    params = forms.JSONField(required=False, initial=dict,
+                             widget=forms.Textarea(attrs={"rows": 2}),
+                             help_text='Strategy parameters as JSON, e.g. {"iou_thr": 0.4}.')
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["consensus_strategy"].choices = _strategy_choices()
+
+    def clean_params(self):
+        value = self.cleaned_data.get("params")
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError("parameters must be a JSON object")
+        return value

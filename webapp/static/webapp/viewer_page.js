@@ -1,0 +1,60 @@
+/* The image viewer page: each reader, the consensus and the model as toggleable layers. */
+"use strict";
+(() => {
+  const root = document.getElementById("viewer-page");
+  const { api, el, fmt, stateBadge, PALETTE } = CXR;
+  const ww = document.getElementById("ww"), wc = document.getElementById("wc");
+
+  function syncSliders(v) {
+    ww.value = Math.round(v.wl.width); wc.value = Math.round(v.wl.center);
+    document.getElementById("ww-v").textContent = ww.value; document.getElementById("wc-v").textContent = wc.value;
+  }
+
+  async function main() {
+    const d = await api(`/api/images/${encodeURIComponent(root.dataset.image)}/layers/`);
+    const viewer = new CXRViewer(document.getElementById("stage"), { width: d.width, height: d.height, onChange: syncSliders });
+    let readerIndex = 0;
+    const layers = d.layers.map((l) => {
+      if (l.kind === "reader") return { ...l, color: PALETTE[readerIndex++ % PALETTE.length], short: `${l.name}: `, visible: true };
+      if (l.kind === "consensus") return { ...l, name: l.provisional ? "Consensus (provisional)" : l.name, color: "#ffd400", short: "C: ", visible: true };
+      return { ...l, color: "#ff4fd8", dash: [6, 4], short: "M: ", visible: false };
+    });
+    viewer.setLayers(layers);
+    await viewer.load(d.url);
+    window.cxrViewer = viewer;
+
+    document.getElementById("blinded").replaceChildren(d.blinded
+      ? el("div", { class: "notice", id: "blinded-notice" }, "Blinded: this image's consensus is not final, so only your own boxes are shown.")
+      : "");
+    const list = layers.length ? layers.map((l) => {
+      const box = el("input", { type: "checkbox", "data-layer": l.name });
+      box.checked = l.visible;
+      box.addEventListener("change", () => viewer.setVisible(l.name, box.checked));
+      const extra = l.kind === "reader" && l.image_labels.length ? ` · ${l.image_labels.join(", ")}` : "";
+      return el("label", { class: "layer" }, box, el("span", { class: "swatch", style: `background:${l.color}` }),
+        el("span", {}, l.kind === "reader" ? `Reader ${l.name}` : l.name, l.excluded ? el("span", { class: "badge bad" }, "excluded") : null),
+        el("span", { class: "count" }, `${l.boxes.length} box${l.boxes.length === 1 ? "" : "es"}${extra}`));
+    }) : [el("div", { class: "muted small" }, "No reads yet.")];
+    document.getElementById("layers").replaceChildren(...list);
+
+    const consensus = layers.find((l) => l.kind === "consensus");
+    const model = layers.find((l) => l.kind === "model");
+    const facts = [["Status", stateBadge(d.state)], ["Size", `${d.width} × ${d.height} px`],
+      ["View", d.view_position || "–"], ["Gold set", d.gold ? "yes" : "no"],
+      ["Agreement", d.agreement === null ? "–" : fmt(d.agreement, 2)]];
+    if (consensus) facts.push(["Consensus", `${consensus.source}${consensus.strategy ? ` (${consensus.strategy})` : ""}`],
+      ["Final labels", consensus.image_labels.join(", ") || `${consensus.boxes.length} boxes`]);
+    if (model) facts.push(["Model", model.name], ["Entropy (max)", fmt(model.uncertainty && model.uncertainty.entropy_max, 3)]);
+    document.getElementById("facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+
+    const onSlide = () => { viewer.setWindow(Number(wc.value), Number(ww.value)); syncSliders(viewer); };
+    ww.addEventListener("input", onSlide); wc.addEventListener("input", onSlide);
+    for (const b of document.querySelectorAll("[data-wl]")) b.addEventListener("click", () => {
+      const [c, w] = b.dataset.wl.split(",").map(Number); viewer.setWindow(c, w); syncSliders(viewer); });
+    document.getElementById("zoom-in").addEventListener("click", () => viewer.zoomBy(1.25));
+    document.getElementById("zoom-out").addEventListener("click", () => viewer.zoomBy(0.8));
+    document.getElementById("zoom-fit").addEventListener("click", () => viewer.fit());
+    root.dataset.ready = "true";
+  }
+  main().catch((e) => { document.getElementById("layers").replaceChildren(el("div", { class: "errorlist" }, e.message)); });
+})();
