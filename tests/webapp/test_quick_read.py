@@ -1,0 +1,130 @@
+"""Quick read through the API: the promoted model's boxes on an uploaded DICOM that is
+de-identified and discarded, or kept through the normal ingest path when asked."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.test import Client
+
+from annotations.imaging.synthetic.dicom_writer import make_dataset
+from annotations.models import AuditEvent, Image, IngestBatch
+from tests.training.films import TRUTH, film, iou
+from tests.webapp.world import build_world, register_version
+
+pytestmark = pytest.mark.django_db
+
+IDENTITY = {"PatientName": "Doe^Jane", "PatientID": "MRN-4417", "InstitutionName": "St Elsewhere"}
+
+
+def lesion_dicom(path: Path, seed: int = 0) -> Path:
+    """The overfit film as a 12-bit DX DICOM carrying patient identity."""
+    ds = make_dataset(film(seed) / 255.0, rng=np.random.default_rng(seed), identity=IDENTITY,
+                      voi="window")
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def world(tmp_path, settings):
+    settings.MODEL_DIR = tmp_path / "models"
+    settings.MODEL_DIR.mkdir()
+    return build_world(tmp_path)
+
+
+def login(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def post(client, path: Path | None = None, **fields):
+    data = dict(fields)
+    if path is not None:
+        data["file"] = io.BytesIO(path.read_bytes())
+        data["file"].name = path.name
+    return client.post("/api/projects/clinic/quick-read/", data)
+
+
+def test_no_promoted_model_is_a_clear_error(world, admin_user, tmp_path):
+    res = post(login(admin_user), lesion_dicom(tmp_path / "a.dcm"))
+    assert res.status_code == 404
+    assert "no promoted model" in res.json()["error"]["message"]
+
+
+def test_upload_shows_the_lesion_and_keeps_nothing(world, admin_user, trained_version,
+                                                   tmp_path, settings):
+    register_version(world.project, trained_version, settings.MODEL_DIR)
+    images_before = Image.objects.count()
+    res = post(login(admin_user), lesion_dicom(tmp_path / "case.dcm"))
+    assert res.status_code == 200, res.content[:300]
+    body = res.json()
+    assert body["model_version"] == "clinic-v1" and body["kept"] is None
+    assert body["image_id"] is None
+    assert body["image"].startswith("data:image/png;base64,")
+    assert (body["width"], body["height"]) == (128, 128)
+    preds = body["predictions"]
+    assert preds and preds == sorted(preds, key=lambda p: -p["score"])
+    assert min(p["score"] for p in preds) >= settings.QUICK_READ_MIN_SCORE
+    best = preds[0]
+    assert best["label"] == "Pleural effusion" and best["score"] > 0.5
+    assert iou(np.array(best["box_original"]), TRUTH) > 0.5
+    # nothing kept: no image, no batch, an empty scratch folder, no identity anywhere
+    assert Image.objects.count() == images_before and not IngestBatch.objects.filter(
+        source="quick_read").exists()
+    assert list((Path(settings.STAGING_ROOT) / "quick-read").iterdir()) == []
+    audit = json.dumps(list(AuditEvent.objects.filter(action="quick_read").values("detail")))
+    for value in IDENTITY.values():
+        assert value.split("^")[0] not in res.content.decode()
+        assert value.split("^")[0] not in audit
+
+
+def test_keep_adds_to_the_project_through_ingest(world, admin_user, trained_version, tmp_path,
+                                                 settings, django_capture_on_commit_callbacks):
+    register_version(world.project, trained_version, settings.MODEL_DIR)
+    with django_capture_on_commit_callbacks(execute=True):
+        res = post(login(admin_user), lesion_dicom(tmp_path / "keep.dcm", seed=7), keep="true")
+    assert res.status_code == 200, res.content[:300]
+    batch = IngestBatch.objects.get(pk=res.json()["kept"]["batch"])
+    assert batch.source == "quick_read"
+    item = batch.items.get()
+    assert item.status == "imported", item.reason
+    assert item.image.project == world.project and item.image.dicom_path
+    assert res.json()["image_id"] == item.image.pseudo_id
+
+
+def test_pick_a_stored_image(world, admin_user, trained_version, settings):
+    register_version(world.project, trained_version, settings.MODEL_DIR)
+    image = world.images[0]
+    res = post(login(admin_user), image=image.pseudo_id)
+    assert res.status_code == 200
+    assert res.json()["image_id"] == image.pseudo_id
+    # a radiologist may only pick images assigned to them
+    other = world.not_reading(0)
+    assert post(login(other.user), image=image.pseudo_id).status_code == 404
+    assert post(login(world.reader_of_image(0).user), image=image.pseudo_id).status_code == 200
+
+
+def test_bad_inputs(world, admin_user, trained_version, tmp_path, settings):
+    register_version(world.project, trained_version, settings.MODEL_DIR)
+    admin = login(admin_user)
+    corrupt = tmp_path / "corrupt.dcm"
+    corrupt.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00" * 40)
+    res = post(admin, corrupt)
+    assert 400 <= res.status_code < 500
+    assert res.json()["error"]["code"] and res.json()["error"]["message"]
+    assert post(admin).status_code == 400  # neither file nor image
+    assert post(admin, lesion_dicom(tmp_path / "b.dcm"), image="IMG-x").status_code == 400
+    settings.QUICK_READ_MAX_BYTES = 1000
+    res = post(admin, lesion_dicom(tmp_path / "c.dcm"))
+    assert res.status_code == 413
+    settings.QUICK_READ_MAX_BYTES = 64 * 1024 * 1024
+    reader = login(world.readers["R1"].user)
+    res = post(reader, lesion_dicom(tmp_path / "d.dcm"), keep="true")
+    assert res.status_code == 403
+    assert not IngestBatch.objects.filter(source="quick_read").exists()
+    assert list((Path(settings.STAGING_ROOT) / "quick-read").iterdir()) == []
