@@ -67,7 +67,8 @@ def my_agreement(reader: Reader, project: Project, iou_thr: float = 0.4) -> dict
     mine = set(Assignment.objects.filter(reader=reader, image__project=project)
                .values_list("image_id", "image__pseudo_id"))
     final_ids = {pseudo for pk, pseudo in mine if states.get(pk) == "final"}
-    out: dict[str, Any] = {"project": project.slug, "final_images": len(final_ids),
+    out: dict[str, Any] = {"project": project.slug, "project_name": project.name,
+                           "final_images": len(final_ids),
                            "assigned": len(mine), "overall": None, "per_class": []}
     if not final_ids:
         return out

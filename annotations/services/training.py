@@ -34,6 +34,7 @@ from annotations.models import Image, ModelVersion, Project, TrainingRun
 from annotations.services.audit import audit_record
 from annotations.services.exports import project_taxonomy
 from annotations.services.labels import final_results
+from annotations.services.overview import image_states
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,9 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     labels = final_results(project)
     images = list(Image.objects.filter(project=project, is_gold=False,
                                        pseudo_id__in=list(labels)).select_related("study"))
+    # only finished reading: a consensus over some of an image's reads is provisional
+    states = image_states(project, [i.pk for i in images])
+    images = [i for i in images if states.get(i.pk) == "final"]
     train, val = _split_by_patient(images, float(params["val_fraction"]))
     if not train:
         raise DomainError("no_training_data", "no image outside the gold set has a final label")

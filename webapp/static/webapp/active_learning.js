@@ -14,7 +14,7 @@
     const opts = { parsing: false, scales: { x: { type: "linear", beginAtZero: true, title: { display: true, text: "labeled images trained on" } },
       y: { min: 0, max: 1, title: { display: true, text: "gold mAP@0.4" } } },
       plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => `${c.raw.name}: ${fmt(c.raw.y)} (${c.raw.x} images)` } } } };
-    if (chart) { chart.data = data; chart.update(); } else chart = new Chart(document.getElementById("curve-chart"), { type: "scatter", data, options: opts });
+    if (chart) { chart.data = data; chart.update(); } else chart = CXR.chart(document.getElementById("curve-chart"), { type: "scatter", data, options: opts });
     document.querySelector("#rounds").replaceChildren(
       el("thead", {}, el("tr", {}, ...["Round", "Strategy", "Budget", "Selected", "Final labels before", "Model", "Started"].map((h) => el("th", {}, h)))),
       el("tbody", {}, ...(d.rounds.length ? d.rounds.map((r) => el("tr", {}, el("td", {}, `#${r.number}`), el("td", {}, r.strategy), el("td", {}, r.budget),

@@ -92,8 +92,14 @@ const CXR = (() => {
   }
   chartDefaults();
 
+  /** A Chart.js chart that fills its .chart-box (both dimensions), without animation. */
+  function chart(canvas, config) {
+    config.options = { responsive: true, maintainAspectRatio: false, animation: false, ...(config.options || {}) };
+    return new Chart(canvas, config);
+  }
+
   const PALETTE = ["#1f6fb2", "#e4572e", "#29a36a", "#8e44ad", "#f0a202", "#17becf", "#d6336c",
     "#6c757d", "#2e4057", "#a0522d", "#4daf4a", "#984ea3", "#ff7f00", "#377eb8"];
 
-  return { api, poll, el, fmt, pct, duration, when, agreementColor, stateBadge, statusBadge, bar, setBar, PALETTE };
+  return { api, poll, chart, el, fmt, pct, duration, when, agreementColor, stateBadge, statusBadge, bar, setBar, PALETTE };
 })();

@@ -38,7 +38,7 @@
     const colors = { unassigned: "#b8c2cc", reading: "#1f6fb2", read: "#f0a202", adjudication: "#c0392b", final: "#29a36a" };
     const data = { labels: ["images"], datasets: labels.map((l, i) => ({ label: l, data: [values[i]], backgroundColor: colors[l] })) };
     if (statesChart) { statesChart.data = data; statesChart.update(); return; }
-    statesChart = new Chart(document.getElementById("states-chart"), { type: "bar", data,
+    statesChart = CXR.chart(document.getElementById("states-chart"), { type: "bar", data,
       options: { indexAxis: "y", scales: { x: { stacked: true, beginAtZero: true, ticks: { precision: 0 } }, y: { stacked: true, display: false } },
         plugins: { legend: { position: "bottom" } } } });
   }
@@ -85,9 +85,9 @@
       }))))));
     const kap = a.kappa.filter((k) => k.kappa !== null);
     const data = { labels: kap.map((k) => k.class_name), datasets: [{ label: "kappa", data: kap.map((k) => k.kappa),
-      backgroundColor: kap.map((k) => agreementColor((k.kappa + 1) / 2)) }] };
+      backgroundColor: kap.map((k) => agreementColor((k.kappa + 1) / 2)), maxBarThickness: 28 }] };
     if (kappaChart) { kappaChart.data = data; kappaChart.update(); }
-    else kappaChart = new Chart(document.getElementById("kappa-chart"), { type: "bar", data,
+    else kappaChart = CXR.chart(document.getElementById("kappa-chart"), { type: "bar", data,
       options: { indexAxis: "y", scales: { x: { min: -1, max: 1 } }, plugins: { legend: { display: false } } } });
     const vs = a.reader_vs_consensus || [];
     document.querySelector("#vs-consensus").replaceChildren(

@@ -10,10 +10,10 @@
   function draw(version) {
     const rows = data.implicit.filter((r) => r.model_version === version);
     const labels = rows.map((r) => r.class_name);
-    const ds = ["accepted", "adjusted", "rejected", "missed"].map((k) => ({ label: k, data: rows.map((r) => r[k]), backgroundColor: COLORS[k] }));
+    const ds = ["accepted", "adjusted", "rejected", "missed"].map((k) => ({ label: k, data: rows.map((r) => r[k]), backgroundColor: COLORS[k], maxBarThickness: 28 }));
     const cfg = { labels, datasets: ds };
     if (chart) { chart.data = cfg; chart.update(); }
-    else chart = new Chart(document.getElementById("outcome-chart"), { type: "bar", data: cfg,
+    else chart = CXR.chart(document.getElementById("outcome-chart"), { type: "bar", data: cfg,
       options: { indexAxis: "y", scales: { x: { stacked: true, beginAtZero: true, ticks: { precision: 0 }, title: { display: true, text: "boxes" } }, y: { stacked: true } },
         plugins: { legend: { position: "bottom" } } } });
   }

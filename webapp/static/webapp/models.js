@@ -11,7 +11,7 @@
     const pts = (run && run.progress && run.progress.loss_history) || [];
     const data = { datasets: [{ label: "total loss", data: pts.map(([x, y]) => ({ x, y })), borderColor: PALETTE[0], pointRadius: 0, tension: 0.2 }] };
     if (lossChart) { lossChart.data = data; lossChart.update(); return; }
-    lossChart = new Chart(document.getElementById("loss-chart"), { type: "line", data,
+    lossChart = CXR.chart(document.getElementById("loss-chart"), { type: "line", data,
       options: { parsing: false, scales: { x: { type: "linear", title: { display: true, text: "iteration" } }, y: { beginAtZero: true, title: { display: true, text: "loss" } } }, plugins: { legend: { display: false } } } });
   }
 
@@ -70,15 +70,17 @@
     const ap = m.ap_40 || {};
     document.getElementById("ap-version").textContent = name;
     document.getElementById("froc-version").textContent = name;
-    const apData = { labels: Object.keys(ap), datasets: [{ label: "AP@0.4", data: Object.values(ap), backgroundColor: PALETTE[0] }] };
+    const apData = { labels: Object.keys(ap), datasets: [{ label: "AP@0.4", data: Object.values(ap), backgroundColor: PALETTE[0], maxBarThickness: 28 }] };
     if (apChart) { apChart.data = apData; apChart.update(); }
-    else apChart = new Chart(document.getElementById("ap-chart"), { type: "bar", data: apData,
+    else apChart = CXR.chart(document.getElementById("ap-chart"), { type: "bar", data: apData,
       options: { indexAxis: "y", scales: { x: { min: 0, max: 1 } }, plugins: { legend: { display: false } } } });
     const froc = Object.entries(m.froc || {}).map(([x, y]) => ({ x: Number(x), y })).sort((a, b) => a.x - b.x);
     const fData = { datasets: [{ label: "sensitivity", data: froc, borderColor: PALETTE[1], backgroundColor: PALETTE[1], tension: 0.1 }] };
     if (frocChart) { frocChart.data = fData; frocChart.update(); }
-    else frocChart = new Chart(document.getElementById("froc-chart"), { type: "line", data: fData,
-      options: { parsing: false, scales: { x: { type: "logarithmic", title: { display: true, text: "false positives per image" } }, y: { min: 0, max: 1, title: { display: true, text: "sensitivity" } } }, plugins: { legend: { display: false } } } });
+    else frocChart = CXR.chart(document.getElementById("froc-chart"), { type: "line", data: fData,
+      options: { parsing: false, scales: { x: { type: "logarithmic", min: 0.1, max: 10, title: { display: true, text: "false positives per image" },
+        ticks: { autoSkip: false, callback: (v) => [0.125, 0.25, 0.5, 1, 2, 4, 8].includes(Number(v)) ? String(v) : "" },
+        afterBuildTicks: (axis) => { axis.ticks = [0.125, 0.25, 0.5, 1, 2, 4, 8].map((value) => ({ value })); } }, y: { min: 0, max: 1, title: { display: true, text: "sensitivity" } } }, plugins: { legend: { display: false } } } });
   }
 
   async function act(path, question) {

@@ -1,0 +1,275 @@
+"""The web app in headless Chromium against a live server (acceptance).
+
+* An admin signs in, opens the project's dashboard, images and viewer, starts a
+  retraining (tiny config) from the Models page and watches its progress reach done:
+  the run goes through a real Celery worker on the real broker (``gpu`` queue), and
+  a new model version appears with gold-set metrics.
+* Quick read: a synthetic DICOM with a known lesion is uploaded; the page draws the
+  box and the table; moving the sensitivity slider changes the boxes drawn.
+* A radiologist gets 403 on admin pages and sees only their own boxes on an image
+  whose consensus is not final.
+
+Every page is saved as a screenshot under ``var/test-artifacts/`` (or
+``$CXR_TEST_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.db import connection
+
+from annotations.models import ModelVersion, TrainingRun
+from tests.browser import By, WebDriverWait, artifact_dir, chromium_driver
+from tests.webapp.test_quick_read import lesion_dicom
+from tests.webapp.world import PASSWORD, build_world, register_version
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKER = os.environ.get("CXR_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def world(tmp_path, settings):
+    settings.MODEL_DIR = tmp_path / "models"
+    settings.MODEL_DIR.mkdir()
+    return build_world(tmp_path)
+
+
+def shot(driver, name: str) -> Path:
+    """A full-page screenshot (beyond the viewport) through Chromium's DevTools."""
+    path = artifact_dir() / f"webapp-{name}.png"
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    data = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+    path.write_bytes(base64.b64decode(data["data"]))
+    return path
+
+
+def sign_in(driver, base: str, username: str, password: str) -> None:
+    driver.get(f"{base}/login/")
+    driver.find_element(By.ID, "id_username").send_keys(username)
+    driver.find_element(By.ID, "id_password").send_keys(password)
+    driver.find_element(By.ID, "signin").click()
+    WebDriverWait(driver, 20).until(lambda d: "/login/" not in d.current_url)
+
+
+def ready(driver, element_id: str, timeout: float = 30) -> None:
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.find_element(By.ID, element_id).get_attribute("data-ready") == "true")
+
+
+def _db_url() -> str:
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def gpu_worker(settings):
+    """A real Celery worker on the ``gpu`` queue, sharing the live server's database,
+    media and model folders; the platform enqueues to the real broker meanwhile."""
+    if connection.vendor != "postgresql":
+        pytest.fail("the worker test runs against PostgreSQL (set DATABASE_URL)")
+    client = redis.Redis.from_url(BROKER)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(f"Redis broker {BROKER} is not reachable: this test needs it ({exc})")
+    client.flushdb()
+    from cxr_platform.celery import app
+
+    def use_broker(eager: bool, url: str | None) -> None:
+        """Point the platform's producer at ``url``: forget the producer pool built for
+        the previous URL (kombu keeps its pools per URL; they are not closed here)."""
+        app.conf.task_always_eager, app.conf.broker_url = eager, url
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    saved = (app.conf.task_always_eager, app.conf.broker_url)
+    use_broker(False, BROKER)
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+    env.update(DATABASE_URL=_db_url(), CELERY_BROKER_URL=BROKER, PYTHONPATH=str(ROOT),
+               CXR_SECRET_KEY=settings.SECRET_KEY, CXR_PSEUDONYM_KEY=settings.PSEUDONYM_KEY,
+               CXR_MEDIA_ROOT=str(settings.MEDIA_ROOT), CXR_MODEL_DIR=str(settings.MODEL_DIR),
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "cxr_platform", "worker", "-Q", "gpu", "-c", "1",
+         "--pool", "solo", "--without-gossip", "--without-mingle", "-l", "INFO",
+         "-n", "webapp-test@%h"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    logs: list[str] = []
+
+    def stop() -> str:
+        """Stop the worker (once) and return everything it logged."""
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                out, _ = worker.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                out, _ = worker.communicate()
+            logs.append(out)
+        return "".join(logs)
+
+    try:
+        yield stop
+    finally:
+        stop()
+        use_broker(*saved)
+        client.flushdb()
+
+
+def test_admin_retrains_from_the_models_page(world, admin_user, live_server, gpu_worker,
+                                             tmp_path):
+    base = live_server.url
+    with chromium_driver(tmp_path, size=(1440, 1000)) as driver:
+        sign_in(driver, base, admin_user.username, "admin-pass-123")
+        assert driver.current_url.endswith("/projects/")
+        assert "Clinic chest films" in driver.find_element(By.ID, "project-table").text
+        shot(driver, "projects")
+
+        driver.find_element(By.LINK_TEXT, "Clinic chest films").click()
+        ready(driver, "dashboard")
+        imported = driver.find_element(By.CSS_SELECTOR, '[data-stat="imported"] .n').text
+        assert imported == "8"
+        heat = driver.find_element(By.ID, "heat-table")
+        assert len(heat.find_elements(By.CSS_SELECTOR, "td.cell")) == 9  # 3 x 3 readers
+        WebDriverWait(driver, 10).until(
+            lambda d: d.find_element(By.ID, "latest-run").get_attribute("data-status") == "done")
+        shot(driver, "dashboard")
+
+        driver.get(f"{base}/projects/clinic/images/")
+        ready(driver, "browser")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#grid .thumb")) == 8
+        WebDriverWait(driver, 10).until(lambda d: all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+            for img in d.find_elements(By.CSS_SELECTOR, "#grid .thumb img")))
+        shot(driver, "images")
+
+        driver.get(f"{base}/images/{world.images[1].pseudo_id}/")
+        ready(driver, "viewer-page")
+        stage = driver.find_element(By.ID, "stage")
+        drawn = int(stage.get_attribute("data-boxes"))
+        assert drawn == 3  # two readers' boxes and the consensus box
+        first = driver.find_element(By.CSS_SELECTOR, "#layers input[type=checkbox]")
+        first.click()
+        assert int(stage.get_attribute("data-boxes")) == 2
+        first.click()
+        driver.find_element(By.ID, "zoom-in").click()
+        shot(driver, "viewer")
+
+        driver.get(f"{base}/projects/clinic/models/")
+        WebDriverWait(driver, 20).until(
+            lambda d: d.find_element(By.ID, "models").get_attribute("data-ready") == "true")
+        driver.find_element(By.CSS_SELECTOR, "#preset option[value=tiny]").click()
+        iters = driver.find_element(By.ID, "max_iter")
+        iters.clear()
+        iters.send_keys("40")
+        driver.find_element(By.ID, "retrain").click()
+        seen: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 300
+        status = ""
+        while time.monotonic() < deadline:
+            # one script call: the panel is redrawn on every poll
+            state = driver.execute_script(
+                "const l = document.getElementById('run-line'),"
+                " p = document.getElementById('run-progress');"
+                " return l && p ? [l.dataset.status, p.textContent] : null;")
+            if state:
+                status, progress = state
+                if not seen or seen[-1] != (status, progress):
+                    seen.append((status, progress))
+                if status == "running" and "iteration" in progress and \
+                        not (artifact_dir() / "webapp-models-training.png").exists():
+                    shot(driver, "models-training")
+                if status in ("done", "failed", "cancelled"):
+                    break
+            time.sleep(0.5)
+        run = TrainingRun.objects.get()
+        assert status == "done", (seen, run.reason, gpu_worker()[-3000:])
+        assert any(s == "running" for s, _ in seen), seen  # progress was shown on the way
+        assert seen[-1][1].startswith("100%")
+        version = ModelVersion.objects.get(project=world.project)
+        assert run.model_version == version and version.metrics.get("map_40") is not None
+        row = WebDriverWait(driver, 20).until(lambda d: d.find_element(
+            By.CSS_SELECTOR, f'tr[data-version="{version.name}"] td[data-metric="map_40"]'))
+        assert row.text == f"{version.metrics['map_40']:.3f}"
+        shot(driver, "models")
+
+        driver.get(f"{base}/projects/clinic/active-learning/")
+        ready(driver, "al")
+        shot(driver, "active-learning")
+        driver.get(f"{base}/projects/clinic/feedback/")
+        ready(driver, "feedback")
+        shot(driver, "feedback")
+    worker_log = gpu_worker()
+    assert "annotations.tasks.gpu_training_task" in worker_log  # ran on the worker
+
+
+def test_quick_read_slider_redraws(world, admin_user, live_server, trained_version, settings,
+                                   tmp_path):
+    from selenium.webdriver.common.keys import Keys
+
+    register_version(world.project, trained_version, settings.MODEL_DIR)
+    dicom = lesion_dicom(tmp_path / "case.dcm")
+    with chromium_driver(tmp_path, size=(1440, 1000)) as driver:
+        sign_in(driver, live_server.url, admin_user.username, "admin-pass-123")
+        driver.get(f"{live_server.url}/quick-read/")
+        driver.find_element(By.ID, "qr-file").send_keys(str(dicom))
+        driver.find_element(By.ID, "qr-run").click()
+        ready(driver, "quick-read", timeout=90)
+        stage = driver.find_element(By.ID, "stage")
+        WebDriverWait(driver, 10).until(lambda d: stage.get_attribute("data-loaded") == "true")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#predictions tbody tr[data-score]")
+        assert rows and "Pleural effusion" in rows[0].text
+        at_half = int(stage.get_attribute("data-boxes"))
+        shown = len(driver.find_elements(By.CSS_SELECTOR, "#predictions tr.shown"))
+        assert at_half == shown >= 1
+        shot(driver, "quick-read")
+        slider = driver.find_element(By.ID, "threshold")
+        slider.send_keys(Keys.END)  # least sensitive: only boxes scoring 1.0 remain
+        at_max = int(stage.get_attribute("data-boxes"))
+        slider.send_keys(Keys.HOME)  # most sensitive: every box down to the floor
+        at_min = int(stage.get_attribute("data-boxes"))
+        assert at_max < at_half <= at_min == len(rows)
+        assert driver.find_element(By.ID, "threshold-v").text == "0.05"
+        shot(driver, "quick-read-sensitive")
+
+
+def test_radiologist_blinded_and_kept_out(world, live_server, tmp_path):
+    reader = world.reader_of_image(4, 0)  # read image 4, whose consensus is not final
+    with chromium_driver(tmp_path) as driver:
+        sign_in(driver, live_server.url, reader.user.username, PASSWORD)
+        assert driver.current_url.endswith("/home/")
+        assert "My agreement with the consensus" in driver.page_source
+        shot(driver, "radiologist-home")
+        for page in ("/projects/", "/projects/clinic/", "/projects/clinic/models/"):
+            driver.get(f"{live_server.url}{page}")
+            assert "403" in driver.find_element(By.TAG_NAME, "h1").text, page
+        shot(driver, "radiologist-403")
+        status = driver.execute_script(
+            "return fetch('/api/projects/clinic/dashboard/').then(r => r.status)")
+        assert status == 403
+        driver.get(f"{live_server.url}/images/{world.images[4].pseudo_id}/")
+        ready(driver, "viewer-page")
+        assert driver.find_element(By.ID, "blinded-notice").is_displayed()
+        layers = driver.find_elements(By.CSS_SELECTOR, "#layers input[type=checkbox]")
+        assert [el.get_attribute("data-layer") for el in layers] == [reader.code]
+        assert int(driver.find_element(By.ID, "stage").get_attribute("data-boxes")) == 1
+        layers_json = driver.execute_script(
+            f"return fetch('/api/images/{world.images[4].pseudo_id}/layers/')"
+            ".then(r => r.json())")
+        assert {layer["kind"] for layer in layers_json["layers"]} == {"reader"}
+        shot(driver, "radiologist-viewer")
