@@ -65,7 +65,8 @@ class Command(BaseCommand):
     def _print(self, url: str, creds: dict[str, str]) -> None:
         w = self.stdout.write
         w("")
-        w(f"Platform:  {url}/admin/   API docs: {url}/api/docs/")
+        w(f"Platform:  {url}/   (sign in below)   API docs: {url}/api/docs/   "
+          f"Django admin: {url}/admin/")
         w(f"  admin          admin / {creds['admin']}")
         for code in READERS:
             w(f"  radiologist {code}  {code.lower()}@example.org / {creds[code]}")
