@@ -55,6 +55,14 @@ def test_scripts_run_serves_demo(tmp_path):
                                      headers={"Authorization": f"Token {token}"})
         with urllib.request.urlopen(req, timeout=10) as r:
             assert json.loads(r.read())["count"] == 12
+        # the web app: sign-in page, and its chart library served by the platform itself
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert r.url.endswith("/login/?next=/") or r.url.endswith("/login/")
+            assert b"Sign in" in r.read()
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/static/vendor/chart.js/chart.umd.min.js",
+                timeout=10) as r:
+            assert r.status == 200 and len(r.read()) > 100_000
         # the Label Studio it started is up and holds the demo readers' workspaces
         with urllib.request.urlopen(f"http://127.0.0.1:{ls_port}/health", timeout=5) as r:
             assert json.loads(r.read())["status"] == "UP"

@@ -18,7 +18,7 @@ class ProjectCreateForm(forms.Form):
     name = forms.CharField(max_length=200)
     slug = forms.SlugField(max_length=50, required=False,
                            help_text="Short id used in URLs; from the name when empty.")
-    taxonomy_preset = forms.ChoiceField(label="Taxonomy")
+    taxonomy_preset = forms.ChoiceField(label="Taxonomy", initial="vindr_cxr")
     custom_classes = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Custom taxonomy: one class per line (used instead of the preset).")

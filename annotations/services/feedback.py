@@ -77,6 +77,9 @@ def feedback_summary(project: Project) -> list[dict[str, Any]]:
             "acceptance_rate": c["accepted"] / shown if shown else None,
             "adjustment_rate": c["adjusted"] / shown if shown else None,
             "rejection_rate": c["rejected"] / shown if shown else None,
+            # of the boxes readers finally drew, the share the model had not proposed
+            "miss_rate": (c["missed"] / (c["accepted"] + c["adjusted"] + c["missed"])
+                          if c["accepted"] + c["adjusted"] + c["missed"] else None),
         })
     return out
 

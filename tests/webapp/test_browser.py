@@ -30,7 +30,7 @@ from django.db import connection
 from annotations.models import ModelVersion, TrainingRun
 from tests.browser import By, WebDriverWait, artifact_dir, chromium_driver
 from tests.webapp.test_quick_read import lesion_dicom
-from tests.webapp.world import PASSWORD, build_world, register_version
+from tests.webapp.world import PASSWORD, build_world, register_version, seed_feedback
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -170,7 +170,7 @@ def test_admin_retrains_from_the_models_page(world, admin_user, live_server, gpu
         driver.find_element(By.ID, "zoom-in").click()
         shot(driver, "viewer")
 
-        driver.get(f"{base}/projects/clinic/models/")
+        driver.find_element(By.LINK_TEXT, "Models").click()  # the project's tabs
         WebDriverWait(driver, 20).until(
             lambda d: d.find_element(By.ID, "models").get_attribute("data-ready") == "true")
         driver.find_element(By.CSS_SELECTOR, "#preset option[value=tiny]").click()
@@ -211,8 +211,13 @@ def test_admin_retrains_from_the_models_page(world, admin_user, live_server, gpu
         driver.get(f"{base}/projects/clinic/active-learning/")
         ready(driver, "al")
         shot(driver, "active-learning")
+        seed_feedback(world, version.name)
         driver.get(f"{base}/projects/clinic/feedback/")
         ready(driver, "feedback")
+        rates = driver.find_element(By.CSS_SELECTOR, "#rates tbody tr").text
+        # 4 shown: 2 accepted, 1 adjusted, 1 rejected; 1 of 4 final boxes missed
+        assert "Pleural effusion 4 50% 25% 25% 25% (1)" in rates, rates
+        assert "1 of 2 found the prediction useful" in driver.page_source
         shot(driver, "feedback")
     worker_log = gpu_worker()
     assert "annotations.tasks.gpu_training_task" in worker_log  # ran on the worker

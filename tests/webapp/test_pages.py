@@ -278,3 +278,30 @@ def test_home_lists_open_reads(world):
     done = world.reader_of_image(4, 0)
     html = login(done.user).get("/home/").content.decode()
     assert f'href="/images/{world.images[4].pseudo_id}/"' not in html
+
+
+def test_al_preview_follows_stored_scores(world, admin_user, settings, tmp_path):
+    from annotations.models import ModelVersion, Prediction
+    from annotations.services.model_registry import version_promote
+
+    settings.MODEL_DIR = tmp_path / "models"
+    settings.MODEL_DIR.mkdir()
+    version = ModelVersion.objects.create(project=world.project, name="clinic-v1", sha256="0",
+                                          config="", metrics={"map_40": 0.5})
+    version_promote(version=version)
+    pool = world.images[5:]
+    for image, entropy in zip(pool[:2], (0.2, 0.9), strict=True):  # the third: not scored
+        Prediction.objects.create(image=image, model_version="clinic-v1", boxes=[],
+                                  uncertainty={"entropy_max": entropy,
+                                               "least_confidence_max": entropy / 2})
+    client = login(admin_user)
+    d = client.get("/api/projects/clinic/al-preview/?strategy=entropy&budget=1").json()
+    assert (d["pool"], d["scored"], d["unscored"]) == (3, 2, 1)
+    assert [s["id"] for s in d["selected"]] == [pool[1].pseudo_id]
+    assert d["selected"][0]["scores"]["entropy_max"] == 0.9
+    d = client.get("/api/projects/clinic/al-preview/?strategy=diversity&budget=2").json()
+    assert d["selected"] == [] and d["missing_scores"] == ["features"]
+    res = client.get("/api/projects/clinic/al-preview/?strategy=oracle&budget=2")
+    assert res.status_code == 400 and "oracle" in res.json()["error"]["message"]
+    curve = client.get("/api/projects/clinic/learning-curve/").json()
+    assert curve["versions"][0]["map_40"] == 0.5 and curve["rounds"] == []

@@ -99,3 +99,31 @@ def register_version(project: Project, trained, model_dir: Path, name: str = "cl
 
     version_promote(version=version, reason="test")
     return version
+
+
+def seed_feedback(world: World, version: str) -> None:
+    """What readers did with a version's pre-labels on images 0 and 1: 2 accepted,
+    1 adjusted, 1 rejected, 1 missed (Pleural effusion), and two ratings."""
+    from annotations.models import (
+        LabelClass,
+        Prediction,
+        PredictionFeedback,
+        PredictionRating,
+        ReaderAnnotation,
+    )
+
+    effusion = LabelClass.objects.get(project=world.project, name="Pleural effusion")
+    outcomes = [["accepted", "adjusted", "missed"], ["accepted", "rejected"]]
+    for index, kinds in enumerate(outcomes):
+        image = world.images[index]
+        pred = Prediction.objects.create(image=image, model_version=version, score=0.8, boxes=[
+            {"label": "Pleural effusion", "box": TRUTH.tolist(), "score": 0.8}])
+        reader = world.reader_of_image(index)
+        annotation = ReaderAnnotation.objects.get(image=image, reader=reader, is_current=True)
+        PredictionFeedback.objects.bulk_create(
+            PredictionFeedback(prediction=pred, annotation=annotation, reader=reader,
+                               model_version=version, outcome=kind, label_class=effusion,
+                               iou=0.9 if kind != "missed" else 0.0)
+            for kind in kinds)
+        PredictionRating.objects.create(prediction=pred, reader=reader, useful=index == 0,
+                                        comment=["Found the effusion", "Box far too large"][index])

@@ -30,7 +30,7 @@
       el("thead", {}, el("tr", {}, ...["Model", "Class", "Shown", "Accepted", "Adjusted", "Rejected", "Missed"].map((h, i) => el("th", { class: i > 1 ? "num" : "" }, h)))),
       el("tbody", {}, ...(data.implicit.length ? data.implicit.map((r) => el("tr", {}, el("td", { class: "mono small" }, r.model_version), el("td", {}, r.class_name),
         el("td", { class: "num" }, r.predicted), el("td", { class: "num" }, pct(r.acceptance_rate)), el("td", { class: "num" }, pct(r.adjustment_rate)),
-        el("td", { class: "num" }, pct(r.rejection_rate)), el("td", { class: "num" }, r.missed)))
+        el("td", { class: "num" }, pct(r.rejection_rate)), el("td", { class: "num" }, `${pct(r.miss_rate)} (${r.missed})`)))
         : [el("tr", {}, el("td", { class: "empty" }, "No feedback yet: it appears once readers submit images that had pre-labels."))])));
     const useful = data.ratings.filter((r) => r.useful).length;
     document.getElementById("rating-summary").textContent = data.ratings.length ? `${useful} of ${data.ratings.length} found the prediction useful` : "";
