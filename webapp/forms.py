@@ -67,3 +67,11 @@ class ConsensusStrategyForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError("parameters must be a JSON object")
         return value
+
+
+class ReaderCreateForm(forms.Form):
+    email = forms.EmailField()
+    code = forms.CharField(max_length=32, help_text="Reader code shown everywhere, e.g. R9.")
+    password = forms.CharField(
+        required=False, min_length=10, widget=forms.PasswordInput(render_value=False),
+        help_text="At least 10 characters; leave empty to set it later in the admin.")

@@ -8,6 +8,7 @@ app_name = "web"
 
 urlpatterns = [
     path("projects/", views.project_list, name="projects"),
+    path("readers/", views.reader_create, name="reader-create"),
     path("projects/<slug:slug>/", views.dashboard, name="dashboard"),
     path("projects/<slug:slug>/images/", views.image_browser, name="images"),
     path("projects/<slug:slug>/models/", views.models_page, name="models"),

@@ -15,13 +15,13 @@ from django.views.decorators.http import require_http_methods
 
 from annotations.consensus import available as consensus_strategies
 from annotations.errors import DomainError
-from annotations.models import ModelVersion, Project
+from annotations.models import ModelVersion, Project, Reader
 from annotations.selectors import image_list_visible, is_admin, project_list_visible, reader_of
-from annotations.services import my_reading, projects
+from annotations.services import my_reading, projects, readers
 from annotations.services.consensus import consensus_run_create
 from annotations.services.prelabeling import prelabel_run_create
 from webapp.access import admin_page, platform_page
-from webapp.forms import ConsensusStrategyForm, ProjectCreateForm
+from webapp.forms import ConsensusStrategyForm, ProjectCreateForm, ReaderCreateForm
 
 
 def index(request):
@@ -56,6 +56,12 @@ def project_list(request):
         else:
             messages.success(request, f"Project {project.name} created.")
             return redirect("web:dashboard", slug=project.slug)
+    return render(request, "webapp/projects.html", {
+        "form": form, "projects": _project_rows(), "nav": "projects",
+        "reader_form": ReaderCreateForm(), "readers": _readers()})
+
+
+def _project_rows() -> list[Project]:
     rows = list(Project.objects.annotate(
         n_images=Count("images", distinct=True),
         n_gold=Count("images", filter=Q(images__is_gold=True), distinct=True))
@@ -63,8 +69,33 @@ def project_list(request):
     promoted = dict(ModelVersion.objects.filter(promoted=True).values_list("project_id", "name"))
     for row in rows:
         row.model_name = promoted.get(row.pk)
-    return render(request, "webapp/projects.html", {"form": form, "projects": rows,
-                                                    "nav": "projects"})
+    return rows
+
+
+def _readers() -> list[Reader]:
+    return list(Reader.objects.select_related("user").annotate(
+        n_assigned=Count("assignments"),
+        n_done=Count("assignments", filter=Q(assignments__status__in=["completed", "skipped"])))
+        .order_by("code"))
+
+
+@admin_page
+@require_http_methods(["POST"])
+def reader_create(request):
+    form = ReaderCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            reader = readers.reader_create(actor=request.user, email=form.cleaned_data["email"],
+                                           code=form.cleaned_data["code"],
+                                           password=form.cleaned_data["password"] or None)
+        except DomainError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, f"Reader {reader.code} created.")
+            return redirect("web:projects")
+    return render(request, "webapp/projects.html", {
+        "form": ProjectCreateForm(), "projects": _project_rows(), "nav": "projects",
+        "reader_form": form, "readers": _readers()}, status=400)
 
 
 @admin_page

@@ -82,6 +82,17 @@ def _prediction_layer(image: Image) -> dict[str, Any] | None:
     }
 
 
+def _pairwise(image: Image, iou_thr: float = 0.4) -> list[dict[str, Any]]:
+    """Each pair of readers on this image: IoU-matched F1 over all classes."""
+    from annotations.consensus import agreement
+    from annotations.services.consensus import reads_from_annotations, usable_annotations
+
+    reads = reads_from_annotations(list(usable_annotations(image.project, [image])))
+    return [{"a": p.reader_a, "b": p.reader_b, "f1": p.f1, "n_a": p.n_a, "n_b": p.n_b}
+            for p in agreement.pairwise_agreement(reads, iou_thr, [image.pseudo_id])
+            if p.class_id is None]
+
+
 def image_layers(*, user: Any, image_id: str) -> dict[str, Any]:
     """The viewer's data for one image, as this user may see it."""
     image = (image_list_visible(user).filter(pseudo_id=image_id)
@@ -105,11 +116,12 @@ def image_layers(*, user: Any, image_id: str) -> dict[str, Any]:
         model = _prediction_layer(image)
         if model is not None:
             layers.append(model)
-    agreement = None
+    agreement, pairs = None, []
     if admin or final:
         agreement = (ConsensusImage.objects.filter(image=image,
                                                    run__status=ConsensusRun.Status.DONE)
                      .order_by("-run_id").values_list("agreement", flat=True).first())
+        pairs = _pairwise(image)
     return {
         "id": image.pseudo_id, "project": image.project.slug, "state": state,
         "blinded": not (admin or final),
@@ -117,5 +129,5 @@ def image_layers(*, user: Any, image_id: str) -> dict[str, Any]:
         "display_width": image.display_width, "display_height": image.display_height,
         "url": signed_image_path(image.pseudo_id, "display"),
         "gold": image.is_gold, "view_position": image.view_position,
-        "agreement": agreement, "layers": layers,
+        "agreement": agreement, "pairs": pairs, "layers": layers,
     }

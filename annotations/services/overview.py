@@ -33,6 +33,7 @@ from annotations.models import (
     ReaderAnnotation,
 )
 from annotations.services.consensus import latest_run
+from annotations.services.ingest import batch_counts
 from annotations.services.signing import signed_image_path
 
 STATES = ("unassigned", "reading", "read", "adjudication", "final")
@@ -111,6 +112,7 @@ def project_overview(project: Project) -> dict[str, Any]:
                       .annotate(count=Count("id")).order_by("-count", "reason"))
     latest = project.consensus_runs.order_by("-id").first()
     done = latest_run(project)
+    batch = project.ingest_batches.order_by("-id").first()
     promoted = ModelVersion.objects.filter(project=project, promoted=True).first()
     return {
         "project": project.slug,
@@ -137,6 +139,9 @@ def project_overview(project: Project) -> dict[str, Any]:
             "latest_done_run": done.pk if done else None,
         },
         "violations": _violations(project),
+        "latest_batch": None if batch is None else {
+            "id": batch.pk, "source": batch.source, "status": batch.status,
+            "created_at": batch.created_at.isoformat(), "counts": batch_counts(batch)},
         "model": None if promoted is None else {
             "name": promoted.name, "map_40": promoted.metrics.get("map_40")},
     }

@@ -1,6 +1,7 @@
 """The web app in headless Chromium against a live server (acceptance).
 
-* An admin signs in, opens the project's dashboard, images and viewer, starts a
+* An admin signs in, opens the project's dashboard (imports a good and a corrupt
+  file, assigns readers), images and viewer, starts a
   retraining (tiny config) from the Models page and watches its progress reach done:
   the run goes through a real Celery worker on the real broker (``gpu`` queue), and
   a new model version appears with gold-set metrics.
@@ -77,7 +78,7 @@ def _db_url() -> str:
 
 @pytest.fixture
 def gpu_worker(settings):
-    """A real Celery worker on the ``gpu`` queue, sharing the live server's database,
+    """A real Celery worker on the platform's queues, sharing the live server's database,
     media and model folders; the platform enqueues to the real broker meanwhile."""
     if connection.vendor != "postgresql":
         pytest.fail("the worker test runs against PostgreSQL (set DATABASE_URL)")
@@ -102,11 +103,13 @@ def gpu_worker(settings):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
     env.update(DATABASE_URL=_db_url(), CELERY_BROKER_URL=BROKER, PYTHONPATH=str(ROOT),
                CXR_SECRET_KEY=settings.SECRET_KEY, CXR_PSEUDONYM_KEY=settings.PSEUDONYM_KEY,
+               CXR_DATA_DIR=str(Path(settings.MEDIA_ROOT).parent),
                CXR_MEDIA_ROOT=str(settings.MEDIA_ROOT), CXR_MODEL_DIR=str(settings.MODEL_DIR),
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "cxr_platform", "worker", "-Q", "gpu", "-c", "1",
-         "--pool", "solo", "--without-gossip", "--without-mingle", "-l", "INFO",
+        [sys.executable, "-m", "celery", "-A", "cxr_platform", "worker",
+         "-Q", "gpu,ingest,default", "-c", "1", "--pool", "solo",
+         "--without-gossip", "--without-mingle", "-l", "INFO",
          "-n", "webapp-test@%h"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     logs: list[str] = []
@@ -148,11 +151,27 @@ def test_admin_retrains_from_the_models_page(world, admin_user, live_server, gpu
         assert len(heat.find_elements(By.CSS_SELECTOR, "td.cell")) == 9  # 3 x 3 readers
         WebDriverWait(driver, 10).until(
             lambda d: d.find_element(By.ID, "latest-run").get_attribute("data-status") == "done")
+        # import two files from the page: one good DICOM, one corrupt (the worker ingests)
+        corrupt = tmp_path / "corrupt.dcm"
+        corrupt.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00" * 40)
+        good = lesion_dicom(tmp_path / "new-case.dcm", seed=11)
+        driver.find_element(By.ID, "upload-files").send_keys(f"{good}\n{corrupt}")
+        driver.find_element(By.ID, "upload").click()
+        WebDriverWait(driver, 120).until(lambda d: d.execute_script(
+            "const b = document.getElementById('latest-batch');"
+            " return b && b.dataset.pending === '0' && b.textContent.includes('1 imported');"))
+        batch = driver.find_element(By.ID, "latest-batch").text
+        assert "1 quarantined" in batch, batch
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(
+            By.CSS_SELECTOR, '[data-stat="imported"] .n').text == "9")
+        driver.find_element(By.ID, "assign").click()
+        WebDriverWait(driver, 30).until(
+            lambda d: "8 new assignments" in d.find_element(By.ID, "action-status").text)
         shot(driver, "dashboard")
 
         driver.get(f"{base}/projects/clinic/images/")
         ready(driver, "browser")
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#grid .thumb")) == 8
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#grid .thumb")) == 9
         WebDriverWait(driver, 10).until(lambda d: all(
             d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
             for img in d.find_elements(By.CSS_SELECTOR, "#grid .thumb img")))

@@ -219,7 +219,7 @@ def test_viewer_layers_blinding(world, admin_user):
     d = login(first.user).get(f"/api/images/{reading_image.pseudo_id}/layers/").json()
     assert d["blinded"] is True and d["state"] == "reading"
     assert [(layer["kind"], layer["name"]) for layer in d["layers"]] == [("reader", first.code)]
-    assert d["agreement"] is None
+    assert d["agreement"] is None and d["pairs"] == []
     # the reader of image 4 who has not read yet sees no one's boxes at all
     second = world.reader_of_image(4, 1)
     d = login(second.user).get(f"/api/images/{reading_image.pseudo_id}/layers/").json()
@@ -229,6 +229,8 @@ def test_viewer_layers_blinding(world, admin_user):
     d = login(reader.user).get(f"/api/images/{final_image.pseudo_id}/layers/").json()
     kinds = sorted((layer["kind"], layer["name"]) for layer in d["layers"])
     assert d["blinded"] is False
+    assert [(p["a"], p["b"]) for p in d["pairs"]] == [tuple(world.reading[0])]
+    assert d["pairs"][0]["f1"] == 1.0  # the two boxes overlap far above IoU 0.4
     assert kinds == sorted([("reader", c) for c in world.reading[0]] + [("consensus",
                                                                         "Consensus")])
     # not assigned: not found, whatever the state
@@ -305,3 +307,26 @@ def test_al_preview_follows_stored_scores(world, admin_user, settings, tmp_path)
     assert res.status_code == 400 and "oracle" in res.json()["error"]["message"]
     curve = client.get("/api/projects/clinic/learning-curve/").json()
     assert curve["versions"][0]["map_40"] == 0.5 and curve["rounds"] == []
+
+
+def test_reader_accounts_from_the_projects_page(world, admin_user):
+    from annotations.models import Reader
+
+    client = login(admin_user)
+    res = client.post("/readers/", {"email": "r9@example.org", "code": "R9",
+                                    "password": "a-long-password"})
+    assert res.status_code == 302
+    assert Reader.objects.get(code="R9").user.check_password("a-long-password")
+    page = client.get("/projects/").content.decode()
+    assert "r9@example.org" in page
+    for bad in ({"email": "r10@example.org", "code": "R9"},          # code taken
+                {"email": "r9@example.org", "code": "R10"},          # email taken
+                {"email": "r11@example.org", "code": "9 lives"},     # not a code
+                {"email": "r12@example.org", "code": "R12", "password": "short"}):
+        res = client.post("/readers/", bad)
+        assert res.status_code == 400, bad
+    assert Reader.objects.count() == 4
+    radiologist = login(world.readers["R1"].user)
+    assert radiologist.post("/readers/", {"email": "x@example.org",
+                                          "code": "X1"}).status_code == 403
+    assert client.get("/readers/").status_code == 405

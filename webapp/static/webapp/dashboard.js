@@ -97,12 +97,57 @@
         : [el("tr", {}, el("td", { class: "empty" }, "No consensus yet."))])));
   }
 
-  CXR.poll(async () => {
-    const d = await api(`/api/projects/${slug}/dashboard/`);
-    stats(d); readers(d); quarantine(d); states(d); violations(d);
-    const settled = runStatus(d);
-    await agreement(d.consensus.latest_done_run);
-    root.dataset.ready = "true";
-    return settled; // keep polling while a consensus run is going
-  }, 2000);
+  function batchStatus(d) {
+    const b = d.latest_batch, box = document.getElementById("batch-status");
+    if (!b) { box.textContent = "No import yet."; return true; }
+    const c = b.counts, done = c.total - c.pending;
+    box.replaceChildren(el("div", { class: "inline", id: "latest-batch", "data-pending": c.pending },
+      `Import #${b.id} (${b.source}):`, el("span", { class: "badge ok" }, `${c.imported} imported`),
+      c.duplicate ? el("span", { class: "badge grey" }, `${c.duplicate} duplicate`) : null,
+      c.quarantined ? el("span", { class: "badge bad" }, `${c.quarantined} quarantined`) : null,
+      c.pending ? el("span", {}, el("span", { class: "spinner" }), ` ${c.pending} to go`) : null),
+      el("div", { style: "margin-top:4px" }, bar(c.total ? done / c.total : 1, c.pending ? "" : "ok")));
+    return c.pending === 0;
+  }
+
+  let timer = null;
+  /* Refresh every 2 s while a consensus run or an import is going, else every 20 s. */
+  async function refresh() {
+    clearTimeout(timer);
+    let busy = true;
+    try {
+      const d = await api(`/api/projects/${slug}/dashboard/`);
+      stats(d); readers(d); quarantine(d); states(d); violations(d);
+      const runSettled = runStatus(d), importSettled = batchStatus(d);
+      busy = !(runSettled && importSettled);
+      await agreement(d.consensus.latest_done_run);
+      root.dataset.ready = "true";
+    } catch (e) { console.warn(e); }
+    timer = setTimeout(refresh, busy ? 2000 : 20000);
+  }
+
+  async function action(button, path, describe, init = { method: "POST" }) {
+    const out = document.getElementById("action-status");
+    button.disabled = true;
+    out.replaceChildren(el("span", { class: "spinner" }), " working…");
+    try { out.replaceChildren(el("span", { class: "badge ok" }, "done"), " ", describe(await api(path, init))); }
+    catch (e) { out.replaceChildren(el("span", { class: "badge bad" }, "not done"), ` ${e.message}`); }
+    button.disabled = false;
+    refresh();
+  }
+
+  document.getElementById("upload-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const files = document.getElementById("upload-files").files;
+    if (!files.length) return;
+    const form = new FormData();
+    for (const f of files) form.append("files", f);
+    action(document.getElementById("upload"), `/api/projects/${slug}/uploads/`,
+      (b) => `import #${b.id} started with ${b.counts.total} files`, { method: "POST", form });
+  });
+  document.getElementById("assign").addEventListener("click", (e) => action(e.target,
+    `/api/projects/${slug}/assignments/`, (rows) => `${rows.length} new assignments`));
+  document.getElementById("push").addEventListener("click", (e) => action(e.target,
+    `/api/projects/${slug}/label-studio/push/`, (r) => `${r.tasks} tasks and ${r.adjudications} adjudication cases pushed to Label Studio`));
+  refresh();
 })();

@@ -42,6 +42,7 @@
     const facts = [["Status", stateBadge(d.state)], ["Size", `${d.width} × ${d.height} px`],
       ["View", d.view_position || "–"], ["Gold set", d.gold ? "yes" : "no"],
       ["Agreement", d.agreement === null ? "–" : fmt(d.agreement, 2)]];
+    for (const p of d.pairs || []) facts.push([`${p.a} vs ${p.b}`, `F1 ${fmt(p.f1, 2)} (${p.n_a} / ${p.n_b} boxes)`]);
     if (consensus) facts.push(["Consensus", `${consensus.source}${consensus.strategy ? ` (${consensus.strategy})` : ""}`],
       ["Final labels", consensus.image_labels.join(", ") || `${consensus.boxes.length} boxes`]);
     if (model) facts.push(["Model", model.name], ["Entropy (max)", fmt(model.uncertainty && model.uncertainty.entropy_max, 3)]);
