@@ -16,44 +16,29 @@ import sys
 from pathlib import Path
 
 import pytest
-import redis
-from django.db import connection
 
 from annotations.models import Image, IngestItem
 from tests.conftest import write_png
+from tests.worker import BROKER, db_url, empty_broker
 
 ROOT = Path(__file__).resolve().parent.parent
-BROKER = os.environ.get("CXR_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
-
-
-def _db_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 @pytest.fixture
 def broker():
-    client = redis.Redis.from_url(BROKER)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"Redis broker {BROKER} is not reachable: the worker test needs it ({exc})")
-    client.flushdb()
+    client = empty_broker()
     yield BROKER
     client.flushdb()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_real_worker_ingests_folder(broker, project, settings, tmp_path):
-    if connection.vendor != "postgresql":
-        pytest.fail("the real-worker test runs against PostgreSQL (set DATABASE_URL)")
     data = tmp_path / "var"
     settings.MEDIA_ROOT = data / "media"
     settings.STAGING_ROOT = data / "staging"
     settings.QUARANTINE_ROOT = data / "quarantine"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
-    env.update(DATABASE_URL=_db_url(), CELERY_BROKER_URL=broker, CXR_DATA_DIR=str(data),
+    env.update(DATABASE_URL=db_url(), CELERY_BROKER_URL=broker, CXR_DATA_DIR=str(data),
                CXR_SECRET_KEY=settings.SECRET_KEY, CXR_PSEUDONYM_KEY=settings.PSEUDONYM_KEY,
                PYTHONPATH=str(ROOT))
     folder = tmp_path / "in"

@@ -25,18 +25,16 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
-from django.db import connection
 
 from annotations.models import ModelVersion, TrainingRun
 from tests.browser import By, WebDriverWait, artifact_dir, chromium_driver
 from tests.webapp.test_quick_read import lesion_dicom
 from tests.webapp.world import PASSWORD, build_world, register_version, seed_feedback
+from tests.worker import BROKER, db_url, empty_broker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parents[2]
-BROKER = os.environ.get("CXR_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
 
 
 @pytest.fixture
@@ -70,24 +68,12 @@ def ready(driver, element_id: str, timeout: float = 30) -> None:
         lambda d: d.find_element(By.ID, element_id).get_attribute("data-ready") == "true")
 
 
-def _db_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
 @pytest.fixture
 def gpu_worker(settings):
     """A real Celery worker on the platform's queues, sharing the live server's database,
     media and model folders; the platform enqueues to the real broker meanwhile."""
-    if connection.vendor != "postgresql":
-        pytest.fail("the worker test runs against PostgreSQL (set DATABASE_URL)")
-    client = redis.Redis.from_url(BROKER)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"Redis broker {BROKER} is not reachable: this test needs it ({exc})")
-    client.flushdb()
+    url = db_url()
+    client = empty_broker()
     from cxr_platform.celery import app
 
     def use_broker(eager: bool, url: str | None) -> None:
@@ -101,7 +87,7 @@ def gpu_worker(settings):
     use_broker(False, BROKER)
     settings.CELERY_TASK_ALWAYS_EAGER = False
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
-    env.update(DATABASE_URL=_db_url(), CELERY_BROKER_URL=BROKER, PYTHONPATH=str(ROOT),
+    env.update(DATABASE_URL=url, CELERY_BROKER_URL=BROKER, PYTHONPATH=str(ROOT),
                CXR_SECRET_KEY=settings.SECRET_KEY, CXR_PSEUDONYM_KEY=settings.PSEUDONYM_KEY,
                CXR_DATA_DIR=str(Path(settings.MEDIA_ROOT).parent),
                CXR_MEDIA_ROOT=str(settings.MEDIA_ROOT), CXR_MODEL_DIR=str(settings.MODEL_DIR),
@@ -198,7 +184,7 @@ def test_admin_retrains_from_the_models_page(world, admin_user, live_server, gpu
         iters.send_keys("40")
         driver.find_element(By.ID, "retrain").click()
         seen: list[tuple[str, str]] = []
-        reloaded = False
+        reloaded = midway = False
         deadline = time.monotonic() + 300
         status = ""
         while time.monotonic() < deadline:
@@ -211,10 +197,12 @@ def test_admin_retrains_from_the_models_page(world, admin_user, live_server, gpu
                 status, progress = state
                 if not seen or seen[-1] != (status, progress):
                     seen.append((status, progress))
-                if status == "running" and "iteration" in progress and not reloaded:
-                    shot(driver, "models-training")
+                if status == "running" and not reloaded:
                     driver.refresh()  # the page picks the run up again from the server
                     reloaded = True
+                elif status == "running" and not progress.startswith("0%") and not midway:
+                    shot(driver, "models-training")  # mid-run: bar, ETA and loss curve
+                    midway = True
                 if status in ("done", "failed", "cancelled"):
                     break
             time.sleep(0.5)

@@ -105,6 +105,7 @@
     versions = vs.results || vs;
     activeRun(list[0]); runsTable(list);
     if (!selected || !versions.some((v) => v.name === selected)) selected = (versions.find((v) => v.promoted) || versions[0] || {}).name;
+    document.getElementById("version-charts").style.display = versions.length ? "" : "none";
     if (selected) select(selected); else versionsTable();
     root.dataset.ready = "true";
     return Boolean(list[0] && (list[0].status === "pending" || list[0].status === "running"));
