@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.contrib.auth.password_validation import validate_password
 
 from annotations import taxonomy
 from annotations.consensus import available as consensus_strategies
@@ -75,3 +76,9 @@ class ReaderCreateForm(forms.Form):
     password = forms.CharField(
         required=False, min_length=10, widget=forms.PasswordInput(render_value=False),
         help_text="At least 10 characters; leave empty to set it later in the admin.")
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data.get("password") or ""
+        if password:
+            validate_password(password)  # the platform's validators (length, common)
+        return password

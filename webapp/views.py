@@ -128,7 +128,8 @@ def dashboard(request, slug: str):
             messages.success(request, "Consensus strategy saved.")
             return redirect("web:dashboard", slug=slug)
     return render(request, "webapp/dashboard.html", _ctx(
-        project, "dashboard", form=form, strategies=consensus_strategies()))
+        project, "dashboard", form=form, strategies=consensus_strategies()),
+        status=400 if action else 200)
 
 
 @admin_page

@@ -41,11 +41,17 @@ def pool_images(project: Project) -> list[Image]:
                 .order_by("pseudo_id"))
 
 
-def _pool_scores(version: ModelVersion, pool: list[Image], labeled: list[Image]):
+def _pool_scores(version: ModelVersion, pool: list[Image], labeled: list[Image],
+                 with_features: bool = True):
+    """Stored scores of the pool (and labeled images' features for diversity); the
+    predictions' boxes are never read, features only when a strategy needs them."""
     from training.active_learning import PoolScores
 
-    preds = {p.image_id: p for p in Prediction.objects.filter(
-        image__in=pool + labeled, model_version=version.name)}
+    rows = Prediction.objects.filter(image__in=pool + (labeled if with_features else []),
+                                     model_version=version.name).defer("boxes")
+    if not with_features:
+        rows = rows.defer("features")
+    preds = {p.image_id: p for p in rows}
     ids = {i.pk: i.pseudo_id for i in pool + labeled}
     in_pool = [preds[i.pk] for i in pool if i.pk in preds]
     feats_labeled = [preds[i.pk].features for i in labeled
@@ -54,7 +60,8 @@ def _pool_scores(version: ModelVersion, pool: list[Image], labeled: list[Image])
         image_ids=[ids[p.image_id] for p in in_pool],
         uncertainty={ids[p.image_id]: p.uncertainty for p in in_pool},
         tta={ids[p.image_id]: p.tta for p in in_pool if p.tta is not None},
-        features={ids[p.image_id]: np.asarray(p.features) for p in in_pool if p.features},
+        features={ids[p.image_id]: np.asarray(p.features) for p in in_pool
+                  if with_features and p.features},
         labeled_features=np.asarray(feats_labeled) if feats_labeled else None,
     )
 
@@ -138,8 +145,10 @@ def al_round_preview(*, project: Project, strategy: str, budget: int,
     if version is None:
         raise DomainError("not_found", "active learning needs a promoted model version")
     pool = pool_images(project)
-    labeled = list(Image.objects.filter(project=project, assignments__isnull=False).distinct())
-    scores = _pool_scores(version, pool, labeled)
+    needs_features = "features" in chooser.requires
+    labeled = list(Image.objects.filter(project=project, assignments__isnull=False)
+                   .distinct()) if needs_features else []
+    scores = _pool_scores(version, pool, labeled, with_features=needs_features)
     missing = sorted(set(chooser.requires) - {"uncertainty"}
                      - {k for k in ("tta", "features") if getattr(scores, k)})
     selected = chooser.select(scores, budget, seed=seed) if scores.image_ids and not missing \

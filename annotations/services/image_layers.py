@@ -27,6 +27,7 @@ from annotations.services.signing import signed_image_path
 
 def _reader_layers(image: Image, only_reader: Any = None) -> list[dict[str, Any]]:
     anns = (ReaderAnnotation.objects.filter(image=image, is_current=True)
+            .exclude(source=ReaderAnnotation.Source.ADJUDICATION)  # shown as the consensus
             .select_related("reader").prefetch_related("boxes__label_class")
             .order_by("reader__code"))
     if only_reader is not None:
@@ -44,7 +45,7 @@ def _consensus_layer(image: Image) -> dict[str, Any] | None:
 
     row = (ConsensusImage.objects.filter(image=image, run__status=ConsensusRun.Status.DONE)
            .select_related("run").order_by("-run_id").first())
-    final = final_results(image.project).get(image.pseudo_id)
+    final = final_results(image.project, [image]).get(image.pseudo_id)
     if final is None:
         return None
     colors = dict(image.project.label_classes.values_list("class_id", "color"))
@@ -87,7 +88,8 @@ def _pairwise(image: Image, iou_thr: float = 0.4) -> list[dict[str, Any]]:
     from annotations.consensus import agreement
     from annotations.services.consensus import reads_from_annotations, usable_annotations
 
-    reads = reads_from_annotations(list(usable_annotations(image.project, [image])))
+    reads = reads_from_annotations(list(usable_annotations(image.project, [image]).exclude(
+        source=ReaderAnnotation.Source.ADJUDICATION)))
     return [{"a": p.reader_a, "b": p.reader_b, "f1": p.f1, "n_a": p.n_a, "n_b": p.n_b}
             for p in agreement.pairwise_agreement(reads, iou_thr, [image.pseudo_id])
             if p.class_id is None]
@@ -123,7 +125,9 @@ def image_layers(*, user: Any, image_id: str) -> dict[str, Any]:
                      .order_by("-run_id").values_list("agreement", flat=True).first())
         pairs = _pairwise(image)
     return {
-        "id": image.pseudo_id, "project": image.project.slug, "state": state,
+        # a blinded reader is not told whether the others have read or disagreed
+        "id": image.pseudo_id, "project": image.project.slug,
+        "state": state if admin or final else "not final",
         "blinded": not (admin or final),
         "width": image.width, "height": image.height,
         "display_width": image.display_width, "display_height": image.display_height,

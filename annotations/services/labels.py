@@ -7,10 +7,12 @@ finished run that covered it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from annotations.consensus import ConsensusResult
-from annotations.models import ConsensusImage, ConsensusRun, Project
+from annotations.models import ConsensusImage, ConsensusRun, Image, Project
 from annotations.services.adjudication import adjudicated_images
 from annotations.services.consensus import reads_from_annotations
 
@@ -28,16 +30,24 @@ def _from_consensus_row(row: ConsensusImage) -> ConsensusResult:
     )
 
 
-def final_results(project: Project) -> dict[str, ConsensusResult]:
-    """image pseudo id -> final label, for every image that has one."""
+def final_results(project: Project, images: Iterable[Image] | None = None
+                  ) -> dict[str, ConsensusResult]:
+    """image pseudo id -> final label, for every image that has one (or for the
+    given images only: one image's viewer must not read the whole project)."""
     rows = (ConsensusImage.objects
             .filter(run__project=project, run__status=ConsensusRun.Status.DONE)
             .select_related("image").prefetch_related("boxes__label_class")
             .order_by("image_id", "-run_id"))
+    if images is not None:
+        images = list(images)
+        rows = rows.filter(image__in=images)
     out: dict[str, ConsensusResult] = {}
     for row in rows:
         out.setdefault(row.image.pseudo_id, _from_consensus_row(row))
     decisions = adjudicated_images(project)
+    if images is not None:
+        wanted = {i.pk for i in images}
+        decisions = {k: v for k, v in decisions.items() if k in wanted}
     if decisions:
         for reads in reads_from_annotations(list(decisions.values())):
             read = reads.reads[0]

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 
 from annotations.consensus import agreement
-from annotations.models import Assignment, Project, Reader, Workspace
+from annotations.models import Assignment, Image, Project, Reader, Workspace
 from annotations.services.consensus import reads_from_annotations, usable_annotations
 from annotations.services.labels import final_results
 from annotations.services.overview import image_states
@@ -63,20 +63,21 @@ def my_queue(reader: Reader, limit: int = 50) -> list[dict[str, Any]]:
 
 def my_agreement(reader: Reader, project: Project, iou_thr: float = 0.4) -> dict[str, Any]:
     """This reader against the final labels, per class, over final images only."""
-    states = image_states(project)
-    mine = set(Assignment.objects.filter(reader=reader, image__project=project)
-               .values_list("image_id", "image__pseudo_id"))
-    final_ids = {pseudo for pk, pseudo in mine if states.get(pk) == "final"}
+    mine = list(Assignment.objects.filter(reader=reader, image__project=project)
+                .values_list("image_id", flat=True))
+    states = image_states(project, mine)
+    final_pks = [pk for pk in mine if states.get(pk) == "final"]
+    images = list(Image.objects.filter(pk__in=final_pks))
+    final_ids = {i.pseudo_id for i in images}
     out: dict[str, Any] = {"project": project.slug, "project_name": project.name,
-                           "final_images": len(final_ids),
-                           "assigned": len(mine), "overall": None, "per_class": []}
+                           "final_images": len(final_ids), "assigned": len(mine),
+                           "overall": None, "per_class": []}
     if not final_ids:
         return out
-    # only this reader's read of each final image enters the comparison
-    reads = [replace(r, reads=[x for x in r.reads if x.reader == reader.code])
-             for r in reads_from_annotations(list(usable_annotations(project)))
-             if r.image_id in final_ids]
-    finals = {k: v for k, v in final_results(project).items() if k in final_ids}
+    # only this reader's reads of final images, against those images' final labels
+    reads = reads_from_annotations(list(
+        usable_annotations(project, images).filter(reader=reader)))
+    finals = final_results(project, images)
     names = dict(project.label_classes.values_list("class_id", "name"))
     rows = agreement.reader_vs_consensus(reads, finals, iou_thr, final_ids)
     overall = [r for r in rows if r.reader == reader.code]

@@ -32,7 +32,7 @@ from annotations.models import (
     Reader,
     ReaderAnnotation,
 )
-from annotations.services.consensus import latest_run
+from annotations.services.consensus import latest_run, usable_annotations
 from annotations.services.ingest import batch_counts
 from annotations.services.signing import signed_image_path
 
@@ -41,22 +41,33 @@ _DONE = (Assignment.Status.COMPLETED, Assignment.Status.SKIPPED)
 
 
 def image_states(project: Project, image_ids: list[int] | None = None) -> dict[int, str]:
-    """Image pk -> state (see the module docstring), in a handful of queries."""
+    """Image pk -> state (see the module docstring), in a handful of queries.
+
+    "Consensus after the last read" is decided exactly, not by clock: the latest
+    finished run that covered the image must have recorded every current usable
+    read of it (a run records the annotation versions it merged).
+    """
     images = Image.objects.filter(project=project)
     if image_ids is not None:
         images = images.filter(pk__in=image_ids)
     ids = list(images.values_list("pk", flat=True))
-    assigned = dict(Assignment.objects.filter(image_id__in=ids).values_list("image_id")
+    scope = images.values("pk")  # a subquery: no id list, whatever the project's size
+    assigned = dict(Assignment.objects.filter(image__in=scope).values_list("image_id")
                     .annotate(n=Count("id")).values_list("image_id", "n"))
-    done = dict(Assignment.objects.filter(image_id__in=ids, status__in=_DONE)
+    done = dict(Assignment.objects.filter(image__in=scope, status__in=_DONE)
                 .values_list("image_id").annotate(n=Count("id")).values_list("image_id", "n"))
-    last_read = dict(ReaderAnnotation.objects.filter(image_id__in=ids, is_current=True)
-                     .values_list("image_id").annotate(t=Max("created_at"))
-                     .values_list("image_id", "t"))
-    consensus_at = dict(ConsensusImage.objects.filter(
-        image_id__in=ids, run__status=ConsensusRun.Status.DONE)
-        .values_list("image_id").annotate(t=Max("run__created_at")).values_list("image_id", "t"))
-    adjudication = dict(Adjudication.objects.filter(image_id__in=ids).exclude(
+    reads: dict[int, set[int]] = defaultdict(set)
+    for image_id, pk in usable_annotations(project).filter(image__in=scope).values_list(
+            "image_id", "pk"):
+        reads[image_id].add(pk)
+    latest = dict(ConsensusImage.objects.filter(
+        image__in=scope, run__status=ConsensusRun.Status.DONE)
+        .values_list("image_id").annotate(r=Max("run_id")).values_list("image_id", "r"))
+    through = ConsensusRun.annotations.through
+    covered = set(through.objects.filter(
+        consensusrun_id__in=set(latest.values()), readerannotation__image__in=scope)
+        .values_list("consensusrun_id", "readerannotation_id"))
+    adjudication = dict(Adjudication.objects.filter(image__in=scope).exclude(
         status=Adjudication.Status.CANCELLED).order_by("image_id", "id")
         .values_list("image_id", "status"))  # the latest per image wins
     out = {}
@@ -70,8 +81,7 @@ def image_states(project: Project, image_ids: list[int] | None = None) -> dict[i
             out[pk] = "adjudication"
         elif adjudication.get(pk) == Adjudication.Status.DONE:
             out[pk] = "final"
-        elif pk in consensus_at and (last_read.get(pk) is None
-                                     or consensus_at[pk] >= last_read[pk]):
+        elif pk in latest and all((latest[pk], a) in covered for a in reads.get(pk, ())):
             out[pk] = "final"
         else:
             out[pk] = "read"
@@ -147,28 +157,25 @@ def project_overview(project: Project) -> dict[str, Any]:
     }
 
 
-def _latest_predictions(project: Project) -> dict[int, Prediction]:
-    """Image pk -> prediction of the promoted version (else the newest version)."""
+def _latest_uncertainty(project: Project) -> dict[int, dict]:
+    """Image pk -> uncertainty scores of the promoted version (else the newest one);
+    only the scores: a prediction's boxes and probability vectors are not read."""
     version = (ModelVersion.objects.filter(project=project, promoted=True).first()
                or ModelVersion.objects.filter(project=project).first())
     if version is None:
         return {}
-    return {p.image_id: p for p in Prediction.objects.filter(
-        image__project=project, model_version=version.name).only(
-        "image_id", "uncertainty", "boxes", "score", "model_version")}
+    return dict(Prediction.objects.filter(image__project=project, model_version=version.name)
+                .values_list("image_id", "uncertainty"))
 
 
 def _classes_by_image(project: Project) -> dict[int, set[str]]:
     """Classes any current reader drew or said on each image (for the class filter)."""
     out: dict[int, set[str]] = defaultdict(set)
-    for image_id, name in (ReaderAnnotation.objects.filter(
-            image__project=project, is_current=True, excluded_reason="")
-            .values_list("image_id", "boxes__label_class__name")):
+    reads = usable_annotations(project).exclude(source=ReaderAnnotation.Source.ADJUDICATION)
+    for image_id, name in reads.values_list("image_id", "boxes__label_class__name"):
         if name:
             out[image_id].add(name)
-    for image_id, labels in ReaderAnnotation.objects.filter(
-            image__project=project, is_current=True, excluded_reason="").values_list(
-            "image_id", "image_labels"):
+    for image_id, labels in reads.values_list("image_id", "image_labels"):
         out[image_id].update(labels or [])
     return out
 
@@ -185,18 +192,16 @@ def image_browse(project: Project, *, label: str | None = None, state: str | Non
     agreement = dict(ConsensusImage.objects.filter(
         run__project=project, run__status=ConsensusRun.Status.DONE)
         .order_by("image_id", "run_id").values_list("image_id", "agreement"))
-    preds = _latest_predictions(project)
+    scores = _latest_uncertainty(project)
     classes = _classes_by_image(project)
     rows = []
     for image in images:
-        pred = preds.get(image.pk)
-        unc = (pred.uncertainty or {}).get("entropy_max") if pred else None
+        unc = (scores.get(image.pk) or {}).get("entropy_max")
         row = {"id": image.pseudo_id, "state": states.get(image.pk, "unassigned"),
                "agreement": agreement.get(image.pk), "uncertainty": unc,
                "classes": sorted(classes.get(image.pk, ())), "gold": image.is_gold,
                "width": image.width, "height": image.height,
-               "view_position": image.view_position,
-               "thumbnail": signed_image_path(image.pseudo_id, "thumbnail")}
+               "view_position": image.view_position}
         if label and label not in row["classes"]:
             continue
         if state and row["state"] != state:
@@ -216,8 +221,10 @@ def image_browse(project: Project, *, label: str | None = None, state: str | Non
         rows.sort(key=lambda r: (r["uncertainty"] is None, -(r["uncertainty"] or 0.0)))
     elif order == "agreement":
         rows.sort(key=lambda r: (r["agreement"] is None, r["agreement"] or 0.0))
-    return {"total": len(rows), "offset": offset, "limit": limit,
-            "results": rows[offset:offset + limit]}
+    page = rows[offset:offset + limit]
+    for row in page:  # sign only what is shown
+        row["thumbnail"] = signed_image_path(row["id"], "thumbnail")
+    return {"total": len(rows), "offset": offset, "limit": limit, "results": page}
 
 
 def learning_curve(project: Project) -> dict[str, Any]:

@@ -79,12 +79,12 @@ def project_update(*, project: Project, actor: Any = None, **fields: Any) -> Pro
     unknown = set(fields) - UPDATABLE
     if unknown:
         raise DomainError("invalid_project", f"cannot change {sorted(unknown)}")
-    if "consensus_strategy" in fields:
+    if "consensus_strategy" in fields or "consensus_params" in fields:
         from annotations.consensus import build
 
-        try:  # the strategy validates its own parameters
-            build(fields["consensus_strategy"], fields.get("consensus_params",
-                                                           project.consensus_params))
+        try:  # the strategy validates its own parameters (automatic runs need them valid)
+            build(fields.get("consensus_strategy", project.consensus_strategy),
+                  fields.get("consensus_params", project.consensus_params))
         except DomainError as exc:
             raise DomainError("invalid_project", exc.message) from exc
         except (TypeError, ValueError) as exc:

@@ -15,6 +15,7 @@ import base64
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ from annotations.errors import DomainError
 from annotations.imaging.loader import load_file
 from annotations.imaging.render import encode_png, render
 from annotations.models import ModelVersion, Project
-from annotations.selectors import image_list_visible
+from annotations.selectors import image_list_visible, is_admin
 from annotations.services import ingest
 from annotations.services.audit import audit_record
+from annotations.services.overview import consensus_is_final
 from annotations.services.storage import media_path
 
 logger = logging.getLogger(__name__)
@@ -109,21 +111,28 @@ def quick_read(*, user: Any, project: Project, upload: Any = None, image_id: str
         image = image_list_visible(user, project).filter(pseudo_id=image_id).first()
         if image is None:
             raise DomainError("not_found", "no such image in this project")
+        if not (is_admin(user) or project.show_prelabels or consensus_is_final(image)):
+            # the same rule as the viewer: no model boxes on an image still being read
+            # unless the project shows pre-labels to its readers
+            raise DomainError("forbidden", "the model's boxes on this image are hidden from "
+                              "readers until its consensus is final", status=403)
         display = cv2.imread(str(media_path(image.display_path)), cv2.IMREAD_GRAYSCALE)
         if display is None:
             raise DomainError("unavailable", "the display image is missing")
         width, height, pseudo = image.width, image.height, image.pseudo_id
+        predictions = _predict(version, display, (width / display.shape[1],
+                                                  height / display.shape[0]))
     else:
         workdir = Path(tempfile.mkdtemp(prefix="quickread-", dir=_scratch()))
         try:
             display, loaded, pseudo = _from_upload(project, upload, workdir)
             width, height = loaded.width, loaded.height
-            if keep:
+            predictions = _predict(version, display, (width / display.shape[1],
+                                                      height / display.shape[0]))
+            if keep:  # only once the read worked
                 kept = _keep(project, workdir / "upload.bin", user)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    scale = (width / display.shape[1], height / display.shape[0])
-    predictions = _predict(version, display, scale)
     audit_record(action="quick_read", actor=user, project=project,
                  detail={"model_version": version.name, "source": "upload" if upload else
                          "image", "kept": bool(kept), "boxes": len(predictions)})
@@ -137,9 +146,21 @@ def quick_read(*, user: Any, project: Project, upload: Any = None, image_id: str
     }
 
 
+#: A scratch folder older than this is a leftover of a killed request: removed.
+STALE_SECONDS = 3600
+
+
 def _scratch() -> Path:
+    """The scratch root, swept of folders a killed request could not remove."""
     path = Path(settings.STAGING_ROOT) / "quick-read"
     path.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - STALE_SECONDS
+    for old in path.glob("quickread-*"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another request swept it first
+            pass
     return path
 
 

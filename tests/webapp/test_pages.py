@@ -12,6 +12,7 @@ from django.test import Client
 
 from annotations.models import ConsensusRun, Project
 from annotations.services.annotating import BoxIn, reader_annotation_record
+from annotations.services.consensus import consensus_run_create, consensus_run_execute
 from annotations.services.overview import image_states
 from tests.webapp.world import PASSWORD, build_world
 
@@ -155,7 +156,7 @@ def test_strategy_change_and_rerun(world, admin_user, django_capture_on_commit_c
     for bad in ('[1, 2]', '{"quorum": "lots"}', "not json"):
         res = client.post("/projects/clinic/", {"action": "strategy",
                                                 "consensus_strategy": "wbf", "params": bad})
-        assert res.status_code == 200, bad
+        assert res.status_code == 400, bad
         world.project.refresh_from_db()
         assert world.project.consensus_strategy == "majority", bad  # nothing changed
     before = ConsensusRun.objects.count()
@@ -177,6 +178,17 @@ def test_image_states(world):
     reader_annotation_record(image=world.images[4], reader=second, trigger_consensus=False,
                              boxes=[BoxIn("Pleural effusion", 50, 40, 86, 76)])
     assert image_states(world.project)[world.images[4].pk] == "read"
+    consensus_run_execute(run_id=consensus_run_create(project=world.project, strategy="wbf",
+                                                      enqueue=False).pk)
+    assert image_states(world.project)[world.images[4].pk] == "final"
+    # a reader revises a final image: not final again until a run merges the new version
+    first = world.reader_of_image(0)
+    reader_annotation_record(image=world.images[0], reader=first, trigger_consensus=False,
+                             boxes=[BoxIn("Pleural effusion", 51, 41, 87, 77)])
+    assert image_states(world.project)[world.images[0].pk] == "read"
+    consensus_run_execute(run_id=consensus_run_create(project=world.project, strategy="wbf",
+                                                      enqueue=False).pk)
+    assert image_states(world.project)[world.images[0].pk] == "final"
 
 
 def test_dashboard_api_figures(world, admin_user):
@@ -217,7 +229,7 @@ def test_viewer_layers_blinding(world, admin_user):
     final_image, reading_image = world.images[0], world.images[4]
     first = world.reader_of_image(4, 0)  # read image 4; its consensus is not final
     d = login(first.user).get(f"/api/images/{reading_image.pseudo_id}/layers/").json()
-    assert d["blinded"] is True and d["state"] == "reading"
+    assert d["blinded"] is True and d["state"] == "not final"
     assert [(layer["kind"], layer["name"]) for layer in d["layers"]] == [("reader", first.code)]
     assert d["agreement"] is None and d["pairs"] == []
     # the reader of image 4 who has not read yet sees no one's boxes at all

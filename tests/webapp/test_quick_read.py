@@ -107,6 +107,32 @@ def test_pick_a_stored_image(world, admin_user, trained_version, settings):
     other = world.not_reading(0)
     assert post(login(other.user), image=image.pseudo_id).status_code == 404
     assert post(login(world.reader_of_image(0).user), image=image.pseudo_id).status_code == 200
+    # image 4 is still being read: its readers do not get the model's boxes on it...
+    reading = login(world.reader_of_image(4).user)
+    res = post(reading, image=world.images[4].pseudo_id)
+    assert res.status_code == 403 and "hidden" in res.json()["error"]["message"]
+    # ...unless the project shows pre-labels to its readers anyway
+    world.project.show_prelabels = True
+    world.project.save()
+    assert post(reading, image=world.images[4].pseudo_id).status_code == 200
+
+
+def test_stale_scratch_folders_are_swept(world, admin_user, trained_version, tmp_path,
+                                         settings):
+    import os
+    import time
+
+    register_version(world.project, trained_version, settings.MODEL_DIR)
+    scratch = Path(settings.STAGING_ROOT) / "quick-read"
+    stale = scratch / "quickread-killed"
+    stale.mkdir(parents=True)
+    (stale / "upload.bin").write_bytes(b"left by a killed request")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    fresh = scratch / "quickread-running"
+    fresh.mkdir()
+    assert post(login(admin_user), lesion_dicom(tmp_path / "e.dcm")).status_code == 200
+    assert not stale.exists() and fresh.exists()  # a request in flight keeps its folder
 
 
 def test_bad_inputs(world, admin_user, trained_version, tmp_path, settings):

@@ -67,8 +67,8 @@
 
   async function agreement(runId) {
     if (agreementFor === runId) return;
-    agreementFor = runId;
     const a = await api(`/api/projects/${slug}/agreement/${runId ? `?run=${runId}` : ""}`);
+    agreementFor = runId; // only once drawn: a failed call is retried on the next refresh
     const pairs = a.pairwise.filter((p) => p.class_id === null);
     const names = [...new Set(pairs.flatMap((p) => [p.reader_a, p.reader_b]))].sort();
     const f1 = {};
@@ -112,8 +112,11 @@
 
   let timer = null;
   /* Refresh every 2 s while a consensus run or an import is going, else every 20 s. */
+  let inFlight = false;
   async function refresh() {
     clearTimeout(timer);
+    if (inFlight) { timer = setTimeout(refresh, 500); return; } // one refresh at a time
+    inFlight = true;
     let busy = true;
     try {
       const d = await api(`/api/projects/${slug}/dashboard/`);
@@ -123,6 +126,7 @@
       await agreement(d.consensus.latest_done_run);
       root.dataset.ready = "true";
     } catch (e) { console.warn(e); }
+    inFlight = false;
     timer = setTimeout(refresh, busy ? 2000 : 20000);
   }
 

@@ -12,12 +12,15 @@
   for (const [k, v] of params) if (form.elements[k]) form.elements[k].value = v;
   offset = Number(params.get("offset") || 0);
 
+  let latest = 0; // answers to older filter settings are dropped
   async function load() {
+    const ticket = ++latest;
     const q = new URLSearchParams();
     for (const f of form.elements) if (f.name && f.value) q.set(f.name, f.value);
     history.replaceState(null, "", `?${q}${offset ? `&offset=${offset}` : ""}`);
     q.set("offset", offset); q.set("limit", LIMIT);
     const d = await api(`/api/projects/${slug}/browse/?${q}`);
+    if (ticket !== latest) return;
     document.getElementById("count").textContent = d.total
       ? `${d.total} images · showing ${offset + 1}–${Math.min(offset + LIMIT, d.total)}` : "No image matches these filters.";
     document.getElementById("grid").replaceChildren(...d.results.map((r) => el("a", {
@@ -33,9 +36,10 @@
     root.dataset.ready = "true";
   }
 
-  form.addEventListener("change", () => { offset = 0; load(); });
-  form.addEventListener("submit", (e) => { e.preventDefault(); offset = 0; load(); });
-  document.getElementById("prev").addEventListener("click", () => { offset = Math.max(0, offset - LIMIT); load(); });
-  document.getElementById("next").addEventListener("click", () => { offset += LIMIT; load(); });
-  load().catch((e) => { document.getElementById("count").textContent = e.message; });
+  const show = () => load().catch((e) => { document.getElementById("count").textContent = e.message; });
+  form.addEventListener("change", () => { offset = 0; show(); });
+  form.addEventListener("submit", (e) => { e.preventDefault(); offset = 0; show(); });
+  document.getElementById("prev").addEventListener("click", () => { offset = Math.max(0, offset - LIMIT); show(); });
+  document.getElementById("next").addEventListener("click", () => { offset += LIMIT; show(); });
+  show();
 })();

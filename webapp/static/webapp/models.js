@@ -10,9 +10,10 @@
   function lossCurve(run) {
     const pts = (run && run.progress && run.progress.loss_history) || [];
     const data = { datasets: [{ label: "total loss", data: pts.map(([x, y]) => ({ x, y })), borderColor: PALETTE[0], pointRadius: 0, tension: 0.2 }] };
-    if (lossChart) { lossChart.data = data; lossChart.update(); return; }
+    const maxIter = (run && ((run.progress && run.progress.max_iter) || run.params.max_iter)) || 1;
+    if (lossChart) { lossChart.data = data; lossChart.options.scales.x.max = maxIter; lossChart.update(); return; }
     lossChart = CXR.chart(document.getElementById("loss-chart"), { type: "line", data,
-      options: { parsing: false, scales: { x: { type: "linear", title: { display: true, text: "iteration" } }, y: { beginAtZero: true, title: { display: true, text: "loss" } } }, plugins: { legend: { display: false } } } });
+      options: { parsing: false, scales: { x: { type: "linear", min: 0, max: maxIter, title: { display: true, text: "iteration" } }, y: { beginAtZero: true, title: { display: true, text: "loss" } } }, plugins: { legend: { display: false } } } });
   }
 
   function activeRun(run) {
@@ -112,10 +113,13 @@
   }
 
   /* Refresh every 1.5 s while a run is going, every 10 s otherwise; kick() refreshes now. */
+  let inFlight = false;
   function kick() {
     clearTimeout(timer);
-    refresh().then((busy) => { timer = setTimeout(kick, busy ? 1500 : 10000); },
-      (e) => { document.getElementById("active-run").replaceChildren(el("div", { class: "errorlist" }, e.message)); timer = setTimeout(kick, 5000); });
+    if (inFlight) { timer = setTimeout(kick, 300); return; } // one refresh at a time
+    inFlight = true;
+    refresh().then((busy) => { inFlight = false; timer = setTimeout(kick, busy ? 1500 : 10000); },
+      (e) => { inFlight = false; document.getElementById("active-run").replaceChildren(el("div", { class: "errorlist" }, e.message)); timer = setTimeout(kick, 5000); });
   }
 
   document.getElementById("retrain-form").addEventListener("submit", async (e) => {

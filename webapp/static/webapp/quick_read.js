@@ -40,8 +40,9 @@
     try {
       result = await api(`/api/projects/${slug}/quick-read/`, { method: "POST", form });
       const stage = document.getElementById("stage");
-      stage.replaceChildren(); delete stage.dataset.loaded;
-      viewer = new CXRViewer(stage, { width: result.width, height: result.height, onChange: syncWL });
+      delete stage.dataset.loaded;
+      if (!viewer) viewer = new CXRViewer(stage, { width: result.width, height: result.height, onChange: syncWL });
+      viewer.width = result.width; viewer.height = result.height; // one viewer, reused per read
       viewer.setLayers([{ name: "model", kind: "model", visible: true, boxes: result.predictions.map((p) => ({ label: p.label, color: p.color, box: p.box_original, score: p.score })) }]);
       viewer.minScore = Number(slider.value);
       await viewer.load(result.image);
