@@ -7,6 +7,7 @@ leak the other readers' work through the consensus.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import replace
 from typing import Any
 
@@ -83,10 +84,23 @@ def my_agreement(reader: Reader, project: Project, iou_thr: float = 0.4) -> dict
     overall = [r for r in rows if r.reader == reader.code]
     if overall:
         out["overall"] = overall[0].to_dict()
+    # per class, only the images where the class appears on either side: the others
+    # add no boxes to either count (one pass instead of classes x images)
+    where: dict[int, set[str]] = defaultdict(set)
+    for r in reads:
+        for read in r.reads:
+            for cid in set(read.classes.tolist()):
+                where[cid].add(r.image_id)
+    for image_id, result in finals.items():
+        for cid in set(result.classes.tolist()):
+            where[cid].add(image_id)
     for cid, name in sorted(names.items()):
+        if not where.get(cid):
+            continue
         per = agreement.reader_vs_consensus(
-            [_only_class(r, cid) for r in reads],
-            {k: _only_class_result(v, cid) for k, v in finals.items()}, iou_thr, final_ids)
+            [_only_class(r, cid) for r in reads if r.image_id in where[cid]],
+            {k: _only_class_result(v, cid) for k, v in finals.items() if k in where[cid]},
+            iou_thr, where[cid])
         per = [r for r in per if r.reader == reader.code and
                (r.n_reader_boxes or r.n_consensus_boxes)]
         if per:

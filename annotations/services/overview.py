@@ -17,6 +17,7 @@ from collections import defaultdict
 from typing import Any
 
 from django.db.models import Count, Max, Q
+from django.db.models.fields.json import KT
 
 from annotations.models import (
     Adjudication,
@@ -48,26 +49,29 @@ def image_states(project: Project, image_ids: list[int] | None = None) -> dict[i
     read of it (a run records the annotation versions it merged).
     """
     images = Image.objects.filter(project=project)
-    if image_ids is not None:
+    if image_ids is None:  # the whole project: filter by project, no id list
+        on_image: dict[str, Any] = {"image__project": project}
+    else:
         images = images.filter(pk__in=image_ids)
+        on_image = {"image_id__in": list(image_ids)}
     ids = list(images.values_list("pk", flat=True))
-    scope = images.values("pk")  # a subquery: no id list, whatever the project's size
-    assigned = dict(Assignment.objects.filter(image__in=scope).values_list("image_id")
+    assigned = dict(Assignment.objects.filter(**on_image).values_list("image_id")
                     .annotate(n=Count("id")).values_list("image_id", "n"))
-    done = dict(Assignment.objects.filter(image__in=scope, status__in=_DONE)
+    done = dict(Assignment.objects.filter(**on_image, status__in=_DONE)
                 .values_list("image_id").annotate(n=Count("id")).values_list("image_id", "n"))
     reads: dict[int, set[int]] = defaultdict(set)
-    for image_id, pk in usable_annotations(project).filter(image__in=scope).values_list(
+    for image_id, pk in usable_annotations(project).filter(**on_image).values_list(
             "image_id", "pk"):
         reads[image_id].add(pk)
     latest = dict(ConsensusImage.objects.filter(
-        image__in=scope, run__status=ConsensusRun.Status.DONE)
+        **on_image, run__status=ConsensusRun.Status.DONE)
         .values_list("image_id").annotate(r=Max("run_id")).values_list("image_id", "r"))
     through = ConsensusRun.annotations.through
     covered = set(through.objects.filter(
-        consensusrun_id__in=set(latest.values()), readerannotation__image__in=scope)
+        consensusrun_id__in=set(latest.values()),
+        **{f"readerannotation__{k}": v for k, v in on_image.items()})
         .values_list("consensusrun_id", "readerannotation_id"))
-    adjudication = dict(Adjudication.objects.filter(image__in=scope).exclude(
+    adjudication = dict(Adjudication.objects.filter(**on_image).exclude(
         status=Adjudication.Status.CANCELLED).order_by("image_id", "id")
         .values_list("image_id", "status"))  # the latest per image wins
     out = {}
@@ -157,21 +161,27 @@ def project_overview(project: Project) -> dict[str, Any]:
     }
 
 
-def _latest_uncertainty(project: Project) -> dict[int, dict]:
-    """Image pk -> uncertainty scores of the promoted version (else the newest one);
-    only the scores: a prediction's boxes and probability vectors are not read."""
+def _latest_uncertainty(project: Project) -> dict[int, float | None]:
+    """Image pk -> max-entropy score of the promoted version (else the newest one);
+    the one number is read in the database, not each prediction's JSON."""
     version = (ModelVersion.objects.filter(project=project, promoted=True).first()
                or ModelVersion.objects.filter(project=project).first())
     if version is None:
         return {}
-    return dict(Prediction.objects.filter(image__project=project, model_version=version.name)
-                .values_list("image_id", "uncertainty"))
+    rows = (Prediction.objects.filter(image__project=project, model_version=version.name)
+            .values_list("image_id", KT("uncertainty__entropy_max")))
+    return {pk: float(v) if v not in (None, "") else None for pk, v in rows}
 
 
-def _classes_by_image(project: Project) -> dict[int, set[str]]:
-    """Classes any current reader drew or said on each image (for the class filter)."""
-    out: dict[int, set[str]] = defaultdict(set)
+def _reads(project: Project, image_ids: list[int] | None = None):
     reads = usable_annotations(project).exclude(source=ReaderAnnotation.Source.ADJUDICATION)
+    return reads if image_ids is None else reads.filter(image_id__in=image_ids)
+
+
+def _classes_by_image(project: Project, image_ids: list[int]) -> dict[int, set[str]]:
+    """Classes the current readers drew or said on each of these images."""
+    out: dict[int, set[str]] = defaultdict(set)
+    reads = _reads(project, image_ids)
     for image_id, name in reads.values_list("image_id", "boxes__label_class__name"):
         if name:
             out[image_id].add(name)
@@ -180,49 +190,61 @@ def _classes_by_image(project: Project) -> dict[int, set[str]]:
     return out
 
 
+def _images_with_label(project: Project, label: str) -> set[int]:
+    """Images on which some current reader drew a ``label`` box or gave the image
+    that label (image-level classes such as No finding)."""
+    reads = _reads(project)
+    out = set(reads.filter(boxes__label_class__name=label).values_list("image_id", flat=True))
+    if project.label_classes.filter(name=label, image_level=True).exists():
+        out.update(pk for pk, labels in reads.exclude(image_labels=[]).values_list(
+            "image_id", "image_labels") if label in (labels or []))
+    return out
+
+
 def image_browse(project: Project, *, label: str | None = None, state: str | None = None,
                  agreement_max: float | None = None, agreement_min: float | None = None,
                  uncertainty_min: float | None = None, gold: bool | None = None,
                  order: str = "pseudo_id", offset: int = 0, limit: int = 60) -> dict[str, Any]:
     """The image browser's grid: one row per image with its state, agreement and
-    uncertainty, filtered; ``total`` counts the filtered set before paging."""
-    images = list(Image.objects.filter(project=project).order_by("pseudo_id").only(
-        "pk", "pseudo_id", "width", "height", "is_gold", "view_position"))
+    uncertainty, filtered; ``total`` counts the filtered set before paging.  Classes
+    and signed thumbnail URLs are looked up for the returned page only."""
+    images = Image.objects.filter(project=project).order_by("pseudo_id").values_list(
+        "pk", "pseudo_id", "width", "height", "is_gold", "view_position")
     states = image_states(project)
-    agreement = dict(ConsensusImage.objects.filter(
-        run__project=project, run__status=ConsensusRun.Status.DONE)
-        .order_by("image_id", "run_id").values_list("image_id", "agreement"))
+    latest = (ConsensusImage.objects.filter(run__project=project,
+                                            run__status=ConsensusRun.Status.DONE)
+              .values("image_id").annotate(r=Max("run_id")).values("r"))
+    agreement = dict(ConsensusImage.objects.filter(run_id__in=latest, image__project=project)
+                     .order_by("image_id", "run_id").values_list("image_id", "agreement"))
     scores = _latest_uncertainty(project)
-    classes = _classes_by_image(project)
+    wanted = _images_with_label(project, label) if label else None
     rows = []
-    for image in images:
-        unc = (scores.get(image.pk) or {}).get("entropy_max")
-        row = {"id": image.pseudo_id, "state": states.get(image.pk, "unassigned"),
-               "agreement": agreement.get(image.pk), "uncertainty": unc,
-               "classes": sorted(classes.get(image.pk, ())), "gold": image.is_gold,
-               "width": image.width, "height": image.height,
-               "view_position": image.view_position}
-        if label and label not in row["classes"]:
+    for pk, pseudo_id, width, height, is_gold, view in images:
+        unc, agr = scores.get(pk), agreement.get(pk)
+        if wanted is not None and pk not in wanted:
             continue
-        if state and row["state"] != state:
+        if state and states.get(pk, "unassigned") != state:
             continue
-        if gold is not None and row["gold"] != gold:
+        if gold is not None and is_gold != gold:
             continue
-        if agreement_max is not None and (row["agreement"] is None
-                                          or row["agreement"] > agreement_max):
+        if agreement_max is not None and (agr is None or agr > agreement_max):
             continue
-        if agreement_min is not None and (row["agreement"] is None
-                                          or row["agreement"] < agreement_min):
+        if agreement_min is not None and (agr is None or agr < agreement_min):
             continue
         if uncertainty_min is not None and (unc is None or unc < uncertainty_min):
             continue
-        rows.append(row)
+        rows.append({"pk": pk, "id": pseudo_id, "state": states.get(pk, "unassigned"),
+                     "agreement": agr, "uncertainty": unc, "gold": is_gold,
+                     "width": width, "height": height, "view_position": view})
     if order in ("uncertainty", "-uncertainty"):
         rows.sort(key=lambda r: (r["uncertainty"] is None, -(r["uncertainty"] or 0.0)))
     elif order == "agreement":
         rows.sort(key=lambda r: (r["agreement"] is None, r["agreement"] or 0.0))
     page = rows[offset:offset + limit]
-    for row in page:  # sign only what is shown
+    classes = _classes_by_image(project, [r["pk"] for r in page])
+    for row in page:  # only what is shown
+        pk = row.pop("pk")
+        row["classes"] = sorted(classes.get(pk, ()))
         row["thumbnail"] = signed_image_path(row["id"], "thumbnail")
     return {"total": len(rows), "offset": offset, "limit": limit, "results": page}
 
