@@ -10,7 +10,6 @@ sets it to this machine's Redis); an unreachable broker fails the test loudly.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from annotations.models import Image, IngestItem
 from tests.conftest import write_png
-from tests.worker import BROKER, db_url, empty_broker
+from tests.worker import BROKER, db_url, empty_broker, stop_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,12 +57,7 @@ def test_real_worker_ingests_folder(broker, project, settings, tmp_path):
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
         )
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            log, _ = worker.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            log, _ = worker.communicate()
+        log = stop_worker(worker)
     assert proc.returncode == 0, proc.stderr[-3000:] + log[-3000:]
     assert "6 imported, 0 duplicate, 1 quarantined" in proc.stdout, proc.stdout
     assert Image.objects.filter(project=project).count() == 6

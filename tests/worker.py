@@ -33,3 +33,17 @@ def empty_broker() -> redis.Redis:
         pytest.fail(f"Redis broker {BROKER} is not reachable: the worker test needs it ({exc})")
     client.flushdb()
     return client
+
+
+def stop_worker(worker) -> str:
+    """SIGTERM a worker subprocess (warm shutdown), kill it if it hangs; its output."""
+    import signal
+    import subprocess
+
+    worker.send_signal(signal.SIGTERM)
+    try:
+        out, _ = worker.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        out, _ = worker.communicate()
+    return out

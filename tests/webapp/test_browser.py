@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from annotations.models import ModelVersion, TrainingRun
 from tests.browser import By, WebDriverWait, artifact_dir, chromium_driver
 from tests.webapp.test_quick_read import lesion_dicom
 from tests.webapp.world import PASSWORD, build_world, register_version, seed_feedback
-from tests.worker import BROKER, db_url, empty_broker
+from tests.worker import BROKER, db_url, empty_broker, stop_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,13 +102,7 @@ def gpu_worker(settings):
     def stop() -> str:
         """Stop the worker (once) and return everything it logged."""
         if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                out, _ = worker.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                out, _ = worker.communicate()
-            logs.append(out)
+            logs.append(stop_worker(worker))
         return "".join(logs)
 
     try:
