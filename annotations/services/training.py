@@ -147,7 +147,7 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     images = list(Image.objects.filter(project=project, is_gold=False,
                                        pseudo_id__in=list(labels)).select_related("study"))
     # only finished reading: a consensus over some of an image's reads is provisional
-    states = image_states(project, [i.pk for i in images])
+    states = image_states(project)
     images = [i for i in images if states.get(i.pk) == "final"]
     train, val = _split_by_patient(images, float(params["val_fraction"]))
     if not train:
