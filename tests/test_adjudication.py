@@ -9,9 +9,9 @@ from rest_framework.test import APIClient
 from annotations.formats import vinbigdata
 from annotations.models import Adjudication, ConsensusImage, Image
 from annotations.services import readers
-from annotations.services.adjudication import is_final
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
+from annotations.services.overview import consensus_is_final as is_final
 from tests.conftest import ingest_paths
 
 pytestmark = pytest.mark.django_db

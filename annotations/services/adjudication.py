@@ -21,7 +21,6 @@ from annotations.models import (
     Assignment,
     ConsensusImage,
     ConsensusRun,
-    Image,
     Project,
     Reader,
     ReaderAnnotation,
@@ -80,14 +79,3 @@ def adjudicated_images(project: Project) -> dict[int, ReaderAnnotation]:
         .select_related("decision")
         if a.decision is not None
     }
-
-
-def is_final(image: Image) -> bool:
-    """A label is final when decided by an adjudicator, or when the image has a
-    consensus and is not waiting for adjudication."""
-    if Adjudication.objects.filter(image=image, status=Adjudication.Status.DONE).exists():
-        return True
-    if Adjudication.objects.filter(image=image, status=Adjudication.Status.PENDING).exists():
-        return False
-    return ConsensusImage.objects.filter(image=image, run__status=ConsensusRun.Status.DONE
-                                         ).exists()

@@ -30,7 +30,6 @@ from annotations.models import (
     Prediction,
     Project,
     ProtocolViolation,
-    Reader,
     ReaderAnnotation,
 )
 from annotations.services.consensus import latest_run, usable_annotations
@@ -262,8 +261,3 @@ def learning_curve(project: Project) -> dict[str, Any]:
                "created_at": r.created_at.isoformat()}
               for r in project.al_rounds.select_related("model_version").order_by("number")]
     return {"versions": versions, "rounds": rounds}
-
-
-def readers_all() -> list[str]:
-    return list(Reader.objects.filter(active=True).order_by("code").values_list("code",
-                                                                                flat=True))

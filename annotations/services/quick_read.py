@@ -173,9 +173,3 @@ def _keep(project: Project, path: Path, user: Any) -> dict[str, Any]:
 
     transaction.on_commit(lambda: [ingest_file.delay(item_id=i) for i in ids])
     return {"batch": batch.pk}
-
-
-def image_choices(user: Any, project: Project, limit: int = 200) -> list[str]:
-    return list(image_list_visible(user, project).order_by("pseudo_id")
-                .values_list("pseudo_id", flat=True)[:limit])
-
