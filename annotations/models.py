@@ -35,7 +35,12 @@ class Project(models.Model):
     #: Pre-labels bias an independent read, so readers see none unless enabled.
     show_prelabels = models.BooleanField(default=False)
     clahe = models.BooleanField(default=False)
+    #: Accept images whose pixels may carry text: Burned In Annotation YES, or
+    #: absent where text is common (annotations.imaging.burned_in).
     allow_burned_in_annotation = models.BooleanField(default=False)
+    #: PS3.15 "Retain Patient Characteristics" option: keep age, sex, size,
+    #: weight, ethnic group, smoking and pregnancy status (off: removed).
+    deid_retain_patient_characteristics = models.BooleanField(default=False)
     display_long_side = models.PositiveIntegerField(null=True, blank=True)
     #: Images whose reader agreement (mean pairwise F1) falls below this go to an
     #: adjudicator; None turns adjudication off.
@@ -102,7 +107,9 @@ class Image(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="images")
-    pseudo_id = models.CharField(max_length=64)
+    #: Unique platform-wide: image files, the image API and the viewer find an
+    #: image by this id alone (derived per project: ``pseudonym.image_pseudo_id``).
+    pseudo_id = models.CharField(max_length=64, unique=True)
     #: Keyed hash of the source file's name stem: lets CSV imports that name
     #: images by file (VinBigData ``image_id``) find them without storing names.
     source_key = models.CharField(max_length=64, db_index=True, blank=True)
@@ -128,7 +135,6 @@ class Image(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["project", "pseudo_id"], name="uniq_image"),
             models.UniqueConstraint(fields=["project", "pixel_hash"], name="uniq_image_pixels"),
         ]
 
@@ -144,8 +150,11 @@ class Reader(models.Model):
     )
     code = models.CharField(max_length=32, unique=True)
     active = models.BooleanField(default=True)
-    #: Adjudicators decide images the readers disagree on; they see every read.
+    #: Adjudicators decide images the readers disagree on; they see every read of the
+    #: cases they decide, in the projects listed in ``adjudicates`` only, and never a
+    #: case of an image they read themselves.
     is_adjudicator = models.BooleanField(default=False)
+    adjudicates = models.ManyToManyField(Project, blank=True, related_name="adjudicators")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -280,6 +289,10 @@ class IngestItem(models.Model):
     reason = models.CharField(max_length=64, blank=True)
     detail = models.TextField(blank=True)
     quarantine_path = models.CharField(max_length=255, blank=True)
+    #: When the original went to quarantine; it is deleted
+    #: CXR_QUARANTINE_RETENTION_DAYS later (the row and its reason stay).
+    quarantined_at = models.DateTimeField(null=True, blank=True)
+    original_purged_at = models.DateTimeField(null=True, blank=True)
     image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL)
     attempts = models.PositiveSmallIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
@@ -422,27 +435,14 @@ class Adjudication(models.Model):
         ]
 
 
-class LabelStudioAccount(models.Model):
-    """The Label Studio user the platform acts as for a reader.
-
-    ``token`` is that user's legacy API token: a secret, never serialised by the
-    API and never logged.
-    """
-
-    reader = models.OneToOneField(Reader, on_delete=models.CASCADE, related_name="ls_account")
-    ls_user_id = models.PositiveIntegerField(unique=True)
-    token = models.CharField(max_length=128)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    def __repr__(self) -> str:  # keep the token out of tracebacks
-        return f"<LabelStudioAccount reader={self.reader_id} ls_user={self.ls_user_id}>"
-
-
 class Workspace(models.Model):
     """One reader's own Label Studio project for one platform project.
 
-    Label Studio's community edition shows every annotation of a task to everyone
-    who can open the project, so blinding needs one Label Studio project per reader.
+    Label Studio's community edition shows every project, annotation, user and webhook of an
+    organization to every member, so each workspace is its own organization (made by the
+    bridge inside Label Studio): a service user owns it and is what the platform acts as
+    (``service_token``, a secret never serialised nor logged), and one reader user is the
+    only other member, signed in only through the platform.
     """
 
     class Kind(models.TextChoices):
@@ -453,7 +453,17 @@ class Workspace(models.Model):
     reader = models.ForeignKey(Reader, on_delete=models.CASCADE, related_name="workspaces")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.READING)
     ls_project_id = models.PositiveIntegerField(unique=True)
+    #: Null only on workspaces made before organizations per workspace: those are not
+    #: blind (any reader could open them) and are refused until re-created.
+    ls_organization_id = models.PositiveIntegerField(unique=True, null=True)
+    #: The Label Studio user who reads here: the only ``completed_by`` that counts.
+    ls_reader_user_id = models.PositiveIntegerField(unique=True, null=True)
+    ls_service_user_id = models.PositiveIntegerField(unique=True, null=True)
+    service_token = models.CharField(max_length=128, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __repr__(self) -> str:  # keep the token out of tracebacks
+        return f"<Workspace {self.pk} ls_project={self.ls_project_id}>"
 
     class Meta:
         ordering = ["project", "reader"]
@@ -491,6 +501,9 @@ class WebhookEvent(models.Model):
         REJECTED = "rejected"
 
     digest = models.CharField(max_length=64, unique=True)
+    #: The workspace whose URL and secret the event came with (null: refused at the door).
+    workspace = models.ForeignKey(Workspace, null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="webhook_events")
     action = models.CharField(max_length=64)
     payload = models.JSONField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING,
@@ -504,8 +517,22 @@ class WebhookEvent(models.Model):
 
 
 class ProtocolViolation(models.Model):
-    """An annotation made in a reader's workspace by someone else: excluded."""
+    """A change in a workspace that does not count, kept for the admin.
 
+    ``foreign_annotator``: an annotation made by someone other than the workspace's reader.
+    ``after_unblinding``: the reader changed (or deleted) their read after blinding ended
+    for them (the image was final, so they could see other readers' boxes); their frozen
+    read stays what consensus, agreement and training use.
+    """
+
+    class Kind(models.TextChoices):
+        FOREIGN_ANNOTATOR = "foreign_annotator"
+        AFTER_UNBLINDING = "after_unblinding"
+
+    kind = models.CharField(max_length=24, choices=Kind.choices,
+                            default=Kind.FOREIGN_ANNOTATOR)
+    #: Digest of the offending content, so one edit is recorded once however often seen.
+    content_digest = models.CharField(max_length=64, blank=True)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="violations")
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="violations")
     ls_annotation_id = models.PositiveIntegerField()
@@ -518,7 +545,8 @@ class ProtocolViolation(models.Model):
     class Meta:
         ordering = ["-id"]
         constraints = [
-            models.UniqueConstraint(fields=["ls_annotation_id"], name="uniq_violation"),
+            models.UniqueConstraint(fields=["ls_annotation_id", "kind", "content_digest"],
+                                    name="uniq_violation"),
         ]
 
 
@@ -719,3 +747,24 @@ class ActiveLearningRound(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="uniq_al_round"),
         ]
+
+
+class ServiceToken(models.Model):
+    """A service's API credential (e.g. the ML backend's): only its SHA-256 is stored.
+
+    The service is the user's group (``ml-backend``); the user is not staff and
+    has no usable password.  The key is high-entropy and random, so one SHA-256
+    suffices (no slow hash); it expires, and rotating it deletes the old one.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="service_tokens")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    def __repr__(self) -> str:  # keep the hash out of tracebacks
+        return f"<ServiceToken {self.pk} user={self.user_id}>"
+
+    class Meta:
+        ordering = ["-id"]

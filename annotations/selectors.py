@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from annotations.models import Assignment, Image, Project
+from annotations.models import Adjudication, Assignment, Image, Project
 
 
 def is_admin(user: Any) -> bool:
@@ -45,3 +45,16 @@ def assignment_list_for(user: Any) -> QuerySet[Assignment]:
     if reader is None:
         return Assignment.objects.none()
     return Assignment.objects.filter(reader=reader).select_related("image", "image__project")
+
+
+def adjudications_visible_to(user: Any) -> QuerySet[Adjudication]:
+    """Cases a user may see: every case for admins; for an adjudicator, the cases of the
+    projects they adjudicate on images they did not read (a case shows every read, so
+    seeing one's own image's case would unblind); nothing for anyone else."""
+    if is_admin(user):
+        return Adjudication.objects.all()
+    reader = reader_of(user)
+    if reader is None or not reader.is_adjudicator or not reader.active:
+        return Adjudication.objects.none()
+    return Adjudication.objects.filter(project__in=reader.adjudicates.all()).exclude(
+        image__assignments__reader=reader)

@@ -64,6 +64,14 @@ def label_studio_reconcile_task() -> None:
     reconcile_all()
 
 
+@shared_task(name="annotations.tasks.quarantine_purge_task", acks_late=True)
+def quarantine_purge_task() -> None:
+    """Daily (Celery beat): delete quarantined originals past their retention."""
+    from annotations.services.quarantine import quarantine_purge
+
+    quarantine_purge()
+
+
 @shared_task(name="annotations.tasks.gpu_prelabel_task", autoretry_for=TRANSIENT,
              retry_backoff=5, max_retries=3, acks_late=True)
 def gpu_prelabel_task(run_id: int) -> None:

@@ -125,10 +125,56 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+# --- Input limits and accounts ------------------------------------------------
+# Every input is bounded before it is expanded (docs/configuration.md).
+_MIB = 1024 * 1024
+#: Uploads are counted while they stream in and refused with 413 past a limit:
+#: one file, and all files of one request (the request body) together.
+#: Quick read uses its own ``CXR_QUICK_READ_MAX_BYTES`` for both.
+UPLOAD_MAX_FILE_BYTES = env.get_int("UPLOAD_MAX_FILE_BYTES", 256 * _MIB)
+UPLOAD_MAX_REQUEST_BYTES = env.get_int("UPLOAD_MAX_REQUEST_BYTES", 1024 * _MIB)
+#: Annotation imports are parsed in memory: the upload and, for a zip, the
+#: total of its expanded members.
+IMPORT_MAX_BYTES = env.get_int("IMPORT_MAX_BYTES", 64 * _MIB)
+#: Every zip the platform opens (ingest from a path or upload, annotation
+#: imports) is checked from its directory before anything is expanded.
+ZIP_MAX_MEMBERS = env.get_int("ZIP_MAX_MEMBERS", 10_000)
+ZIP_MAX_TOTAL_BYTES = env.get_int("ZIP_MAX_TOTAL_BYTES", 4096 * _MIB)
+ZIP_MAX_MEMBER_BYTES = env.get_int("ZIP_MAX_MEMBER_BYTES", 256 * _MIB)
+ZIP_MAX_RATIO = float(env.get("ZIP_MAX_RATIO", "100"))
+FILE_UPLOAD_HANDLERS = [
+    "annotations.api.uploads.LimitedUploadHandler",  # counts first, refuses early
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
+#: Sign-in (web page and API token): failed attempts allowed per username and
+#: client address, and per client address over all usernames, within the
+#: window; past either the attempt is refused (429) until the window ends.
+LOGIN_MAX_FAILURES = env.get_int("LOGIN_MAX_FAILURES", 5)
+LOGIN_MAX_FAILURES_PER_IP = env.get_int("LOGIN_MAX_FAILURES_PER_IP", 50)
+LOGIN_WINDOW_SECONDS = env.get_int("LOGIN_WINDOW_SECONDS", 900)
+#: Behind a proxy that overwrites it, the META key carrying the client address
+#: (e.g. ``HTTP_X_REAL_IP``); empty: ``REMOTE_ADDR``.
+CLIENT_IP_HEADER = env.get("CLIENT_IP_HEADER", "")
+#: API tokens expire this long after they are issued (a new one is issued by
+#: signing in again at /api/auth/token/).
+TOKEN_TTL_HOURS = env.get_int("TOKEN_TTL_HOURS", 24)
+#: One password policy for every account path (API, web app, admin, commands).
+PASSWORD_MIN_LENGTH = env.get_int("PASSWORD_MIN_LENGTH", 10)
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+     "OPTIONS": {"min_length": PASSWORD_MIN_LENGTH}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+#: Throttling counters live in the cache: set ``CXR_CACHE_URL`` (Redis) when
+#: more than one process serves requests, so they share the counts.
+CACHE_URL = env.get("CACHE_URL")
+CACHES = {"default": (
+    {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+     "KEY_PREFIX": "cxr"} if CACHE_URL else
+    {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "cxr"})}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -141,6 +187,9 @@ STATIC_ROOT.mkdir(exist_ok=True)
 MEDIA_ROOT = Path(env.get("MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
 #: Files that failed ingest, kept aside for an admin (never served).
 QUARANTINE_ROOT = DATA_DIR / "quarantine"
+#: Quarantined originals (raw, with identity) are deleted this many days after
+#: they arrived; their rows and reasons stay (annotations.services.quarantine).
+QUARANTINE_RETENTION_DAYS = env.get_int("QUARANTINE_RETENTION_DAYS", 30)
 #: Uploaded / copied files waiting for their ingest task.
 STAGING_ROOT = DATA_DIR / "staging"
 
@@ -162,7 +211,7 @@ QUICK_READ_MIN_SCORE = float(env.get("QUICK_READ_MIN_SCORE", "0.05"))
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: unauthenticated API calls then get 401 with WWW-Authenticate.
-        "rest_framework.authentication.TokenAuthentication",
+        "annotations.api.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -183,6 +232,14 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- Service identities (the ML backend) -----------------------------------
+#: ``Authorization: Service <key>`` (``manage.py ml_backend_token``): accepted only on
+#: the endpoints that name the service, 403 everywhere else (annotations.api.service_auth).
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"].append(
+    "annotations.api.service_auth.ServiceTokenAuthentication")
+#: A service token's lifetime; rotate before it ends (rotation revokes the old one).
+SERVICE_TOKEN_TTL_DAYS = env.get_int("SERVICE_TOKEN_TTL_DAYS", 365)
+
 # --- Celery ----------------------------------------------------------------
 CELERY_BROKER_URL = env.get("BROKER_URL", aliases=("CELERY_BROKER_URL",))
 CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL is None
@@ -202,6 +259,10 @@ CELERY_BEAT_SCHEDULE = {
     "label-studio-reconcile": {
         "task": "annotations.tasks.label_studio_reconcile_task",
         "schedule": env.get_int("RECONCILE_EVERY", 600),
+    },
+    "quarantine-purge": {
+        "task": "annotations.tasks.quarantine_purge_task",
+        "schedule": 24 * 3600,
     },
 }
 
@@ -248,9 +309,15 @@ LABEL_STUDIO_URL = (env.get("LABEL_STUDIO_URL") or env.get("LABEL_STUDIO_INTERNA
 #: Admin user's legacy API token (6..40 characters).
 LABEL_STUDIO_TOKEN = env.get("LABEL_STUDIO_TOKEN") or (
     None if PRODUCTION else _dev_secret("label_studio_token")[-40:])
-#: Shared secret Label Studio sends in the webhook header below.
+#: Master key of the per-workspace webhook secrets (each workspace's secret is an HMAC of
+#: its id under this key, so no two workspaces, and no two readers, share one).
 LABEL_STUDIO_WEBHOOK_SECRET = _secret("label_studio_webhook_secret")
 LABEL_STUDIO_WEBHOOK_HEADER = "X-CXR-Webhook-Secret"
+#: The credential of the bridge inside Label Studio (organizations per workspace, sign-in
+#: tickets); Label Studio is started with the same value as CXR_BRIDGE_SECRET.
+LABEL_STUDIO_BRIDGE_SECRET = _secret("label_studio_bridge_secret")
+#: Seconds a Label Studio sign-in ticket is valid (it is used once, at once).
+LABEL_STUDIO_TICKET_TTL = env.get_int("LABEL_STUDIO_TICKET_TTL", 60)
 #: URL Label Studio uses to reach the platform (webhooks, image files).
 PLATFORM_URL_FOR_LABEL_STUDIO = env.get("PLATFORM_URL_FOR_LABEL_STUDIO", PUBLIC_BASE_URL)
 #: Image URLs stored in Label Studio tasks stay valid this long (seconds).
@@ -262,6 +329,17 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = env.get_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env.get_bool("SECURE_COOKIES", True)
     SECURE_CONTENT_TYPE_NOSNIFF = True
+    #: Plain-HTTP requests are redirected to HTTPS, except the service-to-service
+    #: routes that Label Studio and the ML backend call on the internal network
+    #: (signed image files, the webhook, the ML endpoints) and the health check.
+    SECURE_SSL_REDIRECT = env.get_bool("SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = env.get_list("SSL_REDIRECT_EXEMPT", [
+        r"^health/$", r"^files/images/", r"^api/label-studio/webhook/\d+/$", r"^api/ml/"])
+    #: The TLS-terminating proxy says so in this header (it must set or strip it).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    #: Browsers keep to HTTPS this long once they have seen the site over it.
+    SECURE_HSTS_SECONDS = env.get_int("HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.get_bool("HSTS_INCLUDE_SUBDOMAINS", False)
 
 # --- Logging: identifiers only, never patient identity ----------------------
 LOGGING = {

@@ -8,6 +8,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from annotations.api import views
 from webapp import views as web_views
+from webapp.forms import ThrottledAdminAuthenticationForm
+
+#: The admin's sign-in page is throttled like every other (``accounts.sign_in``).
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -16,9 +20,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("files/images/<str:image_id>/<str:variant>.png", views.image_file, name="image-file"),
     path("health/", views.health, name="health"),
-    path("login/", auth_views.LoginView.as_view(template_name="webapp/login.html",
-                                                redirect_authenticated_user=True),
-         name="login"),
+    path("login/", web_views.SignIn.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", web_views.index, name="index"),
     path("", include("webapp.urls")),

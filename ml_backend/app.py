@@ -2,8 +2,10 @@
 
 Every endpoint requires HTTP basic auth with ``CXR_ML_BACKEND_USER`` /
 ``CXR_ML_BACKEND_PASSWORD`` (configured in Label Studio when the backend is
-connected); unauthenticated calls get 401.  The model is loaded once per worker,
-on first use, and re-loaded when another version is promoted.
+connected); unauthenticated calls get 401.  A request body is bounded before it
+is read (``Content-Length`` at most ``CXR_ML_MAX_BODY_BYTES``, else 413, and
+never more than that is read).  The model is loaded once per worker, on first
+use, and re-loaded when another version is promoted.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ import hmac
 import json
 import logging
 from collections.abc import Callable, Iterable
-from functools import partial
 from typing import Any
 
 from ml_backend import protocol
-from ml_backend.images import fetch
+from ml_backend.images import ImageFetcher
 from ml_backend.model_store import ModelStore
 from ml_backend.platform_client import PlatformClient
 from ml_backend.settings import BackendSettings
@@ -34,6 +35,8 @@ class Backend:
                                "backend refuses to run without authentication")
         self.store = ModelStore(self.settings.model_dir, self.settings.device)
         self.state = protocol.BackendState()
+        self.policy = self.settings.origin_policy()
+        self.limits = self.settings.fetch_limits()
         self.platform = PlatformClient(self.settings.platform_url, self.settings.platform_token)
 
     # -- WSGI ------------------------------------------------------------------------
@@ -45,7 +48,8 @@ class Backend:
                 return _json(start_response, 401, {"error": "authentication required"},
                              [("WWW-Authenticate", 'Basic realm="cxr-ml-backend"')])
             handler = self._route(method, path or "/")
-            body = _read_json(environ) if method == "POST" else None
+            body = _read_json(environ, self.settings.max_body_bytes) \
+                if method == "POST" else None
             return _json(start_response, 200, handler(body))
         except protocol.ProtocolError as exc:
             return _json(start_response, exc.status, {"error": exc.reason})
@@ -67,7 +71,7 @@ class Backend:
         routes = {
             ("GET", "/health"): lambda _: protocol.health(self.store),
             ("GET", "/"): lambda _: protocol.health(self.store),
-            ("POST", "/setup"): lambda b: protocol.setup(b, self.state, self.store),
+            ("POST", "/setup"): lambda b: protocol.setup(b, self.state, self.store, self.policy),
             ("POST", "/predict"): self._predict,
             ("POST", "/webhook"): self._webhook,
             ("GET", "/versions"): lambda _: protocol.versions(self.store),
@@ -78,9 +82,9 @@ class Backend:
         return handler
 
     def _predict(self, body: Any) -> dict[str, Any]:
-        fetcher = partial(fetch, hostname=self.state.hostname, token=self.state.access_token,
-                          timeout=self.settings.image_timeout)
-        return protocol.predict(body, self.store, fetcher, self.settings.score_threshold)
+        fetcher = ImageFetcher(self.policy, self.limits, token=self.state.access_token)
+        return protocol.predict(body, self.store, fetcher, self.settings.score_threshold,
+                                self.settings.max_tasks)
 
     def _webhook(self, body: Any) -> dict[str, Any]:
         action = protocol._require(body, "action", str)
@@ -93,11 +97,22 @@ class Backend:
         return self.platform.request_training(ls_project)
 
 
-def _read_json(environ: dict) -> Any:
+def _read_json(environ: dict, max_bytes: int) -> Any:
+    """The JSON body, its size checked against ``max_bytes`` before a byte is read."""
+    declared = environ.get("CONTENT_LENGTH") or ""
+    if not declared:
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            raise protocol.ProtocolError(411, "a request body needs a Content-Length")
+        return None
     try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        length = int(declared)
     except ValueError as exc:
         raise protocol.ProtocolError(400, "bad Content-Length") from exc
+    if length < 0:
+        raise protocol.ProtocolError(400, "bad Content-Length")
+    if length > max_bytes:
+        raise protocol.ProtocolError(413, f"request body of {length} bytes is larger than "
+                                     f"the limit of {max_bytes} (CXR_ML_MAX_BODY_BYTES)")
     raw = environ["wsgi.input"].read(length) if length else b""
     try:
         return json.loads(raw or b"null")
@@ -109,7 +124,8 @@ def _json(start_response: StartResponse, status: int, body: dict,
           headers: list[tuple[str, str]] | None = None) -> list[bytes]:
     data = json.dumps(body).encode()
     reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-              404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway",
+              404: "Not Found", 411: "Length Required", 413: "Content Too Large",
+              422: "Unprocessable Content", 500: "Internal Server Error", 502: "Bad Gateway",
               503: "Service Unavailable"}.get(status, "Error")
     start_response(f"{status} {reason}", [("Content-Type", "application/json"),
                                           ("Content-Length", str(len(data))),

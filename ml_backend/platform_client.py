@@ -1,4 +1,10 @@
-"""The ML backend's client of the platform API (only START_TRAINING needs it)."""
+"""The ML backend's client of the platform API (only START_TRAINING needs it).
+
+It authenticates as the platform's ``ml-backend`` service (``Authorization:
+Service <token>``, from ``manage.py ml_backend_token``): a credential the
+platform accepts on the training-request endpoint alone, so a compromised
+backend cannot read or change anything else.
+"""
 
 from __future__ import annotations
 
@@ -27,14 +33,18 @@ class PlatformClient:
         The platform decides (only projects whose admin allowed Label Studio to
         trigger training); a refusal is passed back to Label Studio and logged.
         """
+        if not self._token:
+            raise ProtocolError(503, "no platform service token configured "
+                                "(CXR_ML_PLATFORM_TOKEN)")
         try:
             response = requests.post(
                 f"{self.base_url}/api/ml/training-requests/",
                 json={"ls_project_id": ls_project_id},
-                headers={"Authorization": f"Token {self._token}"}, timeout=self.timeout)
+                headers={"Authorization": f"Service {self._token}"}, timeout=self.timeout,
+                allow_redirects=False)  # the token goes to the configured platform only
         except requests.RequestException as exc:
             raise ProtocolError(502, f"platform unreachable ({type(exc).__name__})") from exc
-        if response.status_code >= 400:
+        if not 200 <= response.status_code < 300:  # a redirect is not followed: an error
             logger.warning("START_TRAINING for LS project %s refused by the platform (%s)",
                            ls_project_id, response.status_code)
             try:

@@ -3,11 +3,17 @@ functions from request bodies to response bodies.
 
 * ``GET /health`` -> ``{"status": "UP", "model_class": ..., "model_version": ...}``
 * ``POST /setup`` ``{project, schema, hostname, access_token, extra_params}``
-  -> ``{"model_version": ...}``; remembers hostname/token to fetch LS-hosted images.
+  -> ``{"model_version": ...}``; ``hostname`` must be the configured Label Studio
+  (``CXR_ML_LABEL_STUDIO_URL``: /setup can never move the backend elsewhere), and
+  ``access_token`` is kept only together with it, to fetch LS-hosted images.
 * ``POST /predict`` ``{tasks: [task...], project, label_config, params}`` ->
   ``{"results": [{"result": [...regions...], "score", "model_version"}, ...]}``,
-  one entry per task, in order; a task whose image cannot be read gets an empty
-  result (logged), never a failed batch.
+  one entry per task, in order.  At most ``CXR_ML_MAX_TASKS`` tasks; every image
+  URL must be on an allowed origin, checked for all tasks before anything is
+  fetched (400).  An image that breaks a limit while fetched (a redirect off the
+  allowed origins, too many bytes or pixels) refuses the request (422); a task
+  whose image is merely unavailable gets an empty result (logged), never a
+  failed batch.
 * ``POST /webhook`` ``{"action": "START_TRAINING", "project": {...}}`` -> asks the
   platform to retrain; other actions are acknowledged and ignored.
 * ``GET /versions`` -> ``{"versions": [...]}``.
@@ -20,7 +26,7 @@ sides use): percent coordinates with the image's width/height as
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +34,9 @@ import numpy as np
 
 from annotations.label_studio.config import parse_label_config
 from annotations.label_studio.regions import build_result
-from ml_backend.images import ImageError
+from ml_backend.images import ImageError, ImageFetcher, ImageRefused
 from ml_backend.model_store import ModelStore, NoModel
+from ml_backend.origins import OriginError, OriginPolicy, origin_of, shown
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +50,8 @@ class ProtocolError(Exception):
 
 @dataclass
 class BackendState:
-    """What /setup told us, per Label Studio project (hostname and its token)."""
+    """What /setup told us: the Label Studio token (for the configured host only)."""
 
-    hostname: str | None = None
     access_token: str | None = None
     projects: dict[str, str] = field(default_factory=dict)  # project -> schema
 
@@ -64,41 +70,91 @@ def health(store: ModelStore) -> dict[str, Any]:
             "model_version": store.promoted_version()}
 
 
-def setup(body: Any, state: BackendState, store: ModelStore) -> dict[str, Any]:
+def setup(body: Any, state: BackendState, store: ModelStore,
+          policy: OriginPolicy) -> dict[str, Any]:
     project = _require(body, "project", str)
     schema = _require(body, "schema", str)
+    token = _label_studio_token(body, policy)
     try:
         parse_label_config(schema)
     except Exception as exc:  # the label config must be one we can answer
         raise ProtocolError(400, f"unusable label config: {exc}") from exc
     state.projects[project] = schema
-    state.hostname = body.get("hostname") or state.hostname
-    state.access_token = body.get("access_token") or state.access_token
+    if token:
+        state.access_token = token
     return {"model_version": store.promoted_version() or "none"}
 
 
-ImageFetcher = Callable[[str], np.ndarray]
+def _label_studio_token(body: Mapping, policy: OriginPolicy) -> str | None:
+    """The token /setup hands over, accepted only with the configured Label Studio host.
+
+    The host is configuration, never taken from the request: otherwise whoever
+    reaches /setup decides where images are fetched and where the token goes.
+    A foreign ``hostname`` is refused rather than ignored, so a misconfigured
+    (or forged) connection shows at connect time, not later as missing images.
+    """
+    hostname, token = body.get("hostname"), body.get("access_token")
+    if hostname in (None, ""):
+        if token:
+            raise ProtocolError(400, "access_token is only accepted together with the "
+                                "configured Label Studio hostname")
+        return None
+    if not isinstance(hostname, str) or (token is not None and not isinstance(token, str)):
+        raise ProtocolError(400, "'hostname' and 'access_token' must be strings")
+    try:
+        given = origin_of(hostname)
+    except OriginError as exc:
+        raise ProtocolError(400, f"hostname {shown(hostname)!r}: {exc}") from exc
+    if policy.label_studio is None or given != policy.label_studio:
+        raise ProtocolError(400, f"hostname {shown(given)} is not the Label Studio this backend "
+                            f"serves ({policy.label_studio or 'none configured'}; set "
+                            "CXR_ML_LABEL_STUDIO_URL to change it)")
+    return token or None
 
 
-def predict(body: Any, store: ModelStore, fetch: ImageFetcher,
-            score_threshold: float) -> dict[str, Any]:
+def _image_urls(body: Any, fetcher: ImageFetcher, max_tasks: int) -> list[str]:
+    """Every task's image URL, each on an allowed origin: checked before any fetch."""
     tasks = _require(body, "tasks", list)
+    if len(tasks) > max_tasks:
+        raise ProtocolError(400, f"{len(tasks)} tasks in one /predict; at most {max_tasks} "
+                            "(CXR_ML_MAX_TASKS)")
+    urls = []
     for i, task in enumerate(tasks):
         if not isinstance(task, Mapping) or not isinstance(task.get("data"), Mapping):
             raise ProtocolError(400, f"task {i} has no 'data' object")
-        if not isinstance(task["data"].get("image"), str):
+        url = task["data"].get("image")
+        if not isinstance(url, str):
             raise ProtocolError(400, f"task {i} has no image URL in data.image")
+        try:
+            fetcher.policy.resolve(url)
+        except OriginError as exc:
+            raise ProtocolError(400, f"task {i}: image URL {shown(url)!r} refused: "
+                                f"{exc}") from exc
+        urls.append(url)
+    return urls
+
+
+def _fetch_all(tasks: list[Any], urls: list[str], fetch: ImageFetcher) -> list[np.ndarray | None]:
+    images: list[np.ndarray | None] = []
+    for i, (task, url) in enumerate(zip(tasks, urls, strict=True)):
+        try:
+            images.append(fetch(url))
+        except ImageRefused as exc:
+            raise ProtocolError(422, f"task {i}: {exc}") from exc
+        except ImageError as exc:
+            logger.warning("task %s: image unavailable (%s)", task.get("id"), exc)
+            images.append(None)
+    return images
+
+
+def predict(body: Any, store: ModelStore, fetch: ImageFetcher, score_threshold: float,
+            max_tasks: int) -> dict[str, Any]:
+    urls = _image_urls(body, fetch, max_tasks)
     try:
         version, detector = store.detector()
     except NoModel as exc:
         raise ProtocolError(503, str(exc)) from exc
-    images: list[np.ndarray | None] = []
-    for task in tasks:
-        try:
-            images.append(fetch(task["data"]["image"]))
-        except ImageError as exc:
-            logger.warning("task %s: image unavailable (%s)", task.get("id"), exc)
-            images.append(None)
+    images = _fetch_all(body["tasks"], urls, fetch)
     ready = [im for im in images if im is not None]
     detections = iter(detector.predict(ready) if ready else [])
     results = []

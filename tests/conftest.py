@@ -20,12 +20,16 @@ pytest_plugins = ["tests.fixtures.label_studio_server", "tests.fixtures.trained_
 
 @pytest.fixture(autouse=True)
 def _isolated_files(request, tmp_path_factory):
-    """Per-test file roots, and a fast password hasher (PBKDF2 costs ~0.3 s a user)."""
+    """Per-test file roots, a fast password hasher (PBKDF2 costs ~0.3 s a user), and
+    an empty cache (sign-in throttling counts failures there)."""
     try:
         settings = request.getfixturevalue("settings")
     except pytest.FixtureLookupError:  # running without pytest-django (pure tests)
         yield
         return
+    from django.core.cache import cache
+
+    cache.clear()
     root = tmp_path_factory.mktemp("data")
     settings.MEDIA_ROOT = root / "media"
     settings.STAGING_ROOT = root / "staging"

@@ -12,8 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PURE = [
     "annotations.errors", "annotations.taxonomy", "annotations.public_data", "annotations.registry",
+    "annotations.archives",
     "training.active_learning", "training.metrics", "training.uncertainty",
     "annotations.imaging.render", "annotations.imaging.loader", "annotations.imaging.deid",
+    "annotations.imaging.deid_profile", "annotations.imaging.burned_in",
     "annotations.imaging.pseudonym", "annotations.imaging.synthetic",
     "annotations.consensus", "annotations.formats", "annotations.formats.registry",
     "annotations.label_studio.regions", "annotations.label_studio.config",

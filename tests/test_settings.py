@@ -73,6 +73,42 @@ def test_production_starts_with_real_secrets(tmp_path):
     assert proc.stdout.strip() == "False"
 
 
+def test_production_redirects_to_https_and_sends_hsts(tmp_path):
+    """Production mode: plain HTTP is redirected (except the internal service routes),
+    HTTPS responses carry HSTS, cookies are secure, and the proxy's header counts."""
+    extra = {"CXR_MODE": "production", "CXR_SECRET_KEY": "s" * 50,
+             "CXR_PSEUDONYM_KEY": "p" * 40, "CXR_LABEL_STUDIO_WEBHOOK_SECRET": "w" * 40,
+             "CXR_LABEL_STUDIO_BRIDGE_SECRET": "b" * 40}
+    proc = _django(
+        "from django.conf import settings as s\n"
+        "from django.test import Client\n"
+        "print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE,\n"
+        "      s.CSRF_COOKIE_SECURE, s.SECURE_PROXY_SSL_HEADER[0])\n"
+        "c = Client()\n"
+        "r = c.get('/login/')\n"
+        "print(r.status_code, r.headers.get('Location'))\n"
+        "r = c.get('/health/', secure=True)\n"
+        "print(r.status_code, r.headers.get('Strict-Transport-Security'))\n"
+        "r = c.get('/health/', HTTP_X_FORWARDED_PROTO='https')\n"
+        "print(r.status_code, 'Strict-Transport-Security' in r.headers)\n"
+        "print(c.get('/health/').status_code)\n",
+        _env(tmp_path, **extra))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "True 31536000 True True HTTP_X_FORWARDED_PROTO"
+    assert lines[1] == "301 https://testserver/login/"
+    assert lines[2] == "200 max-age=31536000"
+    assert lines[3] == "200 True"  # the TLS proxy's header makes the request secure
+    assert lines[4] == "200"  # the health check is not redirected (load balancers probe it)
+
+
+def test_development_does_not_redirect(tmp_path):
+    proc = _django("from django.conf import settings as s; print(s.SECURE_SSL_REDIRECT, "
+                   "s.SECURE_HSTS_SECONDS)", _env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "0"]
+
+
 def test_zero_service_path_ingests_on_sqlite(tmp_path):
     """The quick path: SQLite file, eager tasks, local files, no services at all."""
     env = _env(tmp_path)

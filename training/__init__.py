@@ -13,6 +13,8 @@ Modules (each imports ``training.compat`` before anything from Detectron2):
 * ``inputs``: radiograph pixels -> model input, shared by training and inference;
 * ``datasets`` / ``mapper``: COCO exports as Detectron2 datasets ("No finding" kept);
 * ``trainer``: ``CXRTrainer`` (a ``DefaultTrainer``) with a progress callback;
-* ``detector``: ``Detector`` (checksum-verified model versions, batched
-  inference) and ``save_model_version``.
+* ``artifacts``: a model version's files: ``save_model_version``, and
+  ``read_version`` (every file checked against one digest before it is parsed;
+  YAML loaded safely);
+* ``detector``: ``Detector`` (verified model versions, batched inference).
 """

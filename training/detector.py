@@ -1,18 +1,13 @@
-"""Inference with a published model version, and publishing one.
+"""Inference with a published model version.
 
-A model version is a directory of three files written by
-``save_model_version``:
-
-* ``config.yaml``: the full Detectron2 config (``training.config`` keys
-  included), so inference rebuilds exactly the trained architecture, input
-  size and pixel normalisation;
-* ``model.pth``: ``{"model": state_dict}`` only (tensors), loadable with
-  ``torch.load(weights_only=True)``, i.e. without unpickling arbitrary code;
-* ``model.pth.sha256``: ``sha256sum`` format.  ``Detector`` hashes the bytes
-  it is about to load and refuses (``DomainError("model_checksum_mismatch")``)
-  when they differ from the file or from the checksum the caller expects
-  (the registry's record), so a corrupted or swapped checkpoint never serves
-  predictions.
+A model version is a folder written by ``save_model_version`` (see
+``training.artifacts``): ``config.yaml``, ``model.pth`` and a manifest whose
+SHA-256 is the version's digest.  ``Detector.from_dir`` reads the folder once,
+checks every file it will use against the digest the caller expects (the
+registry's record) or against the manifest, and refuses
+(``DomainError("model_checksum_mismatch")``) before parsing anything, so a
+corrupted or swapped file never serves predictions; the config is parsed
+with the safe YAML loader only and the weights as tensors only.
 
 Detections come back in ORIGINAL image pixels (``x_min, y_min, x_max, y_max``),
 with the full softmax over all classes (background last) per detection; see
@@ -21,9 +16,8 @@ with the full softmax over all classes (background last) per detection; see
 
 from __future__ import annotations
 
-import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +33,14 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from annotations.errors import DomainError
-from training.config import empty_config
+from training.artifacts import (  # noqa: F401  (re-exported: callers import them from here)
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    read_version,
+    save_model_version,
+)
 from training.inputs import to_model_image
-
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_FILE = "model.pth"
-CHECKSUM_SUFFIX = ".sha256"
 
 
 @dataclass(frozen=True)
@@ -68,88 +64,21 @@ class Detections:
         return len(self.scores)
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def save_model_version(
-    model: torch.nn.Module, cfg: CfgNode, out_dir: str | Path
-) -> tuple[Path, str]:
-    """Write ``config.yaml``, ``model.pth`` and its checksum; return (checkpoint, sha256).
-
-    Only the weights are saved (no optimizer or scheduler state): a version
-    is for inference and for initialising the next training run.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(cfg.dump())
-    buffer = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"model": state}, buffer)
-    data = buffer.getvalue()
-    checkpoint = out / CHECKPOINT_FILE
-    checkpoint.write_bytes(data)
-    digest = sha256_bytes(data)
-    checkpoint.with_name(checkpoint.name + CHECKSUM_SUFFIX).write_text(
-        f"{digest}  {checkpoint.name}\n"
-    )
-    return checkpoint, digest
-
-
-def load_config(path: str | Path) -> CfgNode:
-    """A saved config merged over Detectron2 defaults plus our keys."""
-    cfg = empty_config()
-    cfg.merge_from_file(str(path))
-    return cfg
-
-
-def _expected_checksum(checkpoint: Path, expected: str | None) -> str:
-    if expected:
-        return expected.strip().lower()
-    sidecar = checkpoint.with_name(checkpoint.name + CHECKSUM_SUFFIX)
-    if not sidecar.is_file():
-        raise DomainError(
-            "model_checksum_missing",
-            f"no checksum for {checkpoint.name}: pass expected_sha256 or ship {sidecar.name}",
-            status=422,
-        )
-    return sidecar.read_text().split()[0].strip().lower()
-
-
-def read_verified(checkpoint: str | Path, expected_sha256: str | None = None) -> bytes:
-    """The checkpoint's bytes, after checking them against the expected sha256.
-
-    The hash is taken over exactly the bytes that will be deserialised, so
-    the file cannot change between the check and the load.
-    """
-    path = Path(checkpoint)
-    expected = _expected_checksum(path, expected_sha256)
-    data = path.read_bytes()
-    actual = sha256_bytes(data)
-    if actual != expected:
-        raise DomainError(
-            "model_checksum_mismatch",
-            f"checkpoint {path.name} does not match its checksum; refusing to load it",
-            status=422,
-            detail={"expected": expected, "actual": actual},
-        )
-    return data
-
-
 class Detector:
     """A loaded model version that turns radiographs into ``Detections``."""
 
-    def __init__(
-        self,
-        cfg: CfgNode,
-        checkpoint: str | Path,
-        *,
-        expected_sha256: str | None = None,
-        device: str | None = None,
-        batch_size: int = 4,
-    ) -> None:
-        data = read_verified(checkpoint, expected_sha256)
+    def __init__(self, cfg: CfgNode, weights: bytes, *, device: str | None = None,
+                 batch_size: int = 4) -> None:
+        """Build from a config and VERIFIED weight bytes; use ``from_dir`` to load a version.
+
+        Bytes rather than a path, so that nothing reaches ``torch.load`` that
+        ``training.artifacts.read_version`` did not check.
+        """
+        if not isinstance(weights, bytes):
+            raise TypeError("Detector takes verified checkpoint bytes; load a version "
+                            "folder with Detector.from_dir")
         self.cfg = cfg.clone()
+        self.cfg.defrost()
         if device:
             self.cfg.MODEL.DEVICE = device
         elif self.cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
@@ -158,7 +87,7 @@ class Detector:
         self.cfg.freeze()
         self.batch_size = max(1, batch_size)
         self.model = build_model(self.cfg)
-        self._load_state(data)
+        self._load_state(weights)
         self.model.eval()
         self._resize = T.ResizeShortestEdge(
             [self.cfg.INPUT.MIN_SIZE_TEST] * 2, self.cfg.INPUT.MAX_SIZE_TEST
@@ -172,14 +101,19 @@ class Detector:
         expected_sha256: str | None = None,
         device: str | None = None,
         batch_size: int = 4,
+        configure: Callable[[CfgNode], None] | None = None,
     ) -> Detector:
-        """Load the version written by ``save_model_version`` into ``directory``."""
-        root = Path(directory)
-        cfg = load_config(root / CONFIG_FILE)
-        return cls(
-            cfg, root / CHECKPOINT_FILE, expected_sha256=expected_sha256, device=device,
-            batch_size=batch_size,
-        )
+        """Load the version in ``directory``, verified whole before anything is parsed.
+
+        ``expected_sha256``: the registry's digest (recommended; without it the
+        folder's own manifest is the reference).  ``configure`` may change the
+        verified config before the model is built (e.g. the score threshold).
+        """
+        files = read_version(directory, expected_sha256)
+        cfg = files.cfg
+        if configure is not None:
+            configure(cfg)
+        return cls(cfg, files.weights, device=device, batch_size=batch_size)
 
     @property
     def class_names(self) -> list[str]:

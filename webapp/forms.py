@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib.auth.password_validation import validate_password
+from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
 
 from annotations import taxonomy
 from annotations.consensus import available as consensus_strategies
+from annotations.errors import DomainError
+from annotations.services import accounts
 
 _PRESET_LABELS = {"vindr_cxr": "VinDr-CXR", "nih": "NIH ChestX-ray"}
 
@@ -71,14 +75,41 @@ class ConsensusStrategyForm(forms.Form):
 
 
 class ReaderCreateForm(forms.Form):
+    """The password is checked by the service (the platform's one password policy);
+    the view shows its refusal on the password field."""
+
     email = forms.EmailField()
     code = forms.CharField(max_length=32, help_text="Reader code shown everywhere, e.g. R9.")
     password = forms.CharField(
-        required=False, min_length=10, widget=forms.PasswordInput(render_value=False),
-        help_text="At least 10 characters; leave empty to set it later in the admin.")
+        required=False, strip=False, widget=forms.PasswordInput(render_value=False),
+        help_text=f"At least {settings.PASSWORD_MIN_LENGTH} characters, not a common or "
+                  "all-digit password; leave empty to set it later in the admin.")
 
-    def clean_password(self) -> str:
-        password = self.cleaned_data.get("password") or ""
-        if password:
-            validate_password(password)  # the platform's validators (length, common)
-        return password
+
+class ThrottledAuthenticationForm(AuthenticationForm):
+    """Django's sign-in form, checked by ``accounts.sign_in``: too many failures
+    from one client lock that username (and that client) out for a while."""
+
+    #: Set when the refusal was the throttle, so the page can answer 429.
+    throttled = False
+
+    def clean(self) -> dict:
+        username = self.cleaned_data.get("username")
+        password = self.cleaned_data.get("password")
+        if username is not None and password:
+            try:
+                self.user_cache = accounts.sign_in(
+                    username=username, password=password, request=self.request,
+                    ip=accounts.client_address(self.request.META if self.request else {}))
+            except DomainError as exc:
+                if exc.code != "throttled":
+                    raise self.get_invalid_login_error() from exc
+                self.throttled = True
+                raise forms.ValidationError(exc.message, code="throttled") from exc
+            self.confirm_login_allowed(self.user_cache)
+        return self.cleaned_data
+
+
+class ThrottledAdminAuthenticationForm(ThrottledAuthenticationForm, AdminAuthenticationForm):
+    """The Django admin's sign-in: the same throttle, and the admin's staff-only rule
+    (``AdminAuthenticationForm.confirm_login_allowed``)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.views import LoginView
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
@@ -21,7 +22,26 @@ from annotations.services import my_reading, projects, readers
 from annotations.services.consensus import consensus_run_create
 from annotations.services.prelabeling import prelabel_run_create
 from webapp.access import admin_page, platform_page
-from webapp.forms import ConsensusStrategyForm, ProjectCreateForm, ReaderCreateForm
+from webapp.forms import (
+    ConsensusStrategyForm,
+    ProjectCreateForm,
+    ReaderCreateForm,
+    ThrottledAuthenticationForm,
+)
+
+
+class SignIn(LoginView):
+    """The sign-in page; throttled by ``accounts.sign_in`` (429 while locked out)."""
+
+    template_name = "webapp/login.html"
+    form_class = ThrottledAuthenticationForm
+    redirect_authenticated_user = True
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.throttled:
+            response.status_code = 429
+        return response
 
 
 def index(request):
@@ -89,7 +109,7 @@ def reader_create(request):
                                            code=form.cleaned_data["code"],
                                            password=form.cleaned_data["password"] or None)
         except DomainError as exc:
-            form.add_error(None, exc.message)
+            form.add_error("password" if exc.code == "weak_password" else None, exc.message)
         else:
             messages.success(request, f"Reader {reader.code} created.")
             return redirect("web:projects")

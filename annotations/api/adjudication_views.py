@@ -8,13 +8,14 @@ from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.api.permissions import IsAdminOrAdjudicator
+from annotations.api.permissions import IsAdminOrAdjudicator, IsPlatformAdmin
 from annotations.errors import DomainError
-from annotations.models import Adjudication, ConsensusImage
-from annotations.selectors import reader_of
-from annotations.services.adjudication import adjudication_decide
+from annotations.models import Adjudication, ConsensusImage, Reader
+from annotations.selectors import adjudications_visible_to, reader_of
+from annotations.services.adjudication import adjudication_decide, project_adjudicator_add
 from annotations.services.annotating import BoxIn
 from annotations.services.consensus import reads_from_annotations
+from annotations.services.projects import project_get
 
 
 class AdjudicationSerializer(serializers.ModelSerializer):
@@ -41,12 +42,15 @@ class DecisionSerializer(serializers.Serializer):
 
 
 class AdjudicationList(generics.ListAPIView):
+    """A project's cases: all of them for admins; for an adjudicator only the cases they
+    may decide (projects they adjudicate, images they did not read)."""
+
     permission_classes = [IsAdminOrAdjudicator]
     serializer_class = AdjudicationSerializer
 
     def get_queryset(self):
-        qs = Adjudication.objects.filter(project__slug=self.kwargs["slug"]).select_related(
-            "image", "adjudicator")
+        qs = adjudications_visible_to(self.request.user).filter(
+            project__slug=self.kwargs["slug"]).select_related("image", "adjudicator")
         status = self.request.query_params.get("status")
         return qs.filter(status=status) if status else qs
 
@@ -58,7 +62,8 @@ class AdjudicationDetail(APIView):
 
     @extend_schema(responses={200: AdjudicationSerializer})
     def get(self, request, pk: int):
-        adj = get_object_or_404(Adjudication.objects.select_related("image"), pk=pk)
+        adj = get_object_or_404(adjudications_visible_to(request.user).select_related("image"),
+                                pk=pk)
         reads = reads_from_annotations(list(adj.image.annotations.filter(
             is_current=True, excluded_reason="").exclude(source="adjudication")))
         body = AdjudicationSerializer(adj).data
@@ -82,7 +87,7 @@ class AdjudicationDecide(APIView):
 
     @extend_schema(request=DecisionSerializer, responses={200: AdjudicationSerializer})
     def post(self, request, pk: int):
-        adj = get_object_or_404(Adjudication, pk=pk)
+        adj = get_object_or_404(adjudications_visible_to(request.user), pk=pk)
         reader = reader_of(request.user)
         if reader is None:
             raise DomainError("forbidden", "only adjudicators can decide")
@@ -94,3 +99,31 @@ class AdjudicationDecide(APIView):
                                   image_labels=data.validated_data.get("image_labels", []),
                                   actor=request.user)
         return Response(AdjudicationSerializer(adj).data)
+
+
+class AdjudicatorAddSerializer(serializers.Serializer):
+    code = serializers.CharField(max_length=32)
+
+
+class ProjectAdjudicators(APIView):
+    """Who adjudicates a project (admins only)."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "string"}}})
+    def get(self, request, slug: str):
+        project = project_get(slug)
+        return Response(list(project.adjudicators.order_by("code").values_list("code",
+                                                                                flat=True)))
+
+    @extend_schema(request=AdjudicatorAddSerializer,
+                   responses={200: {"type": "array", "items": {"type": "string"}}})
+    def post(self, request, slug: str):
+        project = project_get(slug)
+        data = AdjudicatorAddSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        reader = Reader.objects.filter(code=data.validated_data["code"]).first()
+        if reader is None:
+            raise DomainError("not_found", "no such reader", status=404)
+        project_adjudicator_add(project=project, reader=reader, actor=request.user)
+        return self.get(request, slug)

@@ -3,9 +3,6 @@ each other's work or the consensus through these endpoints)."""
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -96,6 +93,8 @@ class AnnotationImport(APIView):
 
     permission_classes = [IsPlatformAdmin]
     parser_classes = [MultiPartParser, JSONParser]
+    #: Imports are parsed in memory: the upload is capped while it streams in.
+    upload_max_file_setting = "IMPORT_MAX_BYTES"
 
     @extend_schema(request={"multipart/form-data": {"type": "object", "properties": {
         "file": {"type": "string", "format": "binary"}, "format": {"type": "string"},
@@ -105,24 +104,11 @@ class AnnotationImport(APIView):
         upload = request.FILES.get("file")
         if upload is None:
             raise DomainError("invalid_upload", "send the file in the field 'file'")
-        files = _upload_texts(upload)
+        files = imports.import_files_from_upload(upload.read(), upload.name or "upload")
         summary = imports.annotations_import(
             project=projects.project_get(slug), fmt=request.data.get("format", "vinbigdata"),
             files=files, reader=request.data.get("reader") or None, actor=request.user)
         return Response(summary, status=status.HTTP_201_CREATED)
-
-
-def _upload_texts(upload) -> dict[str, str]:
-    """One text file, or every file of a zip (VOC and YOLO come as many files)."""
-    raw = upload.read()
-    try:
-        if zipfile.is_zipfile(io.BytesIO(raw)):
-            with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-                return {n: zf.read(n).decode("utf-8-sig") for n in zf.namelist()
-                        if not n.endswith("/")}
-        return {upload.name or "upload": raw.decode("utf-8-sig")}
-    except UnicodeDecodeError as exc:
-        raise DomainError("invalid_upload", "the file is not UTF-8 text") from exc
 
 
 class AnnotationExport(APIView):

@@ -12,7 +12,10 @@ from annotations.errors import DomainError
 
 def exception_handler(exc, context):
     if isinstance(exc, DomainError):
-        return Response({"error": exc.as_dict()}, status=exc.status)
+        response = Response({"error": exc.as_dict()}, status=exc.status)
+        if isinstance(exc.detail, dict) and "retry_after_seconds" in exc.detail:
+            response["Retry-After"] = str(exc.detail["retry_after_seconds"])  # 429s
+        return response
     if isinstance(exc, Http404):
         exc = drf_exc.NotFound()
     response = drf_handler(exc, context)

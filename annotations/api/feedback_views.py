@@ -9,11 +9,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.api.permissions import IsAdminOrRadiologist, IsPlatformAdmin
+from annotations.api.service_auth import IsAllowedService
 from annotations.errors import DomainError
 from annotations.models import Prediction, PredictionRating
 from annotations.selectors import reader_of
 from annotations.services import projects
 from annotations.services.feedback import feedback_summary, prediction_rate
+from annotations.services.service_accounts import ML_BACKEND
 from annotations.services.training_requests import training_request_from_label_studio
 
 
@@ -55,9 +57,13 @@ class PredictionRate(APIView):
 
 
 class TrainingRequestFromLabelStudio(APIView):
-    """Called by the ML backend when Label Studio's "Start training" is pressed."""
+    """Called by the ML backend when Label Studio's "Start training" is pressed.
 
-    permission_classes = [IsPlatformAdmin]
+    The one endpoint the ``ml-backend`` service token may call (admins may too).
+    """
+
+    permission_classes = [IsPlatformAdmin | IsAllowedService]
+    allowed_services = (ML_BACKEND,)
 
     @extend_schema(request={"application/json": {"type": "object"}},
                    responses={202: {"type": "object"}})

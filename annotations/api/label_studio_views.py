@@ -4,6 +4,7 @@ protocol violations and the radiologist's own workspaces."""
 from __future__ import annotations
 
 from django.conf import settings
+from django.http import HttpResponseRedirect
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -11,25 +12,32 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.api.permissions import IsPlatformAdmin
-from annotations.models import ProtocolViolation
+from annotations.errors import DomainError
+from annotations.models import ProtocolViolation, Workspace
 from annotations.selectors import reader_of
 from annotations.services import label_studio_sync as sync
 from annotations.services import my_reading, projects
-from annotations.services.webhooks import webhook_receive
+from annotations.services.webhooks import webhook_receive, webhook_refused
 
 
 class LabelStudioWebhook(APIView):
-    """Receives Label Studio's webhooks; authenticated by the shared secret header."""
+    """Receives one workspace's Label Studio webhooks; authenticated by that workspace's
+    own secret header (no session, no token: Label Studio is the caller)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     @extend_schema(request={"application/json": {"type": "object"}},
                    responses={200: {"type": "object"}})
-    def post(self, request):
-        event, created = webhook_receive(
-            body=request.body,
-            secret=request.headers.get(settings.LABEL_STUDIO_WEBHOOK_HEADER))
+    def post(self, request, workspace_id: int):
+        secret = request.headers.get(settings.LABEL_STUDIO_WEBHOOK_HEADER)
+        if webhook_refused(workspace_id=workspace_id, body=request.body, secret=secret):
+            # answered, not raised: the record of the refusal must survive the request
+            return Response({"error": {"code": "forbidden",
+                                       "message": "missing or wrong webhook secret"}},
+                            status=403)
+        event, created = webhook_receive(workspace_id=workspace_id, body=request.body,
+                                         secret=secret)
         return Response({"event": event.pk, "duplicate": not created})
 
 
@@ -61,8 +69,8 @@ class ViolationSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ProtocolViolation
-        fields = ["id", "image", "workspace_reader", "actual_reader", "ls_user_id",
-                  "ls_annotation_id", "detected_at"]
+        fields = ["id", "kind", "image", "workspace_reader", "actual_reader", "ls_user_id",
+                  "ls_annotation_id", "detail", "detected_at"]
 
 
 class ProjectViolations(generics.ListAPIView):
@@ -87,3 +95,21 @@ class MyWorkspaces(APIView):
             return Response([])
         rows = my_reading.my_workspaces(reader)
         return Response(rows)
+
+
+class MyWorkspaceOpen(APIView):
+    """Sign the radiologist in to their own Label Studio workspace (one-time link).
+
+    The platform's session is the only credential a reader holds; this turns it into a
+    Label Studio session for that one workspace.  Anyone else's workspace is a 404.
+    """
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={302: None})
+    def get(self, request, workspace_id: int):
+        reader = reader_of(request.user)
+        ws = Workspace.objects.filter(pk=workspace_id).select_related("project").first()
+        if reader is None or ws is None:
+            raise DomainError("not_found", "no such workspace", status=404)
+        return HttpResponseRedirect(sync.workspace_sign_in_url(workspace=ws, reader=reader))

@@ -32,7 +32,8 @@ class ProjectSerializer(serializers.ModelSerializer):
         model = Project
         fields = ["slug", "name", "description", "taxonomy_preset", "readers_per_image",
                   "consensus_strategy", "consensus_params", "show_prelabels", "clahe",
-                  "allow_burned_in_annotation", "display_long_side", "label_classes",
+                  "allow_burned_in_annotation", "deid_retain_patient_characteristics",
+                  "display_long_side", "label_classes",
                   "image_count", "created_at"]
         read_only_fields = ["taxonomy_preset", "created_at"]
 
@@ -48,7 +49,32 @@ class ProjectCreateSerializer(serializers.Serializer):
     show_prelabels = serializers.BooleanField(required=False)
     clahe = serializers.BooleanField(required=False)
     allow_burned_in_annotation = serializers.BooleanField(required=False)
+    deid_retain_patient_characteristics = serializers.BooleanField(required=False)
     display_long_side = serializers.IntegerField(min_value=128, max_value=4096, required=False)
+
+
+class ProjectUpdateSerializer(serializers.Serializer):
+    """The settings ``projects.project_update`` may change; anything else is refused
+    (not silently ignored), so a client learns that a field is fixed."""
+
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(allow_blank=True)
+    consensus_strategy = serializers.CharField(max_length=64)
+    consensus_params = serializers.DictField()
+    show_prelabels = serializers.BooleanField()
+    clahe = serializers.BooleanField()
+    adjudication_threshold = serializers.FloatField(min_value=0.0, max_value=1.0,
+                                                    allow_null=True)
+    promotion_threshold = serializers.FloatField()
+    auto_retrain_after = serializers.IntegerField(min_value=1, allow_null=True)
+
+    def validate(self, attrs: dict) -> dict:
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({k: "cannot be changed" for k in unknown})
+        if not attrs:
+            raise serializers.ValidationError("nothing to change")
+        return attrs
 
 
 class ImageSerializer(serializers.ModelSerializer):
@@ -76,7 +102,8 @@ class IngestItemSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = IngestItem
-        fields = ["seq", "status", "reason", "detail", "image", "updated_at"]
+        fields = ["seq", "status", "reason", "detail", "image", "updated_at",
+                  "quarantined_at", "original_purged_at"]
 
 
 class IngestBatchSerializer(serializers.ModelSerializer):
@@ -104,7 +131,19 @@ class ReaderSerializer(serializers.ModelSerializer):
 class ReaderCreateSerializer(serializers.Serializer):
     email = serializers.EmailField()
     code = serializers.CharField(max_length=32)
-    password = serializers.CharField(write_only=True, min_length=10, required=False)
+    #: Checked by the platform's password policy in ``readers.reader_create``.
+    password = serializers.CharField(write_only=True, required=False, trim_whitespace=False,
+                                     max_length=128)
+
+
+class AuthTokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(write_only=True, trim_whitespace=False, max_length=128)
+
+
+class AuthTokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    expires_at = serializers.DateTimeField()
 
 
 class AssignmentSerializer(serializers.ModelSerializer):

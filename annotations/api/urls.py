@@ -1,5 +1,4 @@
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
 from annotations.api import adjudication_views as av
 from annotations.api import consensus_views as cv
@@ -10,7 +9,7 @@ from annotations.api import views as v
 from annotations.api import web_views as wv
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", v.AuthToken.as_view(), name="api-token"),
     path("me/", v.Me.as_view(), name="me"),
     path("me/assignments/", v.MyAssignments.as_view(), name="my-assignments"),
     path("projects/", v.ProjectListCreate.as_view(), name="project-list"),
@@ -30,16 +29,21 @@ urlpatterns = [
          name="exports"),
     path("projects/<slug:slug>/adjudications/", av.AdjudicationList.as_view(),
          name="adjudications"),
+    path("projects/<slug:slug>/adjudicators/", av.ProjectAdjudicators.as_view(),
+         name="project-adjudicators"),
     path("adjudications/<int:pk>/", av.AdjudicationDetail.as_view(), name="adjudication"),
     path("adjudications/<int:pk>/decision/", av.AdjudicationDecide.as_view(),
          name="adjudication-decide"),
-    path("label-studio/webhook/", lsv.LabelStudioWebhook.as_view(), name="ls-webhook"),
+    path("label-studio/webhook/<int:workspace_id>/", lsv.LabelStudioWebhook.as_view(),
+         name="ls-webhook"),
     path("label-studio/reconcile/", lsv.LabelStudioReconcile.as_view(), name="ls-reconcile"),
     path("projects/<slug:slug>/label-studio/push/", lsv.LabelStudioPush.as_view(),
          name="ls-push"),
     path("projects/<slug:slug>/violations/", lsv.ProjectViolations.as_view(),
          name="violations"),
     path("me/workspaces/", lsv.MyWorkspaces.as_view(), name="my-workspaces"),
+    path("me/workspaces/<int:workspace_id>/open/", lsv.MyWorkspaceOpen.as_view(),
+         name="my-workspace-open"),
     path("projects/<slug:slug>/feedback/", fv.ProjectFeedback.as_view(), name="feedback"),
     path("ml/training-requests/", fv.TrainingRequestFromLabelStudio.as_view(),
          name="ml-training-request"),

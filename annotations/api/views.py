@@ -7,8 +7,8 @@ from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
-from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -17,8 +17,29 @@ from annotations.api import serializers as s
 from annotations.api.permissions import IsPlatformAdmin, ReadOnlyForRadiologists
 from annotations.errors import DomainError
 from annotations.models import AuditEvent, Image, IngestBatch, IngestItem, Reader
-from annotations.services import ingest, projects, readers, signing, storage
-from annotations.services.audit import audit_record
+from annotations.services import accounts, ingest, projects, readers, signing, storage
+
+
+class AuthToken(APIView):
+    """Exchange a username and password for an API token that expires.
+
+    Throttled per username and client address (429 with ``Retry-After``); the
+    response says when the token expires (``CXR_TOKEN_TTL_HOURS``).
+    """
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(request=s.AuthTokenRequestSerializer, responses=s.AuthTokenSerializer)
+    def post(self, request):
+        data = s.AuthTokenRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = accounts.sign_in(ip=accounts.client_address(request.META),
+                                **data.validated_data)
+        token, expires_at = accounts.token_issue(user)
+        return Response(s.AuthTokenSerializer({"token": token.key,
+                                               "expires_at": expires_at}).data)
 
 
 class ProjectListCreate(generics.ListAPIView):
@@ -36,7 +57,11 @@ class ProjectListCreate(generics.ListAPIView):
         return Response(s.ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
 
 
-class ProjectDetail(generics.RetrieveUpdateAPIView):
+class ProjectDetail(generics.RetrieveAPIView):
+    """A project; PATCH changes its settings through ``projects.project_update``,
+    which validates the consensus strategy and its parameters (an invalid one
+    would fail every automatic consensus run) and refuses fixed fields."""
+
     permission_classes = [ReadOnlyForRadiologists]
     serializer_class = s.ProjectSerializer
     lookup_field = "slug"
@@ -45,10 +70,14 @@ class ProjectDetail(generics.RetrieveUpdateAPIView):
     def get_queryset(self):
         return selectors.project_list_visible(self.request.user)
 
-    def perform_update(self, serializer):
-        project = serializer.save()
-        audit_record(action="project.update", actor=self.request.user, project=project,
-                     target=project, detail={"fields": sorted(serializer.validated_data)})
+    @extend_schema(request=s.ProjectUpdateSerializer, responses=s.ProjectSerializer)
+    def patch(self, request, slug: str):
+        project = self.get_object()
+        data = s.ProjectUpdateSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        project = projects.project_update(project=project, actor=request.user,
+                                          **data.validated_data)
+        return Response(s.ProjectSerializer(project).data)
 
 
 class ProjectImageList(generics.ListAPIView):

@@ -121,6 +121,8 @@ class QuickRead(APIView):
 
     permission_classes = [IsAdminOrRadiologist]
     parser_classes = [MultiPartParser, FormParser]
+    #: The upload is refused (413) while it streams in, past this setting.
+    upload_max_file_setting = "QUICK_READ_MAX_BYTES"
 
     @extend_schema(request={"multipart/form-data": QuickReadRequest}, responses=OBJ)
     def post(self, request, slug: str):

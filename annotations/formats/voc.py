@@ -19,8 +19,11 @@ Files are ``Annotations/<file stem>.xml`` with ``<filename>``, ``<size>``
 identity nor image-level labels: an image with no objects imports as a
 "No finding" read by ``reader``.
 
-Parsing uses ``defusedxml`` when installed (uploaded XML is untrusted:
-entity expansion bombs), else the standard library.  Import is strict and
+Parsing uses ``defusedxml`` (a pinned requirement: uploaded XML is untrusted)
+with document type declarations forbidden outright: VOC files have none, and
+a DTD is where entity-expansion bombs ("billion laughs"), external entities
+and external DTD fetches live.  Such a file is refused, never expanded.  The
+standard library only writes XML here.  Import is strict and
 all-or-nothing: ``DomainError("invalid_voc", detail=[{"file": path,
 "object": i, "error": ...}])`` (``object`` absent for file-level problems).
 """
@@ -33,6 +36,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as _defused_fromstring
 
 from annotations.consensus.types import ImageReads, ReaderRead
 from annotations.errors import DomainError
@@ -45,11 +50,6 @@ from annotations.formats.common import (
 )
 from annotations.formats.records import BoxSource, ImageRecord, collect_reads
 from annotations.taxonomy import NO_FINDING, LabelClassSpec
-
-try:  # pragma: no cover - depends on the environment
-    from defusedxml.ElementTree import fromstring as _fromstring
-except ImportError:  # pragma: no cover
-    from xml.etree.ElementTree import fromstring as _fromstring
 
 DEFAULT_READER = "VOC"
 ANNOTATIONS_DIR = "Annotations"
@@ -185,8 +185,11 @@ def _parse_file(
     errors: ErrorList,
 ) -> ImageReads | None:
     try:
-        root = _fromstring(text)
-    except (ET.ParseError, ValueError) as exc:  # defusedxml raises ValueError subclasses
+        root = _defused_fromstring(text, forbid_dtd=True)
+    except DefusedXmlException:
+        errors.add("XML with a DTD or entity declarations is not accepted", file=path)
+        return None
+    except (ET.ParseError, ValueError) as exc:
         errors.add(f"not well-formed XML: {exc}", file=path)
         return None
     if root.tag != "annotation":

@@ -24,6 +24,18 @@ def pseudo_id(key: bytes | str, namespace: str, value: str, *, prefix: str = "")
     return prefix + digest(key, namespace, value).hex()[:20]
 
 
+def image_pseudo_id(key: bytes | str, project_key: str, instance_pseudo: str) -> str:
+    """The platform-wide id of one image in one project (``IMG-...``).
+
+    ``instance_pseudo`` names the source image (its SOP Instance UID or its
+    pixels) and is the same in every project the file is ingested into; the
+    image's id must not be, because image files, the image API and the viewer
+    look images up by id alone.  Keying it by the project as well keeps every
+    id unique and re-ingest into the same project stable.
+    """
+    return pseudo_id(key, "image", f"{project_key}\x00{instance_pseudo}", prefix="IMG-")
+
+
 def pseudo_uid(key: bytes | str, value: str) -> str:
     """A valid DICOM UID (``2.25.<128-bit integer>``) replacing ``value``."""
     return "2.25." + str(int.from_bytes(digest(key, "uid", value)[:16], "big"))

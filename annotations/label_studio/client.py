@@ -15,7 +15,7 @@ reach Label Studio (connect errors, 502/503/504, 429), so a retry never duplicat
 The token is never logged nor shown in ``repr``; error messages carry only method + path.
 
 Where the SDK is awkward we use ``requests``: ``/health`` (no auth), the synchronous JSON
-export, and the HTML signup flow (the SDK's ``users.create`` cannot set passwords).
+export, single annotations, and the platform's bridge inside Label Studio.
 
 Pure module: no Django.
 """
@@ -23,7 +23,6 @@ Pure module: no Django.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,19 +40,21 @@ T = TypeVar("T")
 
 #: Statuses that mean "the request was not processed", safe to retry even for a POST.
 _NOT_PROCESSED = frozenset({429, 502, 503, 504})
-_CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken"\s+value="([^"]+)"')
 
 
 @dataclass(frozen=True)
-class LabelStudioUser:
-    """A Label Studio account made for a reader: its id (``completed_by``) and legacy token."""
+class WorkspaceAccounts:
+    """What the bridge made for one workspace: its organization, the service user the
+    platform acts as (and its legacy token), and the reader's user."""
 
-    user_id: int
-    email: str
-    token: str
+    organization_id: int
+    service_user_id: int
+    service_token: str
+    reader_user_id: int
 
     def __repr__(self) -> str:  # keep the token out of logs and tracebacks
-        return f"LabelStudioUser(user_id={self.user_id}, email={self.email!r})"
+        return (f"WorkspaceAccounts(organization_id={self.organization_id}, "
+                f"reader_user_id={self.reader_user_id})")
 
 
 def completed_by_id(annotation: Mapping[str, Any]) -> int | None:
@@ -158,6 +159,18 @@ class LabelStudioClient:
             lambda: [_plain(a) for a in self._sdk.annotations.list(id=task_id)],
         )
 
+    def get_annotation(self, annotation_id: int) -> dict[str, Any] | None:
+        """One annotation as Label Studio holds it, or None when this client cannot see it
+        (404, or 403 from the bridge: it belongs to another organization)."""
+        path = f"/api/annotations/{int(annotation_id)}/"
+        try:
+            return self._call(f"GET {path}", lambda: self._raw("GET", path))
+        except DomainError as exc:
+            if exc.code == "label_studio_error" and \
+                    (exc.detail or {}).get("status") in (403, 404):
+                return None
+            raise
+
     def export_project_annotations(self, project_id: int) -> list[dict[str, Any]]:
         """All tasks of a project with their annotations, in one synchronous request.
 
@@ -249,52 +262,28 @@ class LabelStudioClient:
         return self._call("GET /api/webhooks",
                           lambda: [_plain(w) for w in self._sdk.webhooks.list(project=project_id)])
 
-    # -- users ---------------------------------------------------------------------------
+    # -- the bridge (organizations per workspace) -------------------------------------
 
-    def signup_user(self, email: str, password: str) -> LabelStudioUser:
-        """Create (or log into) a Label Studio account and return its id and legacy token.
+    def provision_workspace(self, key: str, bridge_secret: str) -> WorkspaceAccounts:
+        """Create (or return) the organization, service user and reader user for ``key``.
 
-        The community edition's API cannot set a password, so this walks the HTML signup
-        form with the organization's invite token (works even when signup without a link
-        is disabled).  If the email exists already, it logs in with ``password`` instead:
-        repeating the call is safe.  About 1 s per user (password hashing).
+        Calls the platform's bridge inside Label Studio (``label_studio_bridge``), the only
+        way to make an organization in the community edition.  Idempotent by ``key``.
         """
-        invite = self._call("GET /api/invite", lambda: self._raw("GET", "/api/invite"))["token"]
-        token = self._call("signup", lambda: self._signup_session(email, password, invite))
-        me = self.current_user(token)
-        return LabelStudioUser(user_id=int(me["id"]), email=str(me["email"]), token=token)
+        path = "/cxr-bridge/workspaces/"
 
-    def _signup_session(self, email: str, password: str, invite: str) -> str:
-        with requests.Session() as session:
-            form = {"email": email, "password": password}
-            if not self._post_form(session, "/user/signup/", form, {"token": invite}) and \
-                    not self._post_form(session, "/user/login/", form, {}):
-                raise DomainError(
-                    "label_studio_error",
-                    f"Label Studio refused signup and login for {email!r} (password too weak, "
-                    "or the account exists with another password)",
-                    status=502,
-                )
-            response = session.get(f"{self.base_url}/api/current-user/token",
-                                   timeout=self.timeout)
+        def call() -> Any:
+            response = requests.post(f"{self.base_url}{path}", json={"key": key},
+                                     headers={"X-CXR-Bridge-Secret": bridge_secret},
+                                     timeout=self.timeout)
             _raise_for_status(response)
-            return str(response.json()["token"])
+            return response.json()
 
-    def _post_form(self, session: requests.Session, path: str, form: dict[str, str],
-                   params: dict[str, str]) -> bool:
-        """GET a Django form for its CSRF token, POST it; True when it redirected (success)."""
-        url = f"{self.base_url}{path}"
-        page = session.get(url, params=params, timeout=self.timeout)
-        _raise_for_status(page)
-        match = _CSRF_INPUT.search(page.text)
-        csrf = match.group(1) if match else session.cookies.get("csrftoken", "")
-        response = session.post(
-            url, params=params, data={**form, "csrfmiddlewaretoken": csrf},
-            headers={"Referer": url}, allow_redirects=False, timeout=self.timeout,
-        )
-        if response.status_code >= 500:
-            _raise_for_status(response)
-        return response.status_code in (301, 302, 303)
+        body = self._call(f"POST {path}", call)
+        return WorkspaceAccounts(organization_id=int(body["organization"]),
+                                 service_user_id=int(body["service_user"]),
+                                 service_token=str(body["service_token"]),
+                                 reader_user_id=int(body["reader_user"]))
 
     # -- plumbing ------------------------------------------------------------------------
 

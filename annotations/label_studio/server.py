@@ -44,6 +44,9 @@ LABEL_STUDIO_VERSION = "1.23.2"
 _PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ",
                    "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 
+#: The bridge app (``label_studio_bridge/cxr_bridge``) that Label Studio loads on start-up.
+BRIDGE_PATH = Path(__file__).resolve().parents[2] / "label_studio_bridge"
+
 #: Files of the template that must not be shared between copies.
 _TEMPLATE_SKIP = {".complete", ".env"}
 
@@ -133,6 +136,7 @@ class LabelStudioServer:
         username: str,
         password: str,
         token: str,
+        bridge_secret: str,
         install: LabelStudioInstall | None = None,
         host: str = "127.0.0.1",
         startup_timeout: float = 120.0,
@@ -141,6 +145,9 @@ class LabelStudioServer:
         if not 6 <= len(token) <= 40:
             # Label Studio silently ignores shorter tokens and the column holds 40 chars.
             raise DomainError("invalid_label_studio_token", "admin token must be 6..40 chars")
+        if len(bridge_secret) < 32:
+            raise DomainError("invalid_bridge_secret", "the bridge secret must be 32+ chars")
+        self.bridge_secret = bridge_secret
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.host = host
@@ -175,6 +182,12 @@ class LabelStudioServer:
             LABEL_STUDIO_USERNAME=self.username,
             LABEL_STUDIO_PASSWORD=self.password,
             LABEL_STUDIO_USER_TOKEN=self.token,
+            # The bridge: one organization per workspace, sign-in only through the
+            # platform, nobody joins the first organization by signing up.
+            DJANGO_SETTINGS_MODULE="cxr_bridge.settings",
+            PYTHONPATH=str(BRIDGE_PATH),
+            CXR_BRIDGE_SECRET=self.bridge_secret,
+            LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)

@@ -48,6 +48,24 @@ def adjudications_route(*, run: ConsensusRun) -> list[Adjudication]:
 
 
 @transaction.atomic
+def project_adjudicator_add(*, project: Project, reader: Reader, actor: Any = None) -> Reader:
+    """Let ``reader`` adjudicate ``project`` (they become an adjudicator if not yet).
+
+    Cases are scoped per project: an adjudicator sees and decides the cases of the projects
+    they were added to, and never one of an image they read.
+    """
+    if not reader.active:
+        raise DomainError("invalid_reader", f"reader {reader.code} is not active")
+    if not reader.is_adjudicator:
+        Reader.objects.filter(pk=reader.pk).update(is_adjudicator=True)
+        reader.is_adjudicator = True
+    reader.adjudicates.add(project)
+    audit_record(action="adjudication.adjudicator_add", actor=actor, project=project,
+                 target=reader, detail={"code": reader.code})
+    return reader
+
+
+@transaction.atomic
 def adjudication_decide(
     *, adjudication: Adjudication, adjudicator: Reader, boxes: Sequence[BoxIn],
     image_labels: Sequence[str] = (), actor: Any = None,
@@ -55,8 +73,9 @@ def adjudication_decide(
     adj = Adjudication.objects.select_for_update().get(pk=adjudication.pk)
     if adj.status != Adjudication.Status.PENDING:
         raise DomainError("conflict", "this adjudication is already decided")
-    if not adjudicator.is_adjudicator:
-        raise DomainError("forbidden", "only adjudicators can decide")
+    if not adjudicator.is_adjudicator or not adjudicator.adjudicates.filter(
+            pk=adj.project_id).exists():
+        raise DomainError("forbidden", "only this project's adjudicators can decide")
     if Assignment.objects.filter(image=adj.image, reader=adjudicator).exists():
         raise DomainError("forbidden", "an adjudicator cannot decide an image they read")
     decision, _ = reader_annotation_record(

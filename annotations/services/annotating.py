@@ -77,6 +77,39 @@ def _same_content(current: ReaderAnnotation, boxes: list[tuple], labels: list[st
         and current.was_cancelled == cancelled
 
 
+def _resolve(image: Image, boxes: Sequence[BoxIn], image_labels: Sequence[str]
+             ) -> tuple[list[tuple[LabelClass, tuple]], list[str]]:
+    """Boxes with their classes, validated and clipped; image labels sorted and checked."""
+    by_key, image_level = _classes(image)
+    resolved = []
+    for box in boxes:
+        lc = by_key.get(box.label)
+        if lc is None:
+            raise DomainError("unknown_label", f"label {box.label!r} is not in this project")
+        resolved.append((lc, _validate_box(box, image)))
+    labels = sorted(set(image_labels))
+    unknown = [lab for lab in labels if lab not in image_level]
+    if unknown:
+        raise DomainError("unknown_label", f"image labels {unknown} are not in this project")
+    return resolved, labels
+
+
+def reader_annotation_matches(*, image: Image, reader: Reader, boxes: Sequence[BoxIn],
+                              image_labels: Sequence[str] = (), was_cancelled: bool = False
+                              ) -> bool:
+    """True when the reader's current read of ``image`` has exactly this content.
+
+    Used where a read is frozen: seeing the same content again (a reconcile, a replay) is
+    not a change, anything else is.
+    """
+    current = ReaderAnnotation.objects.filter(image=image, reader=reader,
+                                              is_current=True).first()
+    if current is None:
+        return False
+    resolved, labels = _resolve(image, boxes, image_labels)
+    return _same_content(current, resolved, labels, was_cancelled)
+
+
 @transaction.atomic
 def reader_annotation_record(
     *,
@@ -99,17 +132,7 @@ def reader_annotation_record(
     written then.  An older ``external_updated_at`` than the stored one is
     ignored (out-of-order delivery), as is identical content (replay).
     """
-    by_key, image_level = _classes(image)
-    resolved = []
-    for box in boxes:
-        lc = by_key.get(box.label)
-        if lc is None:
-            raise DomainError("unknown_label", f"label {box.label!r} is not in this project")
-        resolved.append((lc, _validate_box(box, image)))
-    labels = sorted(set(image_labels))
-    unknown = [lab for lab in labels if lab not in image_level]
-    if unknown:
-        raise DomainError("unknown_label", f"image labels {unknown} are not in this project")
+    resolved, labels = _resolve(image, boxes, image_labels)
 
     # Serialise writers of one image: with no current row there is nothing else to
     # lock, and two concurrent first reads would both insert a "current" version.

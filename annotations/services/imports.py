@@ -9,11 +9,15 @@ platform readers; readers that do not exist yet are created without a login
 
 from __future__ import annotations
 
+import io
+import zipfile
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from annotations.archives import zip_open_checked
 from annotations.consensus import ImageReads
 from annotations.errors import DomainError
 from annotations.formats import registry
@@ -23,6 +27,28 @@ from annotations.services.audit import audit_record
 from annotations.services.consensus import consensus_run_create
 from annotations.services.exports import image_records, project_taxonomy
 from annotations.services.ingest import source_key
+from annotations.services.storage import zip_limits
+
+
+def import_files_from_upload(raw: bytes, name: str) -> dict[str, str]:
+    """One uploaded text file, or every file of an uploaded zip (VOC and YOLO come
+    as many files), as ``path -> text``.
+
+    Everything ends up in memory, so a zip is checked from its directory first
+    (``storage.zip_limits``, its expanded total capped at ``IMPORT_MAX_BYTES``):
+    a zip bomb is refused (413) before any member is decompressed.
+    """
+    buf = io.BytesIO(raw)
+    try:
+        if not zipfile.is_zipfile(buf):
+            return {name: raw.decode("utf-8-sig")}
+        zf, members = zip_open_checked(buf, zip_limits(max_total_bytes=settings.IMPORT_MAX_BYTES))
+        with zf:
+            return {m.filename: zf.read(m).decode("utf-8-sig") for m in members}
+    except UnicodeDecodeError as exc:
+        raise DomainError("invalid_upload", "the file is not UTF-8 text") from exc
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise DomainError("invalid_zip", "a file in the zip archive is damaged") from exc
 
 
 def _resolve_images(project: Project, reads: list[ImageReads]) -> dict[str, Image]:

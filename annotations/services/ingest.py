@@ -27,6 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from annotations.errors import DomainError
 from annotations.imaging import pseudonym
@@ -34,7 +35,7 @@ from annotations.imaging.deid import deidentify
 from annotations.imaging.loader import Limits, LoadedImage, load_file
 from annotations.imaging.render import encode_png, render
 from annotations.models import Image, IngestBatch, IngestItem, Project, Study
-from annotations.services import storage
+from annotations.services import quarantine, storage
 from annotations.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -61,12 +62,33 @@ def project_limits(project: Project) -> Limits:
 def ingest_batch_create(
     *, project: Project, inputs: Iterable[Path], actor: Any = None, source: str = "command"
 ) -> IngestBatch:
-    """Stage every file under ``inputs`` (files, folders, zips) as one batch."""
-    batch = IngestBatch.objects.create(
-        project=project, source=source,
-        created_by=actor if getattr(actor, "is_authenticated", False) else None,
-    )
-    stage_dir = Path(settings.STAGING_ROOT) / str(batch.pk)
+    """Stage every file under ``inputs`` (files, folders, zips) as one batch.
+
+    All or nothing: an input that is missing or a zip over the limits
+    (``storage.zip_limits``) refuses the whole batch before any row exists,
+    and removes what was staged so far.  Zip members are copied out in pieces.
+    """
+    stage_dir: Path | None = None
+    try:
+        with transaction.atomic():
+            batch = IngestBatch.objects.create(
+                project=project, source=source,
+                created_by=actor if getattr(actor, "is_authenticated", False) else None,
+            )
+            stage_dir = Path(settings.STAGING_ROOT) / str(batch.pk)
+            items = _stage_inputs(batch, stage_dir, inputs)
+            IngestItem.objects.bulk_create(items)
+            audit_record(action="ingest.batch_create", actor=actor, project=project,
+                         target=batch, detail={"files": len(items), "source": source})
+    except BaseException:
+        if stage_dir is not None:
+            shutil.rmtree(stage_dir, ignore_errors=True)
+        raise
+    return batch
+
+
+def _stage_inputs(batch: IngestBatch, stage_dir: Path, inputs: Iterable[Path]
+                  ) -> list[IngestItem]:
     items = []
     seq = 0
     for inp in inputs:
@@ -76,26 +98,27 @@ def ingest_batch_create(
             seq += 1
             staged = stage_dir / f"{seq:06d}.bin"
             if isinstance(container, zipfile.ZipFile):
-                storage.write_atomic(staged, container.read(member))
+                storage.write_atomic_chunks(staged, storage.zip_member_chunks(container, member))
             else:
                 storage.copy_atomic(container, staged)
             items.append(IngestItem(
                 batch=batch, seq=seq, staged_path=str(staged), source_key=source_key(name),
             ))
-    IngestItem.objects.bulk_create(items)
-    audit_record(action="ingest.batch_create", actor=actor, project=project, target=batch,
-                 detail={"files": len(items), "source": source})
-    return batch
+    return items
 
 
 def ingest_batch_from_uploads(*, project: Project, files: list[Any], actor: Any) -> IngestBatch:
-    """Stage uploaded files (Django ``UploadedFile``) as one batch."""
+    """Stage uploaded files (Django ``UploadedFile``) as one batch.
+
+    Their size was bounded while they streamed in (``annotations.api.uploads``);
+    each is copied to staging chunk by chunk, never whole in memory.
+    """
     batch = IngestBatch.objects.create(project=project, source="upload", created_by=actor)
     stage_dir = Path(settings.STAGING_ROOT) / str(batch.pk)
     items = []
     for seq, upload in enumerate(files, start=1):
         staged = stage_dir / f"{seq:06d}.bin"
-        storage.write_atomic(staged, b"".join(upload.chunks()))
+        storage.write_atomic_chunks(staged, upload.chunks())
         items.append(IngestItem(batch=batch, seq=seq, staged_path=str(staged),
                                 source_key=source_key(upload.name or "")))
     IngestItem.objects.bulk_create(items)
@@ -127,7 +150,7 @@ def _finish(item: IngestItem, status: str, reason: str = "", detail: str = "",
     """Guarded transition: only a pending item changes state (idempotent)."""
     updated = IngestItem.objects.filter(pk=item.pk, status=IngestItem.Status.PENDING).update(
         status=status, reason=reason, detail=detail[:2000], image=image,
-        quarantine_path=item.quarantine_path,
+        quarantine_path=item.quarantine_path, quarantined_at=item.quarantined_at,
     )
     if updated:
         item.status, item.reason, item.detail, item.image = status, reason, detail, image
@@ -139,25 +162,37 @@ def _finish(item: IngestItem, status: str, reason: str = "", detail: str = "",
 def _quarantine(item: IngestItem, reason: str, message: str) -> IngestItem:
     staged = Path(item.staged_path)
     if staged.exists():
-        dest = Path(settings.QUARANTINE_ROOT) / str(item.batch_id) / staged.name
-        storage.move(staged, dest)
-        item.quarantine_path = str(dest)
+        item.quarantine_path = str(quarantine.original_keep(staged, batch_id=item.batch_id))
+    item.quarantined_at = timezone.now()
     logger.info("ingest item %s quarantined: %s", item.pk, reason)
     return _finish(item, IngestItem.Status.QUARANTINED, reason, message)
 
 
-def loaded_deidentify(loaded: LoadedImage) -> tuple[str, str, str]:
-    """(patient, study, image) pseudonyms; de-identifies DICOM in place."""
+#: Stored on every imported PNG/JPEG item: such files cannot state whether their
+#: pixels carry text (DICOM's Burned In Annotation), and nothing reads the pixels.
+RASTER_NOTE = "PNG/JPEG: the pixels are not attested free of burned-in text"
+
+
+def loaded_deidentify(loaded: LoadedImage, project: Project) -> tuple[str, str, str]:
+    """(patient, study, image) pseudonyms; de-identifies DICOM in place.
+
+    The image pseudonym is keyed by the project too (``pseudonym.image_pseudo_id``):
+    image ids are unique platform-wide, so the same file ingested into two
+    projects gets two ids, while re-ingest into one project finds its image.
+    """
     key = settings.PSEUDONYM_KEY
     if loaded.dataset is not None:
-        res = deidentify(loaded.dataset, key=key)
-        return res.patient_pseudo_id, res.study_pseudo_id, res.image_pseudo_id
-    # PNG/JPEG carry no identifiers: the pixels are the identity.
-    return (
-        pseudonym.pseudo_id(key, "patient", loaded.pixel_hash, prefix="PAT-"),
-        pseudonym.pseudo_id(key, "study", loaded.pixel_hash, prefix="STU-"),
-        pseudonym.pseudo_id(key, "instance", loaded.pixel_hash, prefix="IMG-"),
-    )
+        res = deidentify(
+            loaded.dataset, key=key, pixels=loaded.pixels,
+            retain_patient_characteristics=project.deid_retain_patient_characteristics)
+        patient, study, instance = (res.patient_pseudo_id, res.study_pseudo_id,
+                                    res.image_pseudo_id)
+    else:
+        # PNG/JPEG carry no identifiers: the pixels are the identity.
+        patient = pseudonym.pseudo_id(key, "patient", loaded.pixel_hash, prefix="PAT-")
+        study = pseudonym.pseudo_id(key, "study", loaded.pixel_hash, prefix="STU-")
+        instance = pseudonym.pseudo_id(key, "instance", loaded.pixel_hash, prefix="IMG-")
+    return patient, study, pseudonym.image_pseudo_id(key, str(project.pk), instance)
 
 
 def _find_duplicate(project: Project, image_id: str, pixel_hash: str) -> tuple[str, Image] | None:
@@ -204,7 +239,7 @@ def ingest_item_process(*, item_id: int) -> IngestItem:
                        "the staged copy of this file is gone")
     try:
         loaded = load_file(staged, project_limits(project))
-        patient, study_id, image_id = loaded_deidentify(loaded)
+        patient, study_id, image_id = loaded_deidentify(loaded, project)
     except DomainError as exc:
         return _quarantine(item, exc.code, exc.message)
     except Exception as exc:  # bad input must never stop the batch
@@ -226,7 +261,8 @@ def ingest_item_process(*, item_id: int) -> IngestItem:
     try:
         with transaction.atomic():
             image = _create_rows(project, item, loaded, patient, study_id, image_id, paths)
-            item = _finish(item, IngestItem.Status.IMPORTED, image=image)
+            item = _finish(item, IngestItem.Status.IMPORTED, image=image,
+                           detail=RASTER_NOTE if loaded.dataset is None else "")
     except IntegrityError:
         # Another worker imported the same image between our check and insert.
         shutil.rmtree(storage.media_path(paths["dir"]), ignore_errors=True)

@@ -1,26 +1,28 @@
 """Label Studio as the reading front-end; the platform as the source of truth.
 
-* ``reader_provision``: a Label Studio account per reader (its legacy token is
-  what the platform acts with; it never leaves the database).
-* ``workspace_ensure``: one Label Studio project per (platform project, reader):
-  the community edition shows every annotation of a task to everyone in the
-  project, so blinding needs one project per reader.  Each gets the labeling
-  config generated from the taxonomy and a webhook back to the platform.
-* ``assignments_push``: assigned images become tasks in their reader's
-  workspace, with a signed image URL and the pseudonymous image id only.
-* ``ls_annotation_apply``: THE place a Label Studio annotation becomes a reader
-  annotation (used by webhooks and by reconcile).  An annotation made by anyone
-  but the workspace's reader is a protocol violation: recorded, excluded.
-* ``workspace_reconcile``: pulls a workspace's annotations and repairs what
-  webhooks missed (creates, updates, deletions).  Running it twice changes nothing.
+* ``workspace_ensure``: one Label Studio organization and project per (platform project,
+  reader, kind), made through the bridge inside Label Studio.  The community edition shows
+  everything in an organization to every member, so the organization is the boundary: its
+  owner is a service user the platform acts as, its only other member the reader's user,
+  who signs in through the platform (``workspace_sign_in_url``), never with a password.
+  Each workspace has its own webhook URL and secret.
+* ``assignments_push``: assigned images become tasks in their reader's workspace, with a
+  signed image URL and the pseudonymous image id only.
+* ``ls_annotation_apply``: THE place a Label Studio annotation becomes a reader annotation
+  (used by webhooks, after re-reading the annotation from Label Studio, and by reconcile).
+  An annotation by anyone but the workspace's reader, and any change after blinding ended
+  for the reader (the image is final for them), is a protocol violation: kept, excluded.
+* ``workspace_reconcile``: pulls a workspace's annotations and repairs what webhooks
+  missed (creates, updates, deletions).  Running it twice changes nothing; one failing
+  workspace does not stop the others.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import hmac
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -33,12 +35,12 @@ from annotations.errors import DomainError
 from annotations.label_studio.client import LabelStudioClient, completed_by_id
 from annotations.label_studio.config import label_config, validate_label_config
 from annotations.label_studio.regions import build_result, parse_result
+from annotations.label_studio.tickets import sign_in_url, ticket_mint
 from annotations.models import (
     Adjudication,
     Assignment,
     Image,
     LabelClass,
-    LabelStudioAccount,
     Project,
     ProtocolViolation,
     Reader,
@@ -47,16 +49,22 @@ from annotations.models import (
     WorkspaceTask,
 )
 from annotations.services.adjudication import adjudication_decide
-from annotations.services.annotating import BoxIn, reader_annotation_record
+from annotations.services.annotating import (
+    BoxIn,
+    reader_annotation_matches,
+    reader_annotation_record,
+)
 from annotations.services.audit import audit_record
 from annotations.services.exports import project_taxonomy
 from annotations.services.feedback import feedback_record
+from annotations.services.overview import image_states
 from annotations.services.signing import signed_image_url
 
 logger = logging.getLogger(__name__)
 
 
 def ls_client() -> LabelStudioClient:
+    """The server-level client (health, and the bridge that provisions workspaces)."""
     if not settings.LABEL_STUDIO_TOKEN:
         raise DomainError("label_studio_unavailable", "CXR_LABEL_STUDIO_TOKEN is not set",
                           status=503)
@@ -64,38 +72,34 @@ def ls_client() -> LabelStudioClient:
                              timeout=settings.LABEL_STUDIO_TIMEOUT)
 
 
-def webhook_url() -> str:
-    return settings.PLATFORM_URL_FOR_LABEL_STUDIO.rstrip("/") + "/api/label-studio/webhook/"
+def ws_client(ws: Workspace) -> LabelStudioClient:
+    """A client acting as the workspace's service user: it sees that organization only."""
+    if not ws.service_token or ws.ls_organization_id is None:
+        raise DomainError("legacy_workspace",
+                          f"workspace {ws.pk} predates per-workspace organizations (it was "
+                          "not blind): delete it and push again", status=409)
+    return LabelStudioClient(settings.LABEL_STUDIO_URL, ws.service_token,
+                             timeout=settings.LABEL_STUDIO_TIMEOUT)
 
 
-# --- accounts and workspaces -------------------------------------------------------
+def webhook_url(ws: Workspace) -> str:
+    return (settings.PLATFORM_URL_FOR_LABEL_STUDIO.rstrip("/")
+            + f"/api/label-studio/webhook/{ws.pk}/")
 
 
-def ls_password(email: str) -> str:
-    """The Label Studio password of a reader account, derived, never stored.
+def webhook_secret(ws: Workspace) -> str:
+    """The workspace's own webhook secret, derived so that it is never stored.
 
-    Derived from the secret key so that provisioning can be repeated (signup of an
-    existing email logs in with the same password) after a failure half-way.  The
-    reader is handed it once to log into Label Studio.
+    Only that workspace's organization holds it (its members can read webhook headers), so
+    a reader who reads it can speak only for their own workspace, and even there every
+    event is re-read from Label Studio before anything is stored.
     """
-    mac = hmac.new(settings.SECRET_KEY.encode(), f"ls-password\x00{email}".encode(),
-                   hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac[:18]).decode()
+    return hmac.new(settings.LABEL_STUDIO_WEBHOOK_SECRET.encode(),
+                    f"webhook\x00{ws.pk}\x00{ws.ls_project_id}".encode(),
+                    hashlib.sha256).hexdigest()
 
 
-def reader_provision(reader: Reader, client: LabelStudioClient | None = None
-                     ) -> LabelStudioAccount:
-    existing = LabelStudioAccount.objects.filter(reader=reader).first()
-    if existing is not None:
-        return existing
-    client = client or ls_client()
-    email = reader.user.email or f"{reader.code.lower()}@readers.invalid"
-    user = client.signup_user(email, ls_password(email))
-    account = LabelStudioAccount.objects.create(reader=reader, ls_user_id=user.user_id,
-                                                token=user.token)
-    audit_record(action="label_studio.reader_provision", target=reader,
-                 detail={"code": reader.code})
-    return account
+# --- workspaces ----------------------------------------------------------------------
 
 
 def workspace_ensure(project: Project, reader: Reader, kind: str = Workspace.Kind.READING,
@@ -104,19 +108,43 @@ def workspace_ensure(project: Project, reader: Reader, kind: str = Workspace.Kin
     if ws is not None:
         return ws
     client = client or ls_client()
-    reader_provision(reader, client)
+    accounts = client.provision_workspace(f"{project.pk}:{reader.pk}:{kind}",
+                                          settings.LABEL_STUDIO_BRIDGE_SECRET)
+    service = LabelStudioClient(settings.LABEL_STUDIO_URL, accounts.service_token,
+                                timeout=settings.LABEL_STUDIO_TIMEOUT)
     taxonomy = project_taxonomy(project)
     config = label_config(taxonomy)
     validate_label_config(config, taxonomy)
     suffix = "adjudication" if kind == Workspace.Kind.ADJUDICATION else "reading"
-    ls_id = client.create_project(f"{project.name} · {reader.code} · {suffix}", config)
-    client.create_webhook(ls_id, webhook_url(),
-                          headers={settings.LABEL_STUDIO_WEBHOOK_HEADER:
-                                   settings.LABEL_STUDIO_WEBHOOK_SECRET})
-    ws = Workspace.objects.create(project=project, reader=reader, kind=kind, ls_project_id=ls_id)
+    ls_id = service.create_project(f"{project.name} · {reader.code} · {suffix}", config)
+    ws = Workspace.objects.create(
+        project=project, reader=reader, kind=kind, ls_project_id=ls_id,
+        ls_organization_id=accounts.organization_id,
+        ls_reader_user_id=accounts.reader_user_id,
+        ls_service_user_id=accounts.service_user_id, service_token=accounts.service_token)
+    service.create_webhook(ls_id, webhook_url(ws),
+                           headers={settings.LABEL_STUDIO_WEBHOOK_HEADER: webhook_secret(ws)})
     audit_record(action="label_studio.workspace_create", project=project, target=ws,
-                 detail={"reader": reader.code, "kind": kind})
+                 detail={"reader": reader.code, "kind": kind,
+                         "organization": accounts.organization_id})
     return ws
+
+
+def workspace_sign_in_url(*, workspace: Workspace, reader: Reader) -> str:
+    """A one-time Label Studio sign-in link to the reader's own workspace.
+
+    The caller has authenticated ``reader`` (a platform session); nobody gets a link to a
+    workspace that is not theirs.
+    """
+    if workspace.reader_id != reader.pk or not reader.active:
+        raise DomainError("not_found", "no such workspace", status=404)
+    ticket = ticket_mint(user_id=workspace.ls_reader_user_id,
+                         project_id=workspace.ls_project_id,
+                         secret=settings.LABEL_STUDIO_BRIDGE_SECRET,
+                         ttl=settings.LABEL_STUDIO_TICKET_TTL)
+    audit_record(action="label_studio.sign_in", project=workspace.project, target=workspace,
+                 detail={"reader": reader.code})
+    return sign_in_url(settings.LABEL_STUDIO_URL, ticket)
 
 
 def _task_data(image: Image) -> dict[str, Any]:
@@ -138,12 +166,13 @@ def assignments_push(project: Project, client: LabelStudioClient | None = None) 
             by_reader.setdefault(a.reader_id, []).append(a)
     for assignments in by_reader.values():
         ws = workspace_ensure(project, assignments[0].reader, client=client)
-        ids = client.import_tasks(ws.ls_project_id, [_task_data(a.image) for a in assignments])
+        service = ws_client(ws)
+        ids = service.import_tasks(ws.ls_project_id, [_task_data(a.image) for a in assignments])
         WorkspaceTask.objects.bulk_create(
             WorkspaceTask(workspace=ws, image=a.image, ls_task_id=tid)
             for a, tid in zip(assignments, ids, strict=True))
         if project.show_prelabels:
-            _push_prelabels(ws, assignments, ids, client)
+            _push_prelabels(ws, assignments, ids, service)
         pushed += len(ids)
     audit_record(action="label_studio.assignments_push", project=project,
                  detail={"tasks": pushed})
@@ -170,7 +199,9 @@ def _updated_at(annotation: Mapping[str, Any]) -> dt.datetime | None:
     return parse_datetime(raw) if isinstance(raw, str) else None
 
 
-def _to_boxes(annotation: Mapping[str, Any], image: Image) -> tuple[list[BoxIn], list[str]]:
+def ls_result_boxes(annotation: Mapping[str, Any], image: Image
+                    ) -> tuple[list[BoxIn], list[str]]:
+    """A Label Studio result as original-pixel boxes and image labels."""
     names = dict(LabelClass.objects.filter(project_id=image.project_id)
                  .values_list("name", "image_level"))
     parsed = parse_result(
@@ -187,31 +218,53 @@ def _to_boxes(annotation: Mapping[str, Any], image: Image) -> tuple[list[BoxIn],
     return boxes, sorted(parsed.image_labels)
 
 
+def _content_digest(annotation: Mapping[str, Any] | None) -> str:
+    body = "deleted" if annotation is None else json.dumps(
+        [annotation.get("result") or [], bool(annotation.get("was_cancelled"))],
+        sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _violation(task: WorkspaceTask, ann_id: int, kind: str, annotation: Mapping[str, Any] | None,
+               reason: str, user_id: int | None = None) -> str:
+    """Keep one protocol violation per (annotation, kind, content); returns "violation"."""
+    ws = task.workspace
+    _, created = ProtocolViolation.objects.get_or_create(
+        ls_annotation_id=ann_id, kind=kind, content_digest=_content_digest(annotation),
+        defaults={"workspace": ws, "image": task.image, "ls_user_id": user_id,
+                  "actual_reader": ws.reader if kind == ProtocolViolation.Kind.AFTER_UNBLINDING
+                  else None,
+                  "detail": {"reason": reason,
+                             "result": None if annotation is None else annotation.get("result")}},
+    )
+    if created:
+        logger.warning("protocol violation (%s): annotation %s in workspace %s", kind, ann_id,
+                       ws.pk)
+        audit_record(action="label_studio.protocol_violation", project=ws.project, target=ws,
+                     detail={"ls_annotation": ann_id, "kind": kind, "reason": reason})
+    return "violation"
+
+
+def _frozen(task: WorkspaceTask) -> bool:
+    """Blinding has ended for this reader: the image is final, so they may see the others."""
+    return image_states(task.image.project, [task.image_id]).get(task.image_id) == "final"
+
+
 def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> str:
     """Record one Label Studio annotation of ``task``; returns what happened.
 
-    ``created`` / ``unchanged`` / ``violation`` / ``adjudicated``.  Raises
-    DomainError for content the platform cannot accept (nothing is stored).
+    ``annotation`` is what Label Studio holds (re-read with the workspace's service
+    credentials), never a webhook payload.  ``created`` / ``unchanged`` / ``violation`` /
+    ``adjudicated``.  Raises DomainError for content the platform cannot accept (nothing is
+    stored).
     """
     ws = task.workspace
     user_id = completed_by_id(annotation)
-    account = LabelStudioAccount.objects.filter(ls_user_id=user_id).select_related(
-        "reader").first() if user_id is not None else None
     ann_id = int(annotation["id"])
-    if account is None or account.reader_id != ws.reader_id:
-        _, created = ProtocolViolation.objects.get_or_create(
-            ls_annotation_id=ann_id,
-            defaults={"workspace": ws, "image": task.image, "ls_user_id": user_id,
-                      "actual_reader": account.reader if account else None,
-                      "detail": {"result": annotation.get("result")}},
-        )
-        if created:
-            logger.warning("protocol violation: annotation %s in workspace %s by LS user %s",
-                           ann_id, ws.pk, user_id)
-            audit_record(action="label_studio.protocol_violation", project=ws.project,
-                         target=ws, detail={"ls_annotation": ann_id, "ls_user": user_id})
-        return "violation"
-    boxes, labels = _to_boxes(annotation, task.image)
+    if user_id != ws.ls_reader_user_id:
+        return _violation(task, ann_id, ProtocolViolation.Kind.FOREIGN_ANNOTATOR, annotation,
+                          "annotation by someone other than the workspace's reader", user_id)
+    boxes, labels = ls_result_boxes(annotation, task.image)
     if ws.kind == Workspace.Kind.ADJUDICATION:
         adj = task.adjudication
         if adj is None or adj.status != Adjudication.Status.PENDING:
@@ -219,11 +272,16 @@ def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> s
         adjudication_decide(adjudication=adj, adjudicator=ws.reader, boxes=boxes,
                             image_labels=labels)
         return "adjudicated"
+    cancelled = bool(annotation.get("was_cancelled"))
+    if _frozen(task) and not reader_annotation_matches(
+            image=task.image, reader=ws.reader, boxes=boxes, image_labels=labels,
+            was_cancelled=cancelled):
+        return _violation(task, ann_id, ProtocolViolation.Kind.AFTER_UNBLINDING, annotation,
+                          "read changed after the image was final for its reader", user_id)
     recorded, created = reader_annotation_record(
         image=task.image, reader=ws.reader, boxes=boxes, image_labels=labels,
         source=ReaderAnnotation.Source.LABEL_STUDIO, external_id=str(ann_id),
-        external_updated_at=_updated_at(annotation),
-        was_cancelled=bool(annotation.get("was_cancelled")),
+        external_updated_at=_updated_at(annotation), was_cancelled=cancelled,
     )
     if created and task.prediction_id is not None:
         feedback_record(recorded)
@@ -231,12 +289,17 @@ def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> s
 
 
 def ls_annotation_withdraw(task: WorkspaceTask, ls_annotation_id: int) -> bool:
-    """The reader's Label Studio annotation was deleted: their read no longer counts."""
+    """The reader's Label Studio annotation was deleted: their read no longer counts
+    (unless blinding had ended for them: then the deletion is a violation, the read stays)."""
     current = ReaderAnnotation.objects.filter(
         image=task.image, reader=task.workspace.reader, is_current=True,
         source=ReaderAnnotation.Source.LABEL_STUDIO, external_id=str(ls_annotation_id),
     ).first()
     if current is None:
+        return False
+    if _frozen(task):
+        _violation(task, ls_annotation_id, ProtocolViolation.Kind.AFTER_UNBLINDING, None,
+                   "read deleted after the image was final for its reader")
         return False
     with transaction.atomic():
         ReaderAnnotation.objects.filter(pk=current.pk).update(is_current=False)
@@ -253,8 +316,9 @@ def ls_annotation_withdraw(task: WorkspaceTask, ls_annotation_id: int) -> bool:
 def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None
                         ) -> dict[str, int]:
     """Make the platform hold exactly Label Studio's annotations for this workspace."""
-    client = client or ls_client()
-    tasks = {t.ls_task_id: t for t in ws.tasks.select_related("image", "workspace",
+    client = client or ws_client(ws)
+    tasks = {t.ls_task_id: t for t in ws.tasks.select_related("image", "workspace__reader",
+                                                               "workspace__project",
                                                                "adjudication")}
     counts = {"created": 0, "unchanged": 0, "violation": 0, "adjudicated": 0, "withdrawn": 0,
               "rejected": 0}
@@ -264,8 +328,8 @@ def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None
             continue
         anns = sorted(ls_task.get("annotations") or [],
                       key=lambda a: (a.get("updated_at") or "", a["id"]))
-        own = [a for a in anns if _is_reader(a, ws)]
-        for other in (a for a in anns if not _is_reader(a, ws)):
+        own = [a for a in anns if completed_by_id(a) == ws.ls_reader_user_id]
+        for other in (a for a in anns if completed_by_id(a) != ws.ls_reader_user_id):
             counts[ls_annotation_apply(task, other)] += 1
         if own:
             try:
@@ -282,17 +346,24 @@ def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None
     return counts
 
 
-def _is_reader(annotation: Mapping[str, Any], ws: Workspace) -> bool:
-    account = getattr(ws.reader, "ls_account", None)
-    return account is not None and completed_by_id(annotation) == account.ls_user_id
-
-
-def reconcile_all() -> dict[str, int]:
-    client = ls_client()
-    total: dict[str, int] = {}
-    for ws in Workspace.objects.select_related("reader__ls_account", "project"):
-        for k, v in workspace_reconcile(ws, client).items():
+def reconcile_all() -> dict[str, Any]:
+    """Reconcile every workspace; one that fails (deleted behind our back, Label Studio
+    refusing) is reported and the others still get repaired."""
+    total: dict[str, Any] = {}
+    failed: list[dict[str, Any]] = []
+    for ws in Workspace.objects.select_related("reader", "project"):
+        try:
+            counts = workspace_reconcile(ws)
+        except DomainError as exc:
+            failed.append({"workspace": ws.pk, "project": ws.project.slug,
+                           "reader": ws.reader.code, "error": exc.code})
+            logger.warning("reconcile: workspace %s failed (%s)", ws.pk, exc.code)
+            audit_record(action="label_studio.reconcile_failed", project=ws.project,
+                         target=ws, detail={"error": exc.code})
+            continue
+        for k, v in counts.items():
             total[k] = total.get(k, 0) + v
+    total["failed_workspaces"] = failed
     return total
 
 
@@ -303,7 +374,7 @@ def adjudications_push(project: Project, client: LabelStudioClient | None = None
     """Open adjudication cases become tasks in an adjudicator's workspace, with every
     reader's boxes and the consensus as pre-labels (model_version = who drew them)."""
     client = client or ls_client()
-    judges = list(Reader.objects.filter(is_adjudicator=True, active=True).order_by("code"))
+    judges = list(project.adjudicators.filter(is_adjudicator=True, active=True).order_by("code"))
     pushed = 0
     for adj in Adjudication.objects.filter(project=project, status="pending",
                                            tasks__isnull=True).select_related("image"):
@@ -312,11 +383,12 @@ def adjudications_push(project: Project, client: LabelStudioClient | None = None
         if judge is None:
             continue
         ws = workspace_ensure(project, judge, Workspace.Kind.ADJUDICATION, client)
-        (tid,) = client.import_tasks(ws.ls_project_id, [_task_data(adj.image)])
+        service = ws_client(ws)
+        (tid,) = service.import_tasks(ws.ls_project_id, [_task_data(adj.image)])
         WorkspaceTask.objects.create(workspace=ws, image=adj.image, ls_task_id=tid,
                                      adjudication=adj)
         for version, result in _adjudication_prelabels(adj):
-            client.create_prediction(tid, result, None, version)
+            service.create_prediction(tid, result, None, version)
         pushed += 1
     return pushed
 

@@ -11,8 +11,8 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Count, Q
+from django.urls import reverse
 
 from annotations.consensus import agreement
 from annotations.models import Assignment, Image, Project, Reader, Workspace
@@ -37,7 +37,8 @@ def my_workspaces(reader: Reader) -> list[dict[str, Any]]:
                       "done": ws.tasks.filter(adjudication__status="done").count()}
         rows.append({"project": ws.project.slug, "project_name": ws.project.name,
                      "kind": ws.kind,
-                     "url": f"{settings.LABEL_STUDIO_URL}/projects/{ws.ls_project_id}/data",
+                     # the platform signs the reader in; Label Studio has no password for them
+                     "url": reverse("my-workspace-open", args=[ws.pk]),
                      "total": counts["total"], "done": counts["done"],
                      "remaining": counts["total"] - counts["done"]})
     return rows

@@ -21,7 +21,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.errors import DomainError
-from annotations.models import Image, Prediction, PrelabelRun, Project, WorkspaceTask
+from annotations.models import (
+    Image,
+    ModelVersion,
+    Prediction,
+    PrelabelRun,
+    Project,
+    WorkspaceTask,
+)
 from annotations.services.audit import audit_record
 from annotations.services.storage import media_path
 
@@ -96,15 +103,21 @@ _DETECTORS: dict[tuple[str, float], Any] = {}
 
 
 def _detector(version: str, batch_size: int) -> Any:
-    from training.detector import CHECKPOINT_FILE, CONFIG_FILE, Detector, load_config
+    from training.detector import Detector
 
     path = str(_version_dir(version))
     thresh = settings.PRELABEL_SCORE_THRESH
     if (path, thresh) not in _DETECTORS:
         _DETECTORS.clear()  # keep one model in memory
-        cfg = load_config(Path(path) / CONFIG_FILE)
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = thresh
-        _DETECTORS[(path, thresh)] = Detector(cfg, Path(path) / CHECKPOINT_FILE)
+
+        def configure(cfg: Any) -> None:
+            cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = thresh
+
+        # the registry's digest when the version is registered, else the folder's manifest
+        expected = ModelVersion.objects.filter(name=version).values_list(
+            "sha256", flat=True).first()
+        _DETECTORS[(path, thresh)] = Detector.from_dir(path, expected_sha256=expected,
+                                                       configure=configure)
     detector = _DETECTORS[(path, thresh)]
     detector.batch_size = batch_size
     return detector

@@ -39,7 +39,8 @@ def project_create(
         specs = taxonomy.preset(taxonomy_preset or "vindr_cxr")
         preset_name = taxonomy_preset or "vindr_cxr"
     allowed = {"description", "consensus_strategy", "consensus_params", "show_prelabels",
-               "clahe", "allow_burned_in_annotation", "display_long_side"}
+               "clahe", "allow_burned_in_annotation", "deid_retain_patient_characteristics",
+               "display_long_side"}
     unknown = set(options) - allowed
     if unknown:
         raise DomainError("invalid_project", f"unknown options: {sorted(unknown)}")

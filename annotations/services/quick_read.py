@@ -48,7 +48,7 @@ def _promoted(project: Project) -> ModelVersion:
 
 
 def _detector(version: ModelVersion) -> Any:
-    from training.detector import CHECKPOINT_FILE, CONFIG_FILE, Detector, load_config
+    from training.detector import CONFIG_FILE, Detector
 
     path = Path(settings.MODEL_DIR) / version.name
     if not (path / CONFIG_FILE).is_file():
@@ -56,10 +56,12 @@ def _detector(version: ModelVersion) -> Any:
     key = (str(path), version.sha256)
     if key not in _LOADED:
         _LOADED.clear()
-        cfg = load_config(path / CONFIG_FILE)
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = settings.QUICK_READ_MIN_SCORE
-        _LOADED[key] = Detector(cfg, path / CHECKPOINT_FILE, expected_sha256=version.sha256,
-                                batch_size=1)
+
+        def configure(cfg: Any) -> None:
+            cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = settings.QUICK_READ_MIN_SCORE
+
+        _LOADED[key] = Detector.from_dir(path, expected_sha256=version.sha256, batch_size=1,
+                                         configure=configure)
     return _LOADED[key]
 
 
@@ -94,7 +96,7 @@ def _from_upload(project: Project, upload: Any, workdir: Path) -> tuple[np.ndarr
         for chunk in upload.chunks():
             fh.write(chunk)
     loaded = load_file(path, ingest.project_limits(project))  # raises with a quarantine reason
-    _, _, image_id = ingest.loaded_deidentify(loaded)
+    _, _, image_id = ingest.loaded_deidentify(loaded, project)
     long_side = project.display_long_side or settings.DISPLAY_LONG_SIDE
     rendered = render(loaded.pixels, loaded.spec, long_side=long_side, use_clahe=project.clahe)
     return rendered.display, loaded, image_id

@@ -11,6 +11,7 @@ from django.db.models import Count
 
 from annotations.errors import DomainError
 from annotations.models import Assignment, Image, Project, Reader
+from annotations.services.accounts import password_validate
 from annotations.services.audit import audit_record
 
 CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
@@ -19,7 +20,12 @@ CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 @transaction.atomic
 def reader_create(*, email: str, code: str, password: str | None = None,
                   actor: Any = None) -> Reader:
-    """Create a radiologist account with a reader code such as ``R9``."""
+    """Create a radiologist account with a reader code such as ``R9``.
+
+    A password, when given, must pass the platform's password policy
+    (``weak_password`` otherwise); without one the account cannot sign in
+    until an admin sets one.
+    """
     if not CODE_RE.match(code or ""):
         raise DomainError("invalid_reader", "reader code must be letters/digits, e.g. R9")
     if Reader.objects.filter(code=code).exists():
@@ -27,6 +33,8 @@ def reader_create(*, email: str, code: str, password: str | None = None,
     User = get_user_model()
     if User.objects.filter(username=email).exists():
         raise DomainError("conflict", "a user with this email exists")
+    if password is not None:
+        password_validate(password, username=email, email=email)
     user = User.objects.create_user(username=email, email=email, password=password)
     if password is None:
         user.set_unusable_password()

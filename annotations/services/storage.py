@@ -11,10 +11,13 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from django.conf import settings
+
+from annotations.archives import ZipLimits, zip_open_checked
+from annotations.errors import DomainError
 
 
 def media_path(relative: str) -> Path:
@@ -31,6 +34,24 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic_chunks(path: Path, chunks: Iterable[bytes]) -> int:
+    """Like ``write_atomic`` for data that arrives in pieces (uploads, zip members):
+    never holds the whole file in memory.  Returns the number of bytes written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    written = 0
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+                written += len(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return written
 
 
 def copy_atomic(src: Path, dst: Path) -> None:
@@ -50,11 +71,40 @@ def move(src: Path, dst: Path) -> None:
     shutil.move(str(src), str(dst))
 
 
+def zip_limits(*, max_total_bytes: int | None = None) -> ZipLimits:
+    """The configured limits every zip is held to (``CXR_ZIP_*``); a caller that
+    keeps the expanded members in memory passes a lower ``max_total_bytes``."""
+    total = settings.ZIP_MAX_TOTAL_BYTES
+    return ZipLimits(
+        max_members=settings.ZIP_MAX_MEMBERS,
+        max_total_bytes=min(total, max_total_bytes) if max_total_bytes else total,
+        max_member_bytes=settings.ZIP_MAX_MEMBER_BYTES,
+        max_ratio=settings.ZIP_MAX_RATIO,
+    )
+
+
+#: Zip members are copied out in pieces of this size.
+CHUNK_BYTES = 1024 * 1024
+
+
+def zip_member_chunks(zf: zipfile.ZipFile, member: str) -> Iterator[bytes]:
+    """A member's bytes, piece by piece; a member whose data does not match its
+    directory entry (CRC, truncation) is refused as ``invalid_zip``."""
+    try:
+        with zf.open(member) as src:
+            while chunk := src.read(CHUNK_BYTES):
+                yield chunk
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise DomainError("invalid_zip", "a file in the zip archive is damaged") from exc
+
+
 def iter_input_files(path: Path) -> Iterator[tuple[str, Path | zipfile.ZipFile, str]]:
     """Yield ``(name, container, member)`` for a file, a folder (recursive) or a zip.
 
     For plain files ``container`` is the path and ``member`` is empty; for zip
-    members ``container`` is the open archive.  Hidden files are skipped.
+    members ``container`` is the open archive.  Hidden files are skipped.  A
+    zip is checked against ``zip_limits()`` before its first member is yielded
+    (``DomainError``, 413, if it exceeds them).
     """
     path = Path(path)
     if path.is_dir():
@@ -63,10 +113,11 @@ def iter_input_files(path: Path) -> Iterator[tuple[str, Path | zipfile.ZipFile, 
                 yield from iter_input_files(p)
         return
     if zipfile.is_zipfile(path) and path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+        zf, members = zip_open_checked(path, zip_limits())
+        with zf:
+            for info in sorted(members, key=lambda i: i.filename):
                 name = Path(info.filename).name
-                if not info.is_dir() and name and not name.startswith("."):
+                if name and not name.startswith("."):
                     yield name, zf, info.filename
         return
     yield path.name, path, ""

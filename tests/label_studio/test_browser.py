@@ -21,7 +21,7 @@ from annotations.models import Image, Prediction, Reader, WorkspaceTask
 from annotations.services import label_studio_sync as sync
 from annotations.services import readers
 from annotations.services.projects import project_create
-from tests.browser import By, TimeoutException, WebDriverWait, artifact_dir, chromium_driver
+from tests.browser import TimeoutException, WebDriverWait, artifact_dir, chromium_driver
 from tests.conftest import ingest_paths
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -56,6 +56,7 @@ def reading(label_studio, live_server, settings, admin_user, tmp_path):
     """Two one-reader projects, pre-labels on and off, each with one predicted image."""
     settings.LABEL_STUDIO_URL = label_studio.url
     settings.LABEL_STUDIO_TOKEN = label_studio.token
+    settings.LABEL_STUDIO_BRIDGE_SECRET = label_studio.bridge_secret
     settings.PUBLIC_BASE_URL = live_server.url
     settings.PLATFORM_URL_FOR_LABEL_STUDIO = live_server.url
     settings.IMAGE_CORS_ORIGINS = [label_studio.url]
@@ -77,22 +78,20 @@ def reading(label_studio, live_server, settings, admin_user, tmp_path):
     return reader, tasks
 
 
-def _ls_get(label_studio, path: str):
+def _ls_get(label_studio, path: str, task: WorkspaceTask):
+    """As the workspace's service user (the only one, besides its reader, who can see it)."""
     resp = requests.get(f"{label_studio.url}{path}", timeout=10,
-                        headers={"Authorization": f"Token {label_studio.token}"})
+                        headers={"Authorization": f"Token {task.workspace.service_token}"})
     resp.raise_for_status()
     return resp.json()
 
 
-def _login(driver, label_studio, reader: Reader) -> None:
-    email = reader.user.email
-    driver.get(f"{label_studio.url}/user/login/")
-    driver.find_element(By.NAME, "email").send_keys(email)
-    driver.find_element(By.NAME, "password").send_keys(sync.ls_password(email))
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit], form input[type=submit]"
-                        ).click()
-    WebDriverWait(driver, 30).until(lambda d: "/user/login" not in d.current_url,
-                                    "Label Studio did not accept the reader's login")
+def _login(driver, task: WorkspaceTask, reader: Reader) -> None:
+    """Sign in the way a reader does: the platform's one-time link to their workspace."""
+    driver.get(sync.workspace_sign_in_url(workspace=task.workspace, reader=reader))
+    WebDriverWait(driver, 30).until(
+        lambda d: f"/projects/{task.workspace.ls_project_id}" in d.current_url,
+        "Label Studio did not accept the reader's sign-in link")
 
 
 def _open_task(driver, label_studio, task: WorkspaceTask, name: str, *, expect_regions: bool
@@ -140,7 +139,7 @@ def _pixel(state: dict, shot: np.ndarray, x: float, y: float, width: int, height
 
 def _assert_image_from_signed_url(state: dict, task: WorkspaceTask, label_studio,
                                   live_server) -> tuple[int, int]:
-    ls_task = _ls_get(label_studio, f"/api/tasks/{task.ls_task_id}")
+    ls_task = _ls_get(label_studio, f"/api/tasks/{task.ls_task_id}", task)
     url = ls_task["data"]["image"]
     assert url.startswith(f"{live_server.url}/files/images/{task.image.pseudo_id}/")
     assert "sig=" in url and "exp=" in url
@@ -170,14 +169,14 @@ def test_reader_sees_image_and_prelabel_only_when_switched_on(
     on, off = tasks[True], tasks[False]
 
     # Label Studio holds the pre-label only for the project that shows them
-    preds = _ls_get(label_studio, f"/api/predictions/?task={on.ls_task_id}")
+    preds = _ls_get(label_studio, f"/api/predictions/?task={on.ls_task_id}", on)
     assert len(preds) == 1 and preds[0]["model_version"] == "m1"
     assert preds[0]["score"] == pytest.approx(0.87)
     assert preds[0]["result"][0]["value"]["rectanglelabels"] == ["Nodule/Mass"]
-    assert _ls_get(label_studio, f"/api/predictions/?task={off.ls_task_id}") == []
+    assert _ls_get(label_studio, f"/api/predictions/?task={off.ls_task_id}", off) == []
 
     with chromium_driver(tmp_path) as driver:
-        _login(driver, label_studio, reader)
+        _login(driver, on, reader)
 
         state, shot = _open_task(driver, label_studio, on, "ls_reader_task",
                                  expect_regions=True)
@@ -201,6 +200,7 @@ def test_reader_sees_image_and_prelabel_only_when_switched_on(
         b, g, r = _pixel(state, shot, *OUTSIDE, w, h)
         assert max(b, g, r) - min(b, g, r) < 12, "colour outside the box"
 
+        _login(driver, off, reader)  # the other project's workspace: its own sign-in
         state, shot = _open_task(driver, label_studio, off, "ls_reader_task_no_prelabels",
                                  expect_regions=False)
         w, h = _assert_image_from_signed_url(state, off, label_studio, live_server)

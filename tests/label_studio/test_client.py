@@ -80,28 +80,36 @@ def test_prediction_and_update(ls_client, project):
     assert _parse(annotation["result"]).labels == ["Atelectasis"]
 
 
-def test_reader_signup_token_and_attribution(ls_client, project, label_studio):
-    _, task_ids = project
+def test_bridge_provisions_one_organization_per_workspace(ls_client, project, label_studio):
+    _, admin_task_ids = project
     began = time.monotonic()
-    reader = ls_client.signup_user("Reader.One@example.org", "reader-pass-123")
+    first = ls_client.provision_workspace("9:1:reading", label_studio.bridge_secret)
     assert time.monotonic() - began < 10
-    assert reader.email == "reader.one@example.org" and reader.token
-    assert "token" not in repr(reader) and reader.token not in repr(reader)
-    assert ls_client.signup_user("reader.one@example.org", "reader-pass-123") == reader
+    assert "token" not in repr(first) and first.service_token not in repr(first)
+    # idempotent by key: a platform that failed half-way gets the same accounts back
+    assert ls_client.provision_workspace("9:1:reading", label_studio.bridge_secret) == first
+    second = ls_client.provision_workspace("9:2:reading", label_studio.bridge_secret)
+    assert second.organization_id != first.organization_id
 
-    reader_client = LabelStudioClient(label_studio.url, reader.token)
-    assert reader_client.current_user()["id"] == reader.user_id
-    assert ls_client.current_user(reader.token)["email"] == reader.email
+    service = LabelStudioClient(label_studio.url, first.service_token)
+    assert service.current_user()["id"] == first.service_user_id
+    pid = service.create_project("Workspace one", label_config(TAXONOMY))
+    (tid,) = service.import_tasks(pid, [{"image": "http://127.0.0.1:9/x.png"}])
     result = regions.build_result([[5, 5, 300, 300]], ["Cardiomegaly"], **SIZE)
-    own = reader_client.create_annotation(task_ids[2], result)
-    assert completed_by_id(own) == reader.user_id
-    on_behalf = ls_client.create_annotation(task_ids[2], result, completed_by=reader.user_id)
-    annotators = {a["id"]: completed_by_id(a) for a in ls_client.list_annotations(task_ids[2])}
-    assert annotators == {own["id"]: reader.user_id, on_behalf["id"]: reader.user_id}
+    on_behalf = service.create_annotation(tid, result, completed_by=first.reader_user_id)
+    assert completed_by_id(on_behalf) == first.reader_user_id
+    # the other workspace's service user, and the admin, see none of it
+    other = LabelStudioClient(label_studio.url, second.service_token)
+    for outsider in (other, ls_client):
+        with pytest.raises(DomainError):
+            outsider.get_project(pid)
+        assert outsider.get_annotation(on_behalf["id"]) is None
+    with pytest.raises(DomainError):  # nor can the workspace see the admin's project
+        service.list_annotations(admin_task_ids[0])
 
     with pytest.raises(DomainError) as err:
-        ls_client.signup_user("reader.one@example.org", "another-password-1")
-    assert err.value.code == "label_studio_error"
+        ls_client.provision_workspace("9:3:reading", "not-the-bridge-secret-" + "x" * 20)
+    assert err.value.code == "label_studio_error" and err.value.detail["status"] == 403
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -146,7 +154,8 @@ def test_unreachable_server_is_transient_and_fast():
     client = LabelStudioClient(f"http://127.0.0.1:{free_port()}", "secret-token-value",
                                timeout=2, retries=2, backoff=0.05)
     for call in (client.health, lambda: client.create_project("abc", "<View/>"),
-                 lambda: client.list_tasks(1), lambda: client.signup_user("a@b.org", "x" * 9)):
+                 lambda: client.list_tasks(1),
+                 lambda: client.provision_workspace("1:1:reading", "x" * 40)):
         began = time.monotonic()
         with pytest.raises(DomainError) as err:
             call()

@@ -7,12 +7,12 @@ from __future__ import annotations
 import cv2
 import pytest
 from label_studio_sdk import LabelStudio
-from rest_framework.authtoken.models import Token
 
 from annotations.label_studio.regions import percent_to_box
 from annotations.models import AuditEvent, Image, TrainingRequest
 from annotations.services import ingest, readers
 from annotations.services import label_studio_sync as sync
+from annotations.services.service_accounts import ML_BACKEND, service_token_rotate
 from annotations.tasks import ingest_file
 from tests.ml_backend.servers import PASSWORD, USER, backend, model_dir_with, serve_wsgi
 from tests.training.films import TRUTH, film, iou
@@ -33,10 +33,12 @@ def test_label_studio_gets_our_predictions(label_studio, live_server, ls_setting
     task = reader.workspaces.get().tasks.get()
     assert task.image == Image.objects.get()
 
+    # the backend holds the scoped ml-backend service token, never an admin's; it serves
+    # this Label Studio only and fetches images from the platform's signed-URL origin only
     app = backend(model_dir_with(trained_version.directory, tmp_path),
-                  platform_url=live_server.url)
-    object.__setattr__(app.settings, "platform_token", Token.objects.create(user=admin_user).key)
-    app.platform._token = app.settings.platform_token
+                  platform_url=live_server.url, label_studio_url=label_studio.url,
+                  image_origins=(live_server.url,),
+                  platform_token=service_token_rotate(service=ML_BACKEND))
     ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
     with serve_wsgi(app) as url:
         ml = ls.ml.create(project=task.workspace.ls_project_id, url=url, title="CXR detector",

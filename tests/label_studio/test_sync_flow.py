@@ -12,6 +12,7 @@ import json
 import pytest
 import requests
 
+from annotations.errors import DomainError
 from annotations.label_studio.client import LabelStudioClient
 from annotations.label_studio.regions import build_result
 from annotations.models import (
@@ -24,7 +25,9 @@ from annotations.models import (
 )
 from annotations.services import label_studio_sync as sync
 from annotations.services import readers
+from annotations.services.adjudication import project_adjudicator_add
 from tests.conftest import ingest_paths, write_png
+from tests.label_studio.readers_ls import reader_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,7 +45,7 @@ def platform(label_studio, ls_settings, project, tmp_path):
 
 
 def _reader_client(label_studio, reader) -> LabelStudioClient:
-    return LabelStudioClient(label_studio.url, reader.ls_account.token)
+    return reader_client(label_studio, reader)
 
 
 def _task(reader, image):
@@ -58,12 +61,13 @@ def _annotate(label_studio, reader, image, box, label="Nodule/Mass"):
 
 def test_each_readers_boxes_arrive_attributed(platform, label_studio):
     project, rs, images = platform
-    # blinding: one workspace per reader, each holding only that reader's images
+    # blinding: one workspace (and organization) per reader, each with that reader's images
     assert Workspace.objects.filter(project=project, kind="reading").count() == 3
+    assert len({w.ls_organization_id for w in Workspace.objects.all()}) == 3
     for r in rs:
         ws = r.workspaces.get()
         assert ws.tasks.count() == 3
-        tasks = label_studio.client().list_tasks(ws.ls_project_id)
+        tasks = sync.ws_client(ws).list_tasks(ws.ls_project_id)
         assert all(set(t["data"]) == {"image", "image_id"} for t in tasks)
         # the task's image URL is the platform's signed URL and it loads
         url = tasks[0]["data"]["image"]
@@ -92,7 +96,7 @@ def test_missed_webhooks_are_repaired_by_reconcile(platform, label_studio, setti
     settings.LABEL_STUDIO_WEBHOOK_SECRET = "rotated-" + "x" * 30  # Label Studio's now wrong
     _annotate(label_studio, r1, images[1], [30, 40, 120, 150], "Cardiomegaly")
     _annotate(label_studio, r2, images[1], [32, 44, 118, 149], "Cardiomegaly")
-    label_studio.client().delete_annotation(int(kept["id"]))
+    sync.ws_client(r1.workspaces.get()).delete_annotation(int(kept["id"]))
     assert ReaderAnnotation.objects.filter(image=images[1]).count() == 0  # events lost
     counts = sync.reconcile_all()
     assert counts["created"] == 2 and counts["withdrawn"] == 1
@@ -103,15 +107,20 @@ def test_missed_webhooks_are_repaired_by_reconcile(platform, label_studio, setti
     assert ReaderAnnotation.objects.filter(is_current=True).count() == 2
 
 
-def test_reading_in_someone_elses_workspace_is_flagged(platform, label_studio):
+def test_annotation_by_anyone_but_the_workspaces_reader_is_flagged(platform, label_studio):
     project, (r1, r2, _), images = platform
-    # R2 opens R1's workspace (the community edition lets every member in)
     task = _task(r1, images[2])
     result = build_result([[50, 50, 90, 90]], ["Nodule/Mass"], original_width=images[2].width,
                           original_height=images[2].height)
-    _reader_client(label_studio, r2).create_annotation(task.ls_task_id, result)
+    # R2 cannot even reach R1's workspace ...
+    with pytest.raises(DomainError):
+        _reader_client(label_studio, r2).create_annotation(task.ls_task_id, result)
+    assert not ReaderAnnotation.objects.exists()
+    # ... and an annotation there by anyone else (here the service account) never counts
+    sync.ws_client(task.workspace).create_annotation(task.ls_task_id, result)
     violation = ProtocolViolation.objects.get()
-    assert violation.workspace.reader == r1 and violation.actual_reader == r2
+    assert violation.workspace.reader == r1 and violation.kind == "foreign_annotator"
+    assert violation.ls_user_id == task.workspace.ls_service_user_id
     assert not ReaderAnnotation.objects.exists()
     assert sync.reconcile_all()["violation"] == 1  # seen again, recorded once
     assert ProtocolViolation.objects.count() == 1
@@ -121,8 +130,9 @@ def test_replayed_and_bad_webhooks(platform, label_studio, live_server, settings
     project, (r1, _, _), images = platform
     ann = _annotate(label_studio, r1, images[0], [10, 10, 60, 60])
     event = WebhookEvent.objects.get(action="ANNOTATION_CREATED")
-    url = f"{live_server.url}/api/label-studio/webhook/"
-    headers = {settings.LABEL_STUDIO_WEBHOOK_HEADER: settings.LABEL_STUDIO_WEBHOOK_SECRET,
+    ws = r1.workspaces.get()
+    url = f"{live_server.url}/api/label-studio/webhook/{ws.pk}/"
+    headers = {settings.LABEL_STUDIO_WEBHOOK_HEADER: sync.webhook_secret(ws),
                "Content-Type": "application/json"}
     body = json.dumps(event.payload).encode()
     replay = requests.post(url, data=body, headers=headers, timeout=10)
@@ -131,7 +141,7 @@ def test_replayed_and_bad_webhooks(platform, label_studio, live_server, settings
     assert requests.post(url, data=b"{nope", headers=headers, timeout=10).status_code == 400
     wrong = dict(headers, **{settings.LABEL_STUDIO_WEBHOOK_HEADER: "guess"})
     assert requests.post(url, data=body, headers=wrong, timeout=10).status_code == 403
-    # a task we do not know, and a label outside the taxonomy: flagged, nothing lost
+    # a task Label Studio does not say, and content it does not hold: rejected, nothing lost
     unknown = dict(event.payload, annotation=dict(event.payload["annotation"], task=999999))
     requests.post(url, data=json.dumps(unknown).encode(), headers=headers, timeout=10)
     bad = json.loads(body)
@@ -139,7 +149,7 @@ def test_replayed_and_bad_webhooks(platform, label_studio, live_server, settings
     bad["annotation"]["updated_at"] = "2099-01-01T00:00:00Z"
     requests.post(url, data=json.dumps(bad).encode(), headers=headers, timeout=10)
     rejected = {e.reason.split(":")[0] for e in WebhookEvent.objects.filter(status="rejected")}
-    assert rejected == {"unknown_task", "invalid_region"}
+    assert rejected == {"forbidden", "forged_webhook", "stale_webhook"}
     kept = ReaderAnnotation.objects.get(reader=r1, is_current=True)
     assert kept.external_id == str(ann["id"]) and kept.boxes.get().label_class.name == \
         "Nodule/Mass"
@@ -163,7 +173,7 @@ def test_prelabels_shown_and_feedback_recorded(label_studio, ls_settings, projec
         {"label": "Cardiomegaly", "box": [300, 250, 500, 450], "score": 0.6}])
     sync.assignments_push(project)
     task = _task(reader, img)
-    shown = label_studio.client().list_tasks(task.workspace.ls_project_id)
+    shown = sync.ws_client(task.workspace).list_tasks(task.workspace.ls_project_id)
     assert any(t["id"] == task.ls_task_id and t.get("total_predictions") == 1 for t in shown)
     # the reader keeps the nodule (nudged), deletes cardiomegaly, adds an effusion
     _annotate_boxes = build_result([[102, 101, 201, 203], [20, 400, 120, 480]],
@@ -201,22 +211,21 @@ def test_adjudication_through_the_adjudicators_workspace(platform, label_studio)
                                                       enqueue=False).pk)
     adj = Adjudication.objects.get(image=img)
     judge = readers.reader_create(email="judge@example.org", code="ADJ")
-    judge.is_adjudicator = True
-    judge.save()
+    assert sync.adjudications_push(project) == 0  # nobody adjudicates this project yet
+    project_adjudicator_add(project=project, reader=judge)
     assert sync.adjudications_push(project) == 1
     ws = judge.workspaces.get(kind="adjudication")
     task = ws.tasks.get()
     assert task.adjudication == adj
     # every reader's read and the consensus are there as pre-labels
-    preds = label_studio.client()._raw("GET", "/api/predictions/",
+    preds = sync.ws_client(ws)._raw("GET", "/api/predictions/",
                                        params={"task": str(task.ls_task_id)})
     assert sorted(p["model_version"] for p in preds) == [
         "consensus", "reader-R1", "reader-R2", "reader-R3"]
     # the adjudicator decides in Label Studio; the decision overrides the consensus
     result = build_result([[300, 200, 450, 380]], ["Pleural effusion"],
                           original_width=img.width, original_height=img.height)
-    LabelStudioClient(label_studio.url, judge.ls_account.token).create_annotation(
-        task.ls_task_id, result)
+    reader_client(label_studio, judge, "adjudication").create_annotation(task.ls_task_id, result)
     adj.refresh_from_db()
     assert adj.status == "done" and adj.adjudicator == judge
     box = adj.decision.boxes.get()

@@ -24,11 +24,16 @@ def model_dir_with(version_dir: Path, root: Path, name: str = "v1") -> Path:
     return models
 
 
+#: The Label Studio host in the recorded /setup sample (ml_setup.json).
+SAMPLE_LABEL_STUDIO = "http://localhost:18080"
+
+
 def backend(models: Path, **overrides) -> Backend:
+    """A backend on test settings; ``image_origins`` are where tests serve images."""
+    defaults = {"platform_url": "http://127.0.0.1:9", "platform_token": "t",
+                "label_studio_url": SAMPLE_LABEL_STUDIO}
     settings = BackendSettings(model_dir=models, username=USER, password=PASSWORD,
-                               platform_url=overrides.pop("platform_url", "http://127.0.0.1:9"),
-                               platform_token="t", score_threshold=0.3, device="cpu",
-                               **overrides)
+                               score_threshold=0.3, device="cpu", **{**defaults, **overrides})
     return Backend(settings)
 
 

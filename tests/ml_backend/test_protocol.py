@@ -41,8 +41,8 @@ def files(tmp_path_factory):
 
 
 @pytest.fixture
-def server(trained_version, tmp_path):
-    app = backend(model_dir_with(trained_version.directory, tmp_path))
+def server(trained_version, tmp_path, files):
+    app = backend(model_dir_with(trained_version.directory, tmp_path), image_origins=(files,))
     with serve_wsgi(app) as url:
         yield url, app
 
@@ -132,12 +132,12 @@ def test_unauthenticated_calls_are_refused(server, auth):
     assert bad.status_code == 401
 
 
-def test_no_promoted_model_is_503(trained_version, tmp_path):
+def test_no_promoted_model_is_503(trained_version, tmp_path, files):
     models = model_dir_with(trained_version.directory, tmp_path)
     (models / "promoted").unlink()
-    with serve_wsgi(backend(models)) as url:
+    with serve_wsgi(backend(models, image_origins=(files,))) as url:
         resp = requests.post(f"{url}/predict", auth=AUTH, timeout=30,
-                             json={"tasks": [{"id": 1, "data": {"image": "http://x/y.png"}}]})
+                             json={"tasks": [{"id": 1, "data": {"image": f"{files}/y.png"}}]})
     assert resp.status_code == 503
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 import yaml
 
-from training.config import ROI_HEADS_NAME, build_config, default_device, empty_config
+from training.artifacts import config_from_yaml
+from training.config import ROI_HEADS_NAME, build_config, default_device
 
 
 @pytest.mark.parametrize("preset", ["tiny", "r50_fpn"])
@@ -45,12 +46,9 @@ def test_platform_settings():
     assert cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE == [False] * 4
 
 
-def test_config_round_trips_through_yaml(tmp_path):
+def test_config_round_trips_through_yaml():
     cfg = build_config(2, preset="tiny", class_names=["x", "y"], device="cpu")
-    path = tmp_path / "config.yaml"
-    path.write_text(cfg.dump())
-    loaded = empty_config()
-    loaded.merge_from_file(str(path))
+    loaded = config_from_yaml(cfg.dump())
     assert yaml.safe_load(loaded.dump()) == yaml.safe_load(cfg.dump())
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from annotations.errors import DomainError
 from tests.training.films import LESION_CLASS, TRUTH, film, iou
-from training.detector import CHECKPOINT_FILE, Detections, Detector
+from training.detector import CHECKPOINT_FILE, MANIFEST_FILE, Detections, Detector
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,10 @@ def test_overfit_model_finds_the_lesion(detector, trained_version):
 
 @pytest.mark.parametrize("one_class_per_box", [False, True])
 def test_probs_are_full_softmax_rows(trained_version, one_class_per_box):
-    from training.detector import load_config
+    def configure(cfg) -> None:
+        cfg.CXR.ONE_CLASS_PER_BOX = one_class_per_box
 
-    cfg = load_config(trained_version.directory / "config.yaml")
-    cfg.CXR.ONE_CLASS_PER_BOX = one_class_per_box
-    detector = Detector(cfg, trained_version.checkpoint, device="cpu")
+    detector = Detector.from_dir(trained_version.directory, device="cpu", configure=configure)
     det = detector.predict([film(0), film(3)])[0]
     assert det.probs.shape == (len(det), detector.num_classes + 1)
     np.testing.assert_allclose(det.probs.sum(axis=1), 1.0, atol=1e-5)
@@ -87,6 +86,17 @@ def test_tampered_checkpoint_is_refused(trained_version, tmp_path):
     with pytest.raises(DomainError) as err:
         Detector.from_dir(copy, device="cpu")
     assert err.value.code == "model_checksum_mismatch"
+    with pytest.raises(DomainError) as err:  # the registry's digest catches it too
+        Detector.from_dir(copy, expected_sha256=trained_version.sha256, device="cpu")
+    assert err.value.code == "model_checksum_mismatch"
+
+
+def test_unverified_checkpoint_path_is_not_accepted(trained_version):
+    """The constructor takes verified bytes only: a path would skip the checksum."""
+    from training.config import build_config
+
+    with pytest.raises(TypeError):
+        Detector(build_config(2, preset="tiny"), trained_version.checkpoint)
 
 
 def test_expected_checksum_argument_is_enforced(trained_version, tmp_path):
@@ -95,7 +105,7 @@ def test_expected_checksum_argument_is_enforced(trained_version, tmp_path):
     assert err.value.code == "model_checksum_mismatch"
     copy = tmp_path / "version"
     shutil.copytree(trained_version.directory, copy)
-    (copy / (CHECKPOINT_FILE + ".sha256")).unlink()
+    (copy / MANIFEST_FILE).unlink()
     with pytest.raises(DomainError) as err:
         Detector.from_dir(copy, device="cpu")
     assert err.value.code == "model_checksum_missing"

@@ -154,3 +154,59 @@ def test_bad_inputs(world, admin_user, trained_version, tmp_path, settings):
     assert res.status_code == 403
     assert not IngestBatch.objects.filter(source="quick_read").exists()
     assert list((Path(settings.STAGING_ROOT) / "quick-read").iterdir()) == []
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG of a few KB whose header claims ``width`` x ``height`` pixels
+    (10 gigapixels by default: a decoder would allocate GiBs for it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    rows = zlib.compress(b"\x00" * (width + 1) * 16, 9)  # 16 filter-0 rows of black
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+                                                               8, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def promoted(project):
+    """A promoted version row: enough for Quick read to reach the upload."""
+    from annotations.models import ModelVersion
+
+    return ModelVersion.objects.create(project=project, name="test-v1", sha256="0" * 64,
+                                       config="", promoted=True)
+
+
+def test_quick_read_png_bomb_is_refused_before_decoding(promoted, admin_user, monkeypatch,
+                                                        settings):
+    import cv2
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("the PNG was decoded before its size was checked")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decode)
+    bomb = png_bomb()
+    assert len(bomb) < 16 * 1024
+    upload = io.BytesIO(bomb)
+    upload.name = "bomb.png"
+    res = login(admin_user).post("/api/projects/test/quick-read/", {"file": upload})
+    assert res.status_code == 422, res.content[:300]
+    assert res.json()["error"]["code"] == "implausible_size"
+    assert "100000x100000" in res.json()["error"]["message"]
+    assert list((Path(settings.STAGING_ROOT) / "quick-read").iterdir()) == []
+
+
+def test_quick_read_upload_over_the_limit_is_refused_while_streaming(promoted, admin_user,
+                                                                     settings):
+    settings.QUICK_READ_MAX_BYTES = 10_000
+    upload = io.BytesIO(b"\x00" * 200_000)
+    upload.name = "big.dcm"
+    res = login(admin_user).post("/api/projects/test/quick-read/", {"file": upload})
+    assert res.status_code == 413
+    assert res.json()["error"] == {"code": "too_large",
+                                   "message": "a file is larger than 10000 bytes"}
+    assert not IngestBatch.objects.exists()

@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand
 
 from annotations.imaging.synthetic import generate_studies
 from annotations.models import Project, Reader
-from annotations.services import projects, readers
+from annotations.services import accounts, projects, readers
 
 DEMO_SLUG = "demo"
 READERS = ["R1", "R2", "R3"]
@@ -39,6 +39,9 @@ class Command(BaseCommand):
         creds = self._credentials()
         User = get_user_model()
         if not User.objects.filter(username="admin").exists():
+            # the same password policy as every other account path
+            accounts.password_validate(creds["admin"], username="admin",
+                                       email="admin@example.org")
             User.objects.create_superuser("admin", "admin@example.org", creds["admin"])
         for code in READERS:
             if not Reader.objects.filter(code=code).exists():

@@ -27,6 +27,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotations.errors import DomainError
 from annotations.label_studio.server import LabelStudioServer
 from annotations.services import label_studio_sync as sync
+from annotations.services.service_accounts import ML_BACKEND, service_token_rotate
 
 
 class Command(BaseCommand):
@@ -74,12 +75,19 @@ class Command(BaseCommand):
         return server
 
     def _start_ml_backend(self) -> subprocess.Popen:
-        """The Detectron2 ML backend (gunicorn), serving the promoted model version."""
+        """The Detectron2 ML backend (gunicorn), serving the promoted model version.
+
+        It gets a fresh ``ml-backend`` service token (training requests only, never
+        an admin's) and the one Label Studio and image origin it may talk to.
+        """
         addr = urlparse(settings.ML_BACKEND_URL)
-        env = {**os.environ, "CXR_ML_MODEL_DIR": str(settings.MODEL_DIR),
+        env = {"CXR_ML_LABEL_STUDIO_URL": settings.LABEL_STUDIO_URL,
+               "CXR_ML_IMAGE_ORIGINS": settings.PUBLIC_BASE_URL,
+               **os.environ, "CXR_ML_MODEL_DIR": str(settings.MODEL_DIR),
                "CXR_ML_BACKEND_USER": settings.ML_BACKEND_USER,
                "CXR_ML_BACKEND_PASSWORD": settings.ML_BACKEND_PASSWORD,
-               "CXR_ML_PLATFORM_URL": settings.PUBLIC_BASE_URL}
+               "CXR_ML_PLATFORM_URL": settings.PUBLIC_BASE_URL,
+               "CXR_ML_PLATFORM_TOKEN": service_token_rotate(service=ML_BACKEND)}
         Path(settings.MODEL_DIR).mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "ml_backend.app:application", "--bind",
