@@ -306,6 +306,8 @@ PUBLIC_BASE_URL = env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 #: An external server when set; otherwise the one ``run_platform`` starts itself.
 LABEL_STUDIO_URL = (env.get("LABEL_STUDIO_URL") or env.get("LABEL_STUDIO_INTERNAL_URL")
                     or "http://127.0.0.1:8080").rstrip("/")
+#: Where readers' browsers reach Label Studio (sign-in links); the internal URL by default.
+LABEL_STUDIO_PUBLIC_URL = (env.get("LABEL_STUDIO_PUBLIC_URL") or LABEL_STUDIO_URL).rstrip("/")
 #: Admin user's legacy API token (6..40 characters).
 LABEL_STUDIO_TOKEN = env.get("LABEL_STUDIO_TOKEN") or (
     None if PRODUCTION else _dev_secret("label_studio_token")[-40:])

@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 from annotations.formats import vinbigdata
 from annotations.models import Adjudication, ConsensusImage, Image
 from annotations.services import readers
+from annotations.services.adjudication import project_adjudicator_add
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
 from annotations.services.overview import consensus_is_final as is_final
@@ -23,9 +24,9 @@ def case(project, png_images):
     ingest_paths(project, png_images[:2])
     rs = [readers.reader_create(email=f"r{i}@example.org", code=f"R{i}") for i in (1, 2, 3)]
     readers.assignments_create(project=project)
-    judge = readers.reader_create(email="judge@example.org", code="ADJ", password="judge-pass-1")
-    judge.is_adjudicator = True
-    judge.save()
+    judge = readers.reader_create(email="judge@example.org", code="ADJ",
+                                  password="judge-pass-1x")
+    project_adjudicator_add(project=project, reader=judge)
     agree, disagree = Image.objects.order_by("id")
     for r in rs:
         reader_annotation_record(image=agree, reader=r, boxes=[BoxIn(NODULE, 10, 10, 50, 50)],
@@ -89,12 +90,44 @@ def test_only_adjudicators_who_did_not_read_may_decide(case):
     assert c.get(f"/api/adjudications/{adj.pk}/").status_code == 403
     assert c.post(f"/api/adjudications/{adj.pk}/decision/", {"boxes": []},
                   format="json").status_code == 403
-    r1.is_adjudicator = True
-    r1.save()
+    project_adjudicator_add(project=adj.project, reader=r1)
+    # an adjudicator of this project who read the image: the case is not even visible
+    listed = c.get(f"/api/projects/{adj.project.slug}/adjudications/").json()["results"]
+    assert listed == []
+    assert c.get(f"/api/adjudications/{adj.pk}/").status_code == 404
     resp = c.post(f"/api/adjudications/{adj.pk}/decision/", {"boxes": []}, format="json")
-    assert resp.status_code == 403
-    assert resp.json()["error"]["message"] == "an adjudicator cannot decide an image they read"
+    assert resp.status_code == 404
     assert Adjudication.objects.get().status == "pending"
+
+
+def test_adjudicator_of_another_project_sees_no_case(case, admin_user):
+    from annotations.services.projects import project_create
+
+    project, _, judge, _, _, _ = case
+    adj = Adjudication.objects.get()
+    other = project_create(name="Other project", slug="other", actor=admin_user)
+    outsider = readers.reader_create(email="out@example.org", code="OUT")
+    project_adjudicator_add(project=other, reader=outsider)
+    c = APIClient()
+    c.force_authenticate(outsider.user)
+    assert c.get(f"/api/projects/{project.slug}/adjudications/").json()["results"] == []
+    assert c.get(f"/api/adjudications/{adj.pk}/").status_code == 404
+    assert c.post(f"/api/adjudications/{adj.pk}/decision/", {"boxes": []},
+                  format="json").status_code == 404
+    # the service refuses too, whatever the caller
+    from annotations.errors import DomainError
+    from annotations.services.adjudication import adjudication_decide
+
+    with pytest.raises(DomainError):
+        adjudication_decide(adjudication=adj, adjudicator=outsider, boxes=[])
+    assert Adjudication.objects.get().status == "pending"
+    # the admin adds adjudicators per project through the API
+    admin = APIClient()
+    admin.force_authenticate(admin_user)
+    assert admin.post(f"/api/projects/{project.slug}/adjudicators/", {"code": "OUT"},
+                      format="json").json() == ["ADJ", "OUT"]
+    assert c.get(f"/api/adjudications/{adj.pk}/").status_code == 200
+    assert judge.adjudicates.filter(pk=project.pk).exists()
 
 
 def test_unknown_label_in_decision_stores_nothing(case):

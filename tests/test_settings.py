@@ -67,7 +67,8 @@ def test_production_refuses_without_real_secret(tmp_path, secret):
 
 def test_production_starts_with_real_secrets(tmp_path):
     extra = {"CXR_MODE": "production", "CXR_SECRET_KEY": "s" * 50,
-             "CXR_PSEUDONYM_KEY": "p" * 40, "CXR_LABEL_STUDIO_WEBHOOK_SECRET": "w" * 40}
+             "CXR_PSEUDONYM_KEY": "p" * 40, "CXR_LABEL_STUDIO_WEBHOOK_SECRET": "w" * 40,
+             "CXR_LABEL_STUDIO_BRIDGE_SECRET": "b" * 40}
     proc = _django("from django.conf import settings as s; print(s.DEBUG)", _env(tmp_path, **extra))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"

@@ -16,6 +16,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import defusedxml.ElementTree as DefusedET
+from defusedxml import DefusedXmlException
+
 from annotations.errors import DomainError
 from annotations.taxonomy import LabelClassSpec
 
@@ -72,12 +75,24 @@ def label_config(taxonomy: Sequence[LabelClassSpec]) -> str:
     return ET.tostring(view, encoding="unicode")
 
 
+#: A generated config is a few KB per hundred classes; anything far larger is not ours.
+MAX_CONFIG_CHARS = 256 * 1024
+
+
 def parse_label_config(xml: str) -> LabelConfigClasses:
-    """Class names offered by a config built like ``label_config``; DomainError otherwise."""
+    """Class names offered by a config built like ``label_config``; DomainError otherwise.
+
+    The text may come from outside (the ML backend's ``/setup`` body), so it is bounded and
+    parsed with defusedxml: no entity expansion, no external entities, no DTD.
+    """
+    if len(xml) > MAX_CONFIG_CHARS:
+        raise _invalid(f"longer than {MAX_CONFIG_CHARS} characters")
     try:
-        root = ET.fromstring(xml)
+        root = DefusedET.fromstring(xml, forbid_dtd=True)
     except ET.ParseError as exc:
         raise _invalid(f"not well-formed XML: {exc}") from exc
+    except DefusedXmlException as exc:
+        raise _invalid(f"refused XML construct ({type(exc).__name__})") from exc
     if root.tag != "View":
         raise _invalid(f"root tag is <{root.tag}>, expected <View>")
     images = [e for e in root.iter("Image") if e.get("name") == IMAGE_NAME]

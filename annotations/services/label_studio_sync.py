@@ -144,7 +144,7 @@ def workspace_sign_in_url(*, workspace: Workspace, reader: Reader) -> str:
                          ttl=settings.LABEL_STUDIO_TICKET_TTL)
     audit_record(action="label_studio.sign_in", project=workspace.project, target=workspace,
                  detail={"reader": reader.code})
-    return sign_in_url(settings.LABEL_STUDIO_URL, ticket)
+    return sign_in_url(settings.LABEL_STUDIO_PUBLIC_URL, ticket)
 
 
 def _task_data(image: Image) -> dict[str, Any]:

@@ -175,18 +175,21 @@ def prelabel_run_execute(*, run_id: int, progress: Progress | None = None,
 
 def prelabels_push(project: Project, model_version: str) -> int:
     """Give reading tasks that show no pre-label yet this version's prediction."""
-    from annotations.services.label_studio_sync import ls_client
+    from annotations.services.label_studio_sync import ws_client
     from annotations.services.prelabels import prelabel_for
 
-    client = None
+    clients: dict[int, Any] = {}
     pushed = 0
     tasks = WorkspaceTask.objects.filter(workspace__project=project, workspace__kind="reading",
-                                         prediction__isnull=True).select_related("image")
+                                         prediction__isnull=True).select_related("image",
+                                                                                 "workspace")
     for task in tasks:
         pred = prelabel_for(task.image, model_version=model_version)
         if pred is None:
             continue
-        client = client or ls_client()
+        # each workspace is its own organization: only its service user may write there
+        client = clients.get(task.workspace_id) or clients.setdefault(
+            task.workspace_id, ws_client(task.workspace))
         client.create_prediction(task.ls_task_id, pred["result"], pred["score"],
                                  pred["model_version"])
         WorkspaceTask.objects.filter(pk=task.pk).update(prediction=pred["prediction"])

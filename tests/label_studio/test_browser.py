@@ -55,6 +55,7 @@ return {
 def reading(label_studio, live_server, settings, admin_user, tmp_path):
     """Two one-reader projects, pre-labels on and off, each with one predicted image."""
     settings.LABEL_STUDIO_URL = label_studio.url
+    settings.LABEL_STUDIO_PUBLIC_URL = label_studio.url
     settings.LABEL_STUDIO_TOKEN = label_studio.token
     settings.LABEL_STUDIO_BRIDGE_SECRET = label_studio.bridge_secret
     settings.PUBLIC_BASE_URL = live_server.url

@@ -108,3 +108,16 @@ def test_real_server_rejects_broken_configs(ls_client, xml):
     assert err.value.code == "label_studio_error" and not err.value.transient
     assert err.value.detail["status"] == 400
     assert "label_config" in err.value.detail["body"]["validation_errors"]
+
+
+@pytest.mark.parametrize("xml", [
+    '<?xml version="1.0"?><!DOCTYPE v [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
+    "<View>&b;</View>",
+    '<?xml version="1.0"?><!DOCTYPE v [<!ENTITY x SYSTEM "file:///etc/passwd">]><View>&x;</View>',
+    "<View>" + "<Label value='x'/>" * 40_000 + "</View>",
+])
+def test_entity_bombs_external_entities_and_huge_configs_are_refused(xml):
+    with pytest.raises(DomainError) as err:
+        parse_label_config(xml)
+    assert err.value.code == "invalid_label_config"
+    assert "passwd" not in err.value.message and "root:" not in err.value.message

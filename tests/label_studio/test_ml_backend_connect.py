@@ -39,14 +39,15 @@ def test_label_studio_gets_our_predictions(label_studio, live_server, ls_setting
                   platform_url=live_server.url, label_studio_url=label_studio.url,
                   image_origins=(live_server.url,),
                   platform_token=service_token_rotate(service=ML_BACKEND))
-    ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    # as the workspace's service user: only it (and its reader) can reach that workspace
+    ls = LabelStudio(base_url=label_studio.url, api_key=task.workspace.service_token)
     with serve_wsgi(app) as url:
         ml = ls.ml.create(project=task.workspace.ls_project_id, url=url, title="CXR detector",
                           auth_method="BASIC_AUTH", basic_auth_user=USER,
                           basic_auth_pass=PASSWORD, is_interactive=False)
         ls.actions.create(id="retrieve_tasks_predictions", project=task.workspace.ls_project_id,
                           selected_items={"all": False, "included": [task.ls_task_id]})
-        preds = label_studio.client()._raw("GET", "/api/predictions/",
+        preds = sync.ws_client(task.workspace)._raw("GET", "/api/predictions/",
                                            params={"task": str(task.ls_task_id)})
         assert preds, "Label Studio stored no prediction from our backend"
         pred = preds[0]
@@ -90,7 +91,7 @@ def test_prelabel_run_pushes_into_workspaces_when_switched_on(
     assert run.status == "done" and run.pushed == 2
     for task in reader.workspaces.get().tasks.all():
         assert task.prediction is not None
-        preds = label_studio.client()._raw("GET", "/api/predictions/",
+        preds = sync.ws_client(task.workspace)._raw("GET", "/api/predictions/",
                                            params={"task": str(task.ls_task_id)})
         assert [p["model_version"] for p in preds] == ["v1"]
     # a second run of the same version pushes nothing twice

@@ -18,6 +18,8 @@ from annotations.label_studio.server import (
     port_is_free,
 )
 
+BRIDGE = "b" * 40
+
 
 def test_session_server_is_healthy(label_studio):
     assert requests.get(f"{label_studio.url}/health", timeout=5).json() == {"status": "UP"}
@@ -41,7 +43,7 @@ def test_busy_port_is_refused_up_front(label_studio, tmp_path):
         port = sock.getsockname()[1]
         assert not port_is_free(port)
         server = LabelStudioServer(tmp_path / "d", port, username="a@b.org", password="pw",
-                                   token="t" * 20)
+                                   token="t" * 20, bridge_secret=BRIDGE)
         with pytest.raises(DomainError) as err:
             server.start()
     assert err.value.code == "label_studio_port_busy"
@@ -78,7 +80,7 @@ def test_dying_server_reports_its_log(tmp_path, monkeypatch):
     monkeypatch.setenv("HOST", "example.org")
     install = _fake_install(tmp_path, 'echo "boom: USERNAME=$USERNAME HOST=$HOST"; exit 3\n')
     server = LabelStudioServer(tmp_path / "data", free_port(), username="a@b.org",
-                               password="pw", token="t" * 20, install=install)
+                               password="pw", token="t" * 20, bridge_secret=BRIDGE, install=install)
     with pytest.raises(DomainError) as err:
         server.start()
     assert err.value.code == "label_studio_start_failed"
@@ -89,7 +91,7 @@ def test_dying_server_reports_its_log(tmp_path, monkeypatch):
 def test_silent_server_times_out_and_is_killed(tmp_path):
     install = _fake_install(tmp_path, "echo waiting; exec sleep 60\n")
     server = LabelStudioServer(tmp_path / "data", free_port(), username="a@b.org",
-                               password="pw", token="t" * 20, install=install,
+                               password="pw", token="t" * 20, bridge_secret=BRIDGE, install=install,
                                startup_timeout=1.5)
     began = time.monotonic()
     with pytest.raises(DomainError, match="did not report UP") as err:
@@ -100,7 +102,7 @@ def test_silent_server_times_out_and_is_killed(tmp_path):
 
 def test_missing_install_names_the_script(tmp_path):
     server = LabelStudioServer(tmp_path / "data", free_port(), username="a@b.org",
-                               password="pw", token="t" * 20,
+                               password="pw", token="t" * 20, bridge_secret=BRIDGE,
                                install=LabelStudioInstall(tmp_path / "v", tmp_path / "t"))
     with pytest.raises(DomainError, match="install_label_studio"):
         server.start()
@@ -108,16 +110,21 @@ def test_missing_install_names_the_script(tmp_path):
 
 def test_token_length_is_checked(tmp_path):
     with pytest.raises(DomainError):
-        LabelStudioServer(tmp_path, 1, username="a@b.org", password="pw", token="short")
+        LabelStudioServer(tmp_path, 1, username="a@b.org", password="pw", token="short",
+                          bridge_secret=BRIDGE)
 
 
 def test_environment_is_offline_and_loopback(tmp_path, monkeypatch):
     for name in ("DEBUG", "USER_TOKEN", "DJANGO_SETTINGS_MODULE", "SECRET_KEY", "PYTHONPATH"):
         monkeypatch.setenv(name, "leak")
     server = LabelStudioServer(tmp_path, 18999, username="a@b.org", password="pw",
-                               token="t" * 20)
+                               token="t" * 20, bridge_secret=BRIDGE)
     env = server.environment()
     assert "leak" not in env.values() and "PATH" in env
     assert env["LABEL_STUDIO_HOST"] == "http://127.0.0.1:18999"
     assert env["LATEST_VERSION_CHECK"] == "false" and env["SENTRY_DSN"] == ""
     assert env["SSRF_PROTECTION_ENABLED"] == "false" and env["ML_BLOCK_LOCAL_IP"] == "false"
+    # the bridge, and nobody signs up into the first organization
+    assert env["DJANGO_SETTINGS_MODULE"] == "cxr_bridge.settings"
+    assert env["PYTHONPATH"].endswith("label_studio_bridge") and env["CXR_BRIDGE_SECRET"] == BRIDGE
+    assert env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"

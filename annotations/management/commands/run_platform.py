@@ -63,7 +63,7 @@ class Command(BaseCommand):
         server = LabelStudioServer(
             Path(settings.DATA_DIR) / "label-studio", port,
             username="admin@example.org", password=settings.LABEL_STUDIO_TOKEN,
-            token=settings.LABEL_STUDIO_TOKEN,
+            token=settings.LABEL_STUDIO_TOKEN, bridge_secret=settings.LABEL_STUDIO_BRIDGE_SECRET,
         )
         try:
             server.start()
@@ -127,11 +127,8 @@ class Command(BaseCommand):
         if project is None:
             return
         sync.assignments_push(project)
-        self.stdout.write("Label Studio logins (readers' workspaces):")
-        for ws in project.workspaces.select_related("reader__user"):
-            email = ws.reader.user.email
-            self.stdout.write(f"  {ws.reader.code}  {email} / {sync.ls_password(email)}  "
-                              f"{settings.LABEL_STUDIO_URL}/projects/{ws.ls_project_id}/data")
+        self.stdout.write("Readers sign in to the platform and open their Label Studio "
+                          "workspace from My reading (Label Studio has no reader passwords).")
 
 
 def _raise_exit(signum, frame):  # pragma: no cover - signal handler
