@@ -85,3 +85,12 @@ def test_service_commands_refer_to_real_code():
 def test_entrypoint_is_executable():
     entry = ROOT / "docker" / "entrypoint.sh"
     assert entry.is_file() and entry.stat().st_mode & 0o111
+
+
+def test_platform_accepts_the_host_name_label_studio_posts_to():
+    compose = _compose()
+    env = compose["x-platform-env"]
+    internal = env["CXR_PLATFORM_URL_FOR_LABEL_STUDIO"].split("//")[1].split(":")[0]
+    assert internal in env["CXR_ALLOWED_HOSTS"].split(",")
+    ls_env = compose["services"]["label-studio"]["environment"]
+    assert ls_env["CXR_BRIDGE_SECRET"] == env["CXR_LABEL_STUDIO_BRIDGE_SECRET"]

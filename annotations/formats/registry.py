@@ -102,6 +102,30 @@ def get_importer(name: str) -> Importer:
         ) from exc
 
 
+def format_guess(name: str, text: str) -> str:
+    """The import format a file is in, from its name and first bytes; DomainError if unsure.
+
+    ``.json`` with COCO's top-level keys is COCO, ``.xml`` is Pascal VOC, a CSV whose header
+    names VinBigData's or the NIH box list's columns is that format.  Anything else asks
+    for ``--format`` rather than guessing.
+    """
+    head = text.lstrip("\ufeff \t\r\n")[:4096]
+    lower = name.lower()
+    first_line = head.splitlines()[0] if head else ""
+    if lower.endswith(".json") or head.startswith("{"):
+        if all(k in head for k in ('"images"', '"annotations"')):
+            return "coco"
+    elif lower.endswith(".xml") or head.startswith("<"):
+        return "voc"
+    elif "rad_id" in first_line and "class_name" in first_line:
+        return "vinbigdata"
+    elif "Image Index" in first_line and "Finding Label" in first_line:
+        return "nih"
+    raise DomainError("unknown_format",
+                      f"cannot tell the format of {name}: pass --format",
+                      detail=sorted(IMPORTERS))
+
+
 def _single_file(files: Mapping[str, str], fmt: str) -> str:
     if len(files) != 1:
         raise DomainError(

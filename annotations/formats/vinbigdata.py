@@ -40,6 +40,13 @@ class _Errors:
             self.items.append({"line": line, "error": error})
 
 
+def _shown(header: list[str], limit: int = 120) -> str:
+    """The header as found, cut short: a file of another format has no header at all, and
+    its first line can be the whole file."""
+    text = repr(header)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def parse_csv(
     text: str, class_names: Sequence[str] | None = VINDR_CXR_CLASSES
 ) -> list[ImageReads]:
@@ -60,7 +67,8 @@ def parse_csv(
         raise DomainError(
             "invalid_csv",
             "unexpected header",
-            detail=[{"line": 1, "error": f"expected columns {list(COLUMNS)}, got {header}"}],
+            detail=[{"line": 1, "error": f"expected columns {list(COLUMNS)}, got "
+                                         f"{_shown(header)}"}],
         )
     col = [header.index(c) for c in COLUMNS]
     nf_id = len(class_names) if class_names is not None else None

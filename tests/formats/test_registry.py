@@ -68,3 +68,32 @@ def test_image_record_validation():
         ImageRecord("a", "a.png", 0, 10)
     with pytest.raises(DomainError):
         ImageRecord("", "a.png", 10, 10)
+
+
+def test_format_follows_from_the_file():
+    from annotations.formats.registry import format_guess
+
+    assert format_guess("a.json", '{"images": [], "annotations": [], "categories": []}') == "coco"
+    assert format_guess("x.csv", "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
+                        ) == "vinbigdata"
+    assert format_guess("BBox_List_2017.csv", "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+                        ) == "nih"
+    assert format_guess("000001.xml", "<annotation><filename>a</filename></annotation>") == "voc"
+
+
+def test_unknown_file_asks_for_a_format_in_a_short_message():
+    from annotations.formats.registry import format_guess
+
+    huge = '{"not": "coco", "data": "' + "x" * 100_000 + '"}'
+    with pytest.raises(DomainError) as err:
+        format_guess("file.json", huge)
+    assert err.value.code == "unknown_format" and "--format" in err.value.message
+    assert len(err.value.message) < 200 and "xxxx" not in repr(err.value.detail)
+
+
+def test_vinbigdata_header_error_does_not_echo_the_whole_file():
+    from annotations.formats import vinbigdata
+
+    with pytest.raises(DomainError) as err:
+        vinbigdata.parse_csv('{"images": [' + '{"id": 1}, ' * 5000 + "]}")
+    assert len(repr(err.value.detail)) < 500
