@@ -248,10 +248,51 @@ class AnnotationBox(models.Model):
         ]
 
 
-class IngestBatch(models.Model):
-    class Status(models.TextChoices):
-        RUNNING = "running"
-        DONE = "done"
+class RunStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Run(models.Model):
+    """What every background job has: one lifecycle, guarded by ``services.runs``.
+
+    ``pending -> running -> done | failed | cancelled``; a finished run never goes
+    back.  ``running`` may go back to ``pending`` only when its attempt ends with a
+    transient error (a retry or the sweep takes it again).  ``attempts`` counts
+    claims and is the fencing token of the current one: an attempt whose number is
+    no longer the run's (the run was re-claimed after its heartbeat stopped) can
+    neither heartbeat nor finish.  ``heartbeat_at`` is written by the running
+    attempt (claim, progress); the periodic sweep (``runs_sweep``) acts on runs
+    whose heartbeat stopped.  ``cancel_requested`` is read at each heartbeat by
+    the kinds that honour it (training, pre-labelling).
+    """
+
+    KIND: str = ""
+    Status = RunStatus
+
+    status = models.CharField(max_length=16, choices=RunStatus.choices,
+                              default=RunStatus.PENDING, db_index=True)
+    reason = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class IngestBatch(Run):
+    """Staged files, each processed by its own task (``IngestItem``): the batch is
+    running from its creation until no item is pending (then done); its liveness
+    is its items' progress (see ``services.runs``)."""
+
+    KIND = "ingest"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="ingest_batches")
     created_by = models.ForeignKey(
@@ -259,8 +300,8 @@ class IngestBatch(models.Model):
         related_name="+",
     )
     source = models.CharField(max_length=32, default="command")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
-    created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=16, choices=RunStatus.choices,
+                              default=RunStatus.RUNNING, db_index=True)
 
     class Meta:
         ordering = ["-id"]
@@ -324,18 +365,14 @@ class AuditEvent(models.Model):
         ordering = ["-id"]
 
 
-class ConsensusRun(models.Model):
+class ConsensusRun(Run):
     """One application of a consensus strategy to a set of images.
 
     It records the exact annotation versions it read (``annotations``), so the
     same run can be re-executed and must give identical output (``digest``).
     """
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    KIND = "consensus"
 
     class Trigger(models.TextChoices):
         MANUAL = "manual"
@@ -345,9 +382,6 @@ class ConsensusRun(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="consensus_runs")
     strategy = models.CharField(max_length=64)
     params = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING,
-                              db_index=True)
-    reason = models.TextField(blank=True)
     trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.MANUAL)
     #: Pseudonymous ids of the images in scope; empty means every image with reads.
     image_scope = models.JSONField(default=list, blank=True)
@@ -359,8 +393,6 @@ class ConsensusRun(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -638,56 +670,36 @@ class TrainingRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
 
-class PrelabelRun(models.Model):
+class PrelabelRun(Run):
     """A batch pre-labelling pass of one model version over a project's images."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    KIND = "prelabel"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prelabel_runs")
     model_version = models.CharField(max_length=64)
     image_scope = models.JSONField(default=list, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    reason = models.TextField(blank=True)
     total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)
     pushed = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
 
 
-class TrainingRun(models.Model):
+class TrainingRun(Run):
     """One training of a project's detector on its final labels."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+    KIND = "training"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING,
-                              db_index=True)
     params = models.JSONField(default=dict, blank=True)
     progress = models.JSONField(default=dict, blank=True)
-    reason = models.TextField(blank=True)
-    cancel_requested = models.BooleanField(default=False)
     model_version = models.ForeignKey("ModelVersion", null=True, blank=True,
                                       on_delete=models.SET_NULL, related_name="+")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

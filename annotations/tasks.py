@@ -1,17 +1,18 @@
 """Celery tasks: thin wrappers over services.  Ids in, nothing returned.
 
 Transient errors (database or broker hiccups) are retried with exponential
-backoff; after the last retry the item is marked FAILED with the reason.
+backoff; after the last retry the item or run is marked FAILED with the reason.
+Runs (consensus, pre-label, training) share one base task, ``RunTask``; their
+lifecycle is ``annotations.services.runs`` (claim, heartbeat, finish, sweep).
 """
 
 from __future__ import annotations
 
 from celery import Task, shared_task
-from django.db import IntegrityError, InterfaceError, OperationalError
+from django.db import IntegrityError
 
-from annotations.services import ingest
-
-TRANSIENT = (OperationalError, InterfaceError, OSError)
+from annotations.services import ingest, runs
+from annotations.services.runs import TRANSIENT
 
 
 class IngestTask(Task):
@@ -29,16 +30,23 @@ def ingest_file(item_id: int) -> None:
     ingest.ingest_item_process(item_id=item_id)
 
 
-class ConsensusTask(Task):
+class RunTask(Task):
+    """Base of every run's task (``run_kind`` names the run model, the task takes
+    ``run_id``).  Its failure path marks the run FAILED with the reason: an error
+    the service did not record itself, or a transient one after the last retry.
+    A guarded transition, so a run that finished meanwhile stays as it is."""
+
+    run_kind = ""
+
     def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: D401 - Celery hook
-        from annotations.models import ConsensusRun
+        run_id = (kwargs or {}).get("run_id", args[0] if args else None)
+        if run_id is not None:
+            runs.run_fail(self.run_kind, run_id,
+                          reason=f"task failed: {type(exc).__name__}: {exc}")
 
-        run_id = kwargs.get("run_id") if kwargs else (args[0] if args else None)
-        ConsensusRun.objects.filter(pk=run_id).exclude(status="done").update(
-            status="failed", reason=f"task failed: {type(exc).__name__}")
 
-
-@shared_task(base=ConsensusTask, name="annotations.tasks.consensus_run_execute_task",
+@shared_task(base=RunTask, run_kind="consensus",
+             name="annotations.tasks.consensus_run_execute_task",
              autoretry_for=TRANSIENT, retry_backoff=2, max_retries=5, acks_late=True)
 def consensus_run_execute_task(run_id: int) -> None:
     from annotations.services.consensus import consensus_run_execute
@@ -72,15 +80,22 @@ def quarantine_purge_task() -> None:
     quarantine_purge()
 
 
-@shared_task(name="annotations.tasks.gpu_prelabel_task", autoretry_for=TRANSIENT,
-             retry_backoff=5, max_retries=3, acks_late=True)
+@shared_task(name="annotations.tasks.runs_sweep_task", acks_late=True)
+def runs_sweep_task() -> None:
+    """Every minute (Celery beat): fail or re-queue runs whose heartbeat stopped."""
+    runs.runs_sweep()
+
+
+@shared_task(base=RunTask, run_kind="prelabel", name="annotations.tasks.gpu_prelabel_task",
+             autoretry_for=TRANSIENT, retry_backoff=5, max_retries=3, acks_late=True)
 def gpu_prelabel_task(run_id: int) -> None:
     from annotations.services.prelabeling import prelabel_run_execute
 
     prelabel_run_execute(run_id=run_id)
 
 
-@shared_task(name="annotations.tasks.gpu_training_task", acks_late=True)
+@shared_task(base=RunTask, run_kind="training", name="annotations.tasks.gpu_training_task",
+             acks_late=True)
 def gpu_training_task(run_id: int) -> None:
     from annotations.services.training import training_run_execute
 

@@ -439,8 +439,11 @@ class StubLabelStudio:
             target=_stub_serve, name="stub-label-studio", daemon=True,
             args=(port, self._annotations, self._tokens, self.held, self.counts, ready))
         self._proc.start()
-        if not ready.wait(timeout):
-            raise TimeoutError("the stub Label Studio did not start")
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.1):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the stub Label Studio did not start")
 
     def hold(self, slot: int, version: int) -> int:
         """Label Studio now holds at least ``version`` of ``slot``; returns what it holds."""

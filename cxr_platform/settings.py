@@ -266,6 +266,29 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Background runs (annotations.services.runs, docs/runs.md) ---------------
+#: Seconds a running run may go without a heartbeat before the sweep counts its
+#: worker as lost, per kind.  Consensus heartbeats at its start and between
+#: computing and storing; pre-labelling after each batch; training every
+#: CXR_RUN_HEARTBEAT_SECONDS; an ingest batch with each file.
+RUN_TIMEOUTS = {
+    "consensus": env.get_int("RUN_TIMEOUT_CONSENSUS", 600),
+    "prelabel": env.get_int("RUN_TIMEOUT_PRELABEL", 600),
+    "training": env.get_int("RUN_TIMEOUT_TRAINING", 900),
+    "ingest": env.get_int("RUN_TIMEOUT_INGEST", 1800),
+}
+#: A pending run (or a batch's pending files) not started this long after it was
+#: queued is queued again: its message may have been lost (broker restart).
+RUN_PENDING_TIMEOUT = env.get_int("RUN_PENDING_TIMEOUT", 3600)
+#: Claims of one run (first run, retries, re-queues) before a lost one is FAILED.
+RUN_MAX_ATTEMPTS = env.get_int("RUN_MAX_ATTEMPTS", 3)
+#: How often a training heartbeats (and notices a cancel), seconds.
+RUN_HEARTBEAT_SECONDS = env.get_int("RUN_HEARTBEAT_SECONDS", 10)
+CELERY_BEAT_SCHEDULE["runs-sweep"] = {
+    "task": "annotations.tasks.runs_sweep_task",
+    "schedule": env.get_int("RUN_SWEEP_EVERY", 60),
+}
+
 # --- Imaging ---------------------------------------------------------------
 DISPLAY_LONG_SIDE = env.get_int("DISPLAY_LONG_SIDE", 1024)
 THUMBNAIL_LONG_SIDE = env.get_int("THUMBNAIL_LONG_SIDE", 256)

@@ -136,7 +136,7 @@ def test_failed_training_leaves_registry_unchanged(labelled):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cancel_stops_a_running_training(labelled):
+def test_cancel_stops_a_running_training(labelled, settings):
     import threading
     import time
 
@@ -144,6 +144,7 @@ def test_cancel_stops_a_running_training(labelled):
 
     from annotations.services.training import training_run_cancel
 
+    settings.RUN_HEARTBEAT_SECONDS = 1  # a cancel is read at the next heartbeat
     project, _ = labelled
     run = training_run_create(project=project, enqueue=False, params={
         "preset": "tiny", "max_iter": 5000, "ims_per_batch": 2})

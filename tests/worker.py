@@ -6,6 +6,7 @@ an unreachable broker FAILS the test with the reason, never skips it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -47,3 +48,82 @@ def stop_worker(worker) -> str:
         worker.kill()
         out, _ = worker.communicate()
     return out
+
+
+def worker_env(settings, data_dir, **extra: str) -> dict[str, str]:
+    """Environment of a worker subprocess that shares this test's database, broker,
+    files (media, models) and secrets; single-threaded torch (2 shared cores)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")}
+    env.update(DATABASE_URL=db_url(), CELERY_BROKER_URL=BROKER, CXR_DATA_DIR=str(data_dir),
+               CXR_MEDIA_ROOT=str(settings.MEDIA_ROOT), CXR_MODEL_DIR=str(settings.MODEL_DIR),
+               CXR_SECRET_KEY=settings.SECRET_KEY, CXR_PSEUDONYM_KEY=settings.PSEUDONYM_KEY,
+               PYTHONPATH=str(root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
+    return env
+
+
+def start_worker(env: dict[str, str], queues: str, log_path, *, faults: str = "",
+                 fault_dir=None, name: str = "test"):
+    """A real prefork worker (one child) in its own process group, logging to a file
+    (a pipe would fill up and block it).  ``faults``: see ``tests.faults``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    command = ["celery", "-A", "cxr_platform", "worker", "-Q", queues, "-c", "1",
+               "--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"{name}@%h"]
+    if faults:
+        command = ["-m", "tests.faults", faults, str(fault_dir), *command]
+    else:
+        command = ["-m", "celery", *command[1:]]
+    log = open(log_path, "a")  # noqa: SIM115 - the worker owns it until it exits
+    return subprocess.Popen([sys.executable, *command], cwd=root, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_worker(worker) -> None:
+    """SIGKILL the worker and its children at once (node loss, the OOM killer)."""
+    import signal
+
+    try:
+        os.killpg(worker.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    worker.wait(timeout=30)
+
+
+def stop_worker_group(worker) -> None:
+    """Warm shutdown (SIGTERM) of the worker's process group; SIGKILL if it hangs."""
+    import signal
+    import subprocess
+
+    try:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        kill_worker(worker)
+
+
+@contextlib.contextmanager
+def tasks_to_broker():
+    """Within: this process's tasks go to the test broker instead of running eagerly
+    (as the platform's web process sends them), so a worker subprocess runs them."""
+    from cxr_platform.celery import app
+
+    def fresh_pools() -> None:  # kombu keeps them per URL: the next use picks the right one
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    saved = app.conf.task_always_eager, app.conf.broker_url
+    app.conf.task_always_eager, app.conf.broker_url = False, BROKER
+    fresh_pools()
+    try:
+        yield
+    finally:
+        fresh_pools()
+        app.conf.task_always_eager, app.conf.broker_url = saved

@@ -12,7 +12,11 @@ exactly as upstream documents:
   dependency);
 * an optional ``progress`` callback gets a ``Progress`` every
   ``progress_period`` iterations and at the end: the seam for Celery task
-  state, a training-run row or a log line.
+  state, a training-run row or a log line;
+* an optional ``heartbeat`` callback is called when training starts and then
+  at most every ``heartbeat_seconds`` (checked after each step), however long
+  an iteration period is: the seam for a liveness row, and for stopping (it may
+  raise, e.g. on cancellation; the exception ends ``train()``).
 
 Usage::
 
@@ -93,6 +97,26 @@ class ProgressHook(HookBase):
             self.callback(Progress(done, self.trainer.max_iter, losses, eta))
 
 
+class HeartbeatHook(HookBase):
+    """Calls ``beat()`` before training and after a step once ``seconds`` have passed."""
+
+    def __init__(self, beat: Callable[[], None], seconds: float) -> None:
+        self.beat = beat
+        self.seconds = seconds
+        self._last = 0.0
+
+    def _beat(self) -> None:
+        self._last = time.monotonic()
+        self.beat()
+
+    def before_train(self) -> None:
+        self._beat()
+
+    def after_step(self) -> None:
+        if time.monotonic() - self._last >= self.seconds:
+            self._beat()
+
+
 CheckpointCallback = Callable[[int, "torch.nn.Module"], None]
 
 
@@ -116,12 +140,15 @@ class CXRTrainer(DefaultTrainer):
     def __init__(
         self, cfg: CfgNode, *, progress: ProgressCallback | None = None, progress_period: int = 20,
         publish: CheckpointCallback | None = None, publish_period: int = 0,
+        heartbeat: Callable[[], None] | None = None, heartbeat_seconds: float = 10.0,
     ) -> None:
         # build_hooks runs inside DefaultTrainer.__init__, so these must exist first.
         self._progress = progress
         self._progress_period = progress_period
         self._publish = publish
         self._publish_period = publish_period
+        self._heartbeat = heartbeat
+        self._heartbeat_seconds = heartbeat_seconds
         super().__init__(cfg)
 
     @classmethod
@@ -155,4 +182,6 @@ class CXRTrainer(DefaultTrainer):
             hooks.append(ProgressHook(self._progress, self._progress_period))
         if self._publish is not None and self._publish_period > 0:
             hooks.append(PublishCheckpointHook(self._publish, self._publish_period))
+        if self._heartbeat is not None:
+            hooks.append(HeartbeatHook(self._heartbeat, self._heartbeat_seconds))
         return hooks

@@ -76,7 +76,11 @@ class Agreement(APIView):
         project = projects.project_get(slug)
         run = None
         if request.query_params.get("run"):
-            run = get_object_or_404(ConsensusRun, pk=request.query_params["run"], project=project,
+            try:
+                run_id = int(request.query_params["run"])
+            except ValueError as exc:
+                raise DomainError("invalid", "run must be an integer") from exc
+            run = get_object_or_404(ConsensusRun, pk=run_id, project=project,
                                     status=ConsensusRun.Status.DONE)
         try:
             iou = float(request.query_params.get("iou", 0.4))
@@ -123,9 +127,12 @@ class AnnotationExport(APIView):
     def get(self, request, slug: str, fmt: str):
         project = projects.project_get(slug)
         source = request.query_params.get("source", "final")
-        run_id = request.query_params.get("run")
+        try:
+            run_id = int(request.query_params["run"]) if request.query_params.get("run") else None
+        except ValueError as exc:
+            raise DomainError("invalid", "run must be an integer") from exc
         out = exports.annotations_export(project=project, fmt=fmt, source=source,
-                                         run_id=int(run_id) if run_id else None,
+                                         run_id=run_id,
                                          reader=request.query_params.get("reader") or None,
                                          actor=request.user)
         response = HttpResponse(out.content, content_type=out.content_type)

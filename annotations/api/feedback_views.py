@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -68,8 +70,9 @@ class TrainingRequestFromLabelStudio(APIView):
     @extend_schema(request={"application/json": {"type": "object"}},
                    responses={202: {"type": "object"}})
     def post(self, request):
+        body = request.data if isinstance(request.data, Mapping) else {}
         try:
-            ls_project = int(request.data.get("ls_project_id"))
+            ls_project = int(body.get("ls_project_id"))
         except (TypeError, ValueError) as exc:
             raise DomainError("invalid", "ls_project_id must be an integer") from exc
         req = training_request_from_label_studio(ls_project_id=ls_project, actor=request.user)

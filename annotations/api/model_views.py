@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
@@ -9,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.api.permissions import IsPlatformAdmin
+from annotations.errors import DomainError
 from annotations.models import ActiveLearningRound, ModelVersion, TrainingRun
 from annotations.services import active_learning, model_registry, projects, training
 
@@ -50,8 +53,12 @@ class TrainingRunListCreate(generics.ListAPIView):
     @extend_schema(request={"application/json": {"type": "object"}},
                    responses={202: TrainingRunSerializer})
     def post(self, request, slug: str):
+        body = request.data
+        params = body.get("params") if isinstance(body, Mapping) else None
+        if not isinstance(body, Mapping) or not isinstance(params, Mapping | None):
+            raise DomainError("invalid", 'send a JSON object: {"params": {...}}')
         run = training.training_run_create(project=projects.project_get(slug),
-                                           params=request.data.get("params") or None,
+                                           params=dict(params or {}) or None,
                                            actor=request.user)
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

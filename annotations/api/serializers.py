@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from annotations.errors import DomainError
 from annotations.models import (
     Assignment,
     AuditEvent,
@@ -15,7 +16,7 @@ from annotations.models import (
     Reader,
 )
 from annotations.services.signing import signed_image_url
-from annotations.taxonomy import PRESETS
+from annotations.taxonomy import PRESETS, build_taxonomy
 
 
 class LabelClassSerializer(serializers.ModelSerializer):
@@ -51,6 +52,15 @@ class ProjectCreateSerializer(serializers.Serializer):
     allow_burned_in_annotation = serializers.BooleanField(required=False)
     deid_retain_patient_characteristics = serializers.BooleanField(required=False)
     display_long_side = serializers.IntegerField(min_value=128, max_value=4096, required=False)
+
+    def validate_class_names(self, names: list[str]) -> list[str]:
+        # Each class is stored under a code made of its name's letters and digits (unique
+        # per project): names that differ only in punctuation, or have none, would collide.
+        codes = [spec.code for spec in build_taxonomy(names)]  # DomainError: dup/empty names
+        if "" in codes or len(set(codes)) != len(codes):
+            raise DomainError("invalid_taxonomy", "class names must differ in their letters "
+                              "and digits, and have some", detail=names)
+        return names
 
 
 class ProjectUpdateSerializer(serializers.Serializer):

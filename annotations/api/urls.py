@@ -74,6 +74,8 @@ urlpatterns = [
          name="al-preview"),
     path("projects/<slug:slug>/prelabel-runs/", wv.PrelabelRuns.as_view(),
          name="prelabel-runs"),
+    path("prelabel-runs/<int:pk>/cancel/", wv.PrelabelRunCancel.as_view(),
+         name="prelabel-run-cancel"),
     path("projects/<slug:slug>/quick-read/", wv.QuickRead.as_view(), name="quick-read"),
     path("images/<str:image_id>/layers/", wv.ImageLayers.as_view(), name="image-layers"),
     path("me/agreement/", wv.MyAgreement.as_view(), name="my-agreement"),

@@ -16,8 +16,10 @@ from rest_framework.views import APIView
 
 from annotations.api.permissions import IsAdminOrRadiologist, IsPlatformAdmin
 from annotations.errors import DomainError
+from annotations.models import PrelabelRun
 from annotations.selectors import project_list_visible, reader_of
 from annotations.services import active_learning, image_layers, my_reading, overview, projects
+from annotations.services.prelabeling import prelabel_run_cancel
 from annotations.services.quick_read import quick_read
 
 OBJ = {200: {"type": "object"}}
@@ -160,8 +162,24 @@ class PrelabelRuns(APIView):
     @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
     def get(self, request, slug: str):
         project = projects.project_get(slug)
-        return Response([{
-            "id": r.pk, "model_version": r.model_version, "status": r.status, "reason": r.reason,
-            "total": r.total, "done": r.done, "pushed": r.pushed,
-            "created_at": r.created_at, "finished_at": r.finished_at,
-        } for r in project.prelabel_runs.order_by("-id")[:20]])
+        return Response([_prelabel_run(r) for r in project.prelabel_runs.order_by("-id")[:20]])
+
+
+def _prelabel_run(r) -> dict:
+    return {
+        "id": r.pk, "model_version": r.model_version, "status": r.status, "reason": r.reason,
+        "total": r.total, "done": r.done, "pushed": r.pushed, "attempts": r.attempts,
+        "cancel_requested": r.cancel_requested,
+        "created_at": r.created_at, "finished_at": r.finished_at,
+    }
+
+
+class PrelabelRunCancel(APIView):
+    """Stop a pre-labelling run after its current batch (at once if still pending)."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(request=None, responses={200: {"type": "object"}})
+    def post(self, request, pk: int):
+        run = prelabel_run_cancel(run=get_object_or_404(PrelabelRun, pk=pk), actor=request.user)
+        return Response(_prelabel_run(run))

@@ -86,9 +86,16 @@ class LabelStudioClient:
         self.retries = int(retries)
         self.backoff = float(backoff)
         self._token = token
-        self._sdk = LabelStudio(
-            base_url=self.base_url, api_key=token, timeout=self.timeout, max_retries=0
-        )
+        self._sdk_client: LabelStudio | None = None
+
+    @property
+    def _sdk(self) -> LabelStudio:
+        """The SDK client, built on first use: building it loads the TLS certificate bundle
+        (~30 ms of CPU), and many calls (a webhook's re-read) never need it."""
+        if self._sdk_client is None:
+            self._sdk_client = LabelStudio(base_url=self.base_url, api_key=self._token,
+                                           timeout=self.timeout, max_retries=0)
+        return self._sdk_client
 
     def __repr__(self) -> str:
         return f"LabelStudioClient({self.base_url!r})"

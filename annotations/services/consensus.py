@@ -15,9 +15,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import transaction
 from django.db.models import Prefetch
-from django.utils import timezone
 
 from annotations import consensus as engine
 from annotations.consensus import ConsensusResult, ImageReads, ReaderRead
@@ -33,6 +32,7 @@ from annotations.models import (
     Project,
     ReaderAnnotation,
 )
+from annotations.services import runs
 from annotations.services.adjudication import adjudications_route
 from annotations.services.audit import audit_record
 
@@ -107,9 +107,7 @@ def consensus_run_create(
     audit_record(action="consensus.run_create", actor=actor, project=project, target=run,
                  detail={"strategy": name, "trigger": trigger})
     if enqueue:
-        from annotations.tasks import consensus_run_execute_task
-
-        transaction.on_commit(lambda: consensus_run_execute_task.delay(run_id=run.pk))
+        runs.run_enqueue(run)
     return run
 
 
@@ -120,35 +118,28 @@ def _scope_images(run: ConsensusRun) -> list[Image] | None:
 
 
 def consensus_run_execute(*, run_id: int) -> ConsensusRun:
-    """Pending -> running -> done/failed; a run that is not pending is left alone."""
-    if not ConsensusRun.objects.filter(pk=run_id, status=ConsensusRun.Status.PENDING).update(
-            status=ConsensusRun.Status.RUNNING):
-        return ConsensusRun.objects.get(pk=run_id)
-    run = ConsensusRun.objects.select_related("project").get(pk=run_id)
-    try:
-        with transaction.atomic():
-            annotations = list(usable_annotations(run.project, _scope_images(run)))
-            results, reads = _compute(run, annotations)
-            _store(run, results, reads)
-            run.annotations.set(annotations)
-            adjudications_route(run=run)
-            run.digest = result_digest(results)
-            run.stats = {"images": len(results), "annotations": len(annotations),
-                         "boxes": int(sum(len(r.classes) for r in results.values()))}
-            run.status, run.finished_at = ConsensusRun.Status.DONE, timezone.now()
-            run.save(update_fields=["digest", "stats", "status", "finished_at"])
-    except (OperationalError, InterfaceError):
-        # transient: give the run back so the task's retry can take it again
-        ConsensusRun.objects.filter(pk=run.pk).update(status=ConsensusRun.Status.PENDING)
-        raise
-    except DomainError as exc:
-        ConsensusRun.objects.filter(pk=run.pk).update(
-            status=ConsensusRun.Status.FAILED, reason=f"{exc.code}: {exc.message}",
-            finished_at=timezone.now())
-        run.refresh_from_db()
+    """Claim the run, compute, store and finish it in one transaction (a killed
+    attempt leaves nothing behind, so a lost run is simply re-queued: see
+    ``services.runs``).  A run that is not claimable is left alone; a transient
+    database error gives the run back for the task's retry."""
+    run = runs.run_execute(ConsensusRun, run_id, _execute)
     if run.status == ConsensusRun.Status.DONE:
         _after_done(run)
     return run
+
+
+def _execute(run: ConsensusRun) -> None:
+    annotations = list(usable_annotations(run.project, _scope_images(run)))
+    results, reads = _compute(run, annotations)
+    runs.run_heartbeat(run, cancellable=False)  # computed; storing is one transaction
+    with transaction.atomic():
+        _store(run, results, reads)
+        run.annotations.set(annotations)
+        adjudications_route(run=run)
+        run.digest = result_digest(results)
+        run.stats = {"images": len(results), "annotations": len(annotations),
+                     "boxes": int(sum(len(r.classes) for r in results.values()))}
+        runs.run_finish(run, digest=run.digest, stats=run.stats)
 
 
 def _after_done(run: ConsensusRun) -> None:

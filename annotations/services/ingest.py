@@ -35,7 +35,7 @@ from annotations.imaging.deid import deidentify
 from annotations.imaging.loader import Limits, LoadedImage, load_file
 from annotations.imaging.render import encode_png, render
 from annotations.models import Image, IngestBatch, IngestItem, Project, Study
-from annotations.services import quarantine, storage
+from annotations.services import quarantine, runs, storage
 from annotations.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -137,8 +137,9 @@ def batch_counts(batch: IngestBatch) -> dict[str, int]:
 
 def batch_refresh_status(batch: IngestBatch) -> IngestBatch:
     if not batch.items.filter(status=IngestItem.Status.PENDING).exists():
-        IngestBatch.objects.filter(pk=batch.pk).update(status=IngestBatch.Status.DONE)
-        batch.status = IngestBatch.Status.DONE
+        IngestBatch.objects.filter(pk=batch.pk, status=IngestBatch.Status.RUNNING).update(
+            status=IngestBatch.Status.DONE, finished_at=timezone.now())
+        batch.refresh_from_db()
     return batch
 
 
@@ -151,6 +152,7 @@ def _finish(item: IngestItem, status: str, reason: str = "", detail: str = "",
     updated = IngestItem.objects.filter(pk=item.pk, status=IngestItem.Status.PENDING).update(
         status=status, reason=reason, detail=detail[:2000], image=image,
         quarantine_path=item.quarantine_path, quarantined_at=item.quarantined_at,
+        updated_at=timezone.now(),
     )
     if updated:
         item.status, item.reason, item.detail, item.image = status, reason, detail, image
@@ -228,11 +230,21 @@ def _write_derivatives(project: Project, image_id: str, loaded: LoadedImage) -> 
 
 
 def ingest_item_process(*, item_id: int) -> IngestItem:
+    """Process one pending file; a file that is not pending is left alone, so a
+    duplicate or re-queued message (``runs_sweep``) does nothing."""
     item = IngestItem.objects.select_related("batch__project").get(pk=item_id)
     if item.status != IngestItem.Status.PENDING:
         return item
+    item = _process(item)
+    if item.status != IngestItem.Status.PENDING:
+        runs.ingest_batch_progress(batch_id=item.batch_id)
+    return item
+
+
+def _process(item: IngestItem) -> IngestItem:
     project = item.batch.project
-    IngestItem.objects.filter(pk=item.pk).update(attempts=item.attempts + 1)
+    IngestItem.objects.filter(pk=item.pk).update(attempts=item.attempts + 1,
+                                                 updated_at=timezone.now())
     staged = Path(item.staged_path)
     if not staged.exists():
         return _finish(item, IngestItem.Status.FAILED, "staged_file_missing",
@@ -298,3 +310,4 @@ def ingest_item_fail(*, item_id: int, reason: str) -> None:
     """Final failure after retries (e.g. the database stayed unreachable)."""
     item = IngestItem.objects.get(pk=item_id)
     _finish(item, IngestItem.Status.FAILED, "task_failed", reason)
+    runs.ingest_batch_progress(batch_id=item.batch_id)

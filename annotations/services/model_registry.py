@@ -75,7 +75,9 @@ def gold_metrics(truth: Truth, preds: Preds, class_names: dict[int, str]) -> dic
     }
 
 
-def version_evaluate(*, version: ModelVersion) -> dict[str, Any]:
+def version_gold_report(*, version: ModelVersion) -> dict[str, Any]:
+    """The version's gold-set metrics, stored nowhere (the version's files must
+    exist; its row need not, so a training can evaluate before it registers)."""
     gold, truth = gold_truth(version.project)
     if not gold:
         raise DomainError("no_gold_set", "the project has no gold images with final labels")
@@ -84,6 +86,11 @@ def version_evaluate(*, version: ModelVersion) -> dict[str, Any]:
         image_level=False)}
     report = gold_metrics(truth, preds, names)
     report["gold_images"] = len(gold)
+    return report
+
+
+def version_evaluate(*, version: ModelVersion) -> dict[str, Any]:
+    report = version_gold_report(version=version)
     ModelVersion.objects.filter(pk=version.pk).update(metrics=report)
     version.metrics = report
     return report
@@ -120,11 +127,18 @@ def _map(metrics: dict[str, Any]) -> float:
 
 def version_evaluate_and_maybe_promote(*, version: ModelVersion) -> bool:
     try:
-        report = version_evaluate(version=version)
+        version_evaluate(version=version)
     except DomainError as exc:
         audit_record(action="model.evaluate_skipped", project=version.project, target=version,
                      detail={"reason": exc.message})
         return False
+    return version_promote_if_better(version=version)
+
+
+def version_promote_if_better(*, version: ModelVersion) -> bool:
+    """Promote an evaluated version when its gold mAP@0.4 beats the promoted one's
+    by the project's margin (the first version of a project: when evaluated)."""
+    report = version.metrics
     current = ModelVersion.objects.filter(project=version.project, promoted=True).first()
     margin = version.project.promotion_threshold
     if current is None or _map(report) >= _map(current.metrics) + margin:

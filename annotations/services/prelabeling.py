@@ -17,7 +17,6 @@ from typing import Any
 import cv2
 import numpy as np
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from annotations.errors import DomainError
@@ -29,6 +28,7 @@ from annotations.models import (
     Project,
     WorkspaceTask,
 )
+from annotations.services import runs
 from annotations.services.audit import audit_record
 from annotations.services.storage import media_path
 
@@ -62,9 +62,7 @@ def prelabel_run_create(*, project: Project, model_version: str | None = None,
     audit_record(action="prelabel.run_create", actor=actor, project=project, target=run,
                  detail={"model_version": version})
     if enqueue:
-        from annotations.tasks import gpu_prelabel_task
-
-        transaction.on_commit(lambda: gpu_prelabel_task.delay(run_id=run.pk))
+        runs.run_enqueue(run)
     return run
 
 
@@ -136,40 +134,50 @@ def _al_scores(detector: Any, arrays: list[np.ndarray], preds: list[Prediction])
 def prelabel_run_execute(*, run_id: int, progress: Progress | None = None,
                          batch_size: int | None = None, al_scores: bool = False
                          ) -> PrelabelRun:
-    if not PrelabelRun.objects.filter(pk=run_id, status=PrelabelRun.Status.PENDING).update(
-            status=PrelabelRun.Status.RUNNING):
-        return PrelabelRun.objects.get(pk=run_id)
-    run = PrelabelRun.objects.select_related("project").get(pk=run_id)
-    try:
-        size = batch_size or settings.PRELABEL_BATCH_SIZE
-        detector = _detector(run.model_version, size)
-        qs = run.project.images.order_by("id")
-        if run.image_scope:
-            qs = qs.filter(pseudo_id__in=run.image_scope)
-        images = list(qs)
-        PrelabelRun.objects.filter(pk=run.pk).update(total=len(images))
-        names = detector.class_names
-        for start in range(0, len(images), size):
-            batch = images[start:start + size]
-            arrays = [_read_display(i) for i in batch]
-            preds = [_prediction(image, run.model_version, det, names)
-                     for image, det in zip(batch, detector.predict(arrays), strict=True)]
-            if al_scores:
-                _al_scores(detector, arrays, preds)
-            _store(preds)
-            done = start + len(batch)
-            PrelabelRun.objects.filter(pk=run.pk).update(done=done)
-            if progress:
-                progress(done, len(images))
-        pushed = prelabels_push(run.project, run.model_version) \
-            if run.project.show_prelabels else 0
-        PrelabelRun.objects.filter(pk=run.pk).update(
-            status=PrelabelRun.Status.DONE, pushed=pushed, finished_at=timezone.now())
-    except DomainError as exc:
-        PrelabelRun.objects.filter(pk=run.pk).update(
-            status=PrelabelRun.Status.FAILED, reason=f"{exc.code}: {exc.message}",
-            finished_at=timezone.now())
-    run.refresh_from_db()
+    """Claim the run and pre-label its images batch by batch.
+
+    Heartbeats after every batch, where a cancel request stops it (CANCELLED, the
+    batches stored so far kept).  Idempotent, so a lost run is re-queued and a
+    transient error (``OSError``: a model or image file briefly unreadable) gives
+    the run back for the task's retry (``services.runs``).
+    """
+    def work(run: PrelabelRun) -> dict[str, Any]:
+        return _execute(run, progress, batch_size, al_scores)
+
+    return runs.run_execute(PrelabelRun, run_id, work)
+
+
+def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None,
+             al_scores: bool) -> dict[str, Any]:
+    project = run.project
+    size = batch_size or settings.PRELABEL_BATCH_SIZE
+    detector = _detector(run.model_version, size)
+    qs = project.images.order_by("id")
+    if run.image_scope:
+        qs = qs.filter(pseudo_id__in=run.image_scope)
+    images = list(qs)
+    runs.run_heartbeat(run, total=len(images), done=0)
+    names = detector.class_names
+    for start in range(0, len(images), size):
+        batch = images[start:start + size]
+        arrays = [_read_display(i) for i in batch]
+        preds = [_prediction(image, run.model_version, det, names)
+                 for image, det in zip(batch, detector.predict(arrays), strict=True)]
+        if al_scores:
+            _al_scores(detector, arrays, preds)
+        _store(preds)
+        done = start + len(batch)
+        runs.run_heartbeat(run, done=done)
+        if progress:
+            progress(done, len(images))
+    pushed = prelabels_push(project, run.model_version) if project.show_prelabels else 0
+    return {"pushed": pushed}
+
+
+def prelabel_run_cancel(*, run: PrelabelRun, actor: Any = None) -> PrelabelRun:
+    """Stop a pre-labelling run after its current batch (at once if still pending)."""
+    run = runs.run_cancel(run)
+    audit_record(action="prelabel.run_cancel", actor=actor, project=run.project, target=run)
     return run
 
 

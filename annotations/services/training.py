@@ -9,8 +9,14 @@ model version, evaluate it on the gold set, promote it only when better.
   patient, so no patient is on both sides.
 * The model sees display derivatives, as readers and pre-labelling do: boxes are
   scaled from original to display pixels for training.
-* Cancellable between iterations; a crash marks the run FAILED with the reason
-  and leaves the registry unchanged.
+* One run lifecycle (``services.runs``): the run heartbeats every
+  ``CXR_RUN_HEARTBEAT_SECONDS`` and with each progress report, and a cancel is
+  honoured at the next one (CANCELLED, registry unchanged).  A crash marks the
+  run FAILED with the reason; a lost worker (no heartbeat) is FAILED by the
+  sweep, never re-run (``runs._fail_lost_training`` says why).  The version is
+  evaluated on the gold set before it is registered, and registered, promoted
+  if better and the run finished in one transaction: a run that does not end
+  DONE leaves the registry unchanged.
 """
 
 from __future__ import annotations
@@ -24,13 +30,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from annotations.consensus import ConsensusResult
 from annotations.errors import DomainError
 from annotations.formats.coco import write_coco
 from annotations.formats.records import ImageRecord
 from annotations.models import Image, ModelVersion, Project, TrainingRun
+from annotations.services import runs
 from annotations.services.audit import audit_record
 from annotations.services.exports import project_taxonomy
 from annotations.services.labels import final_results
@@ -42,8 +48,8 @@ DEFAULT_PARAMS = {"preset": "r50_fpn", "max_iter": 2000, "base_lr": None, "ims_p
                   "val_fraction": 0.1, "checkpoint_period": 500}
 
 
-class Cancelled(Exception):
-    """Raised inside the training loop when an admin cancelled the run."""
+#: Raised inside the training loop when an admin cancelled the run.
+Cancelled = runs.RunCancelled
 
 
 def training_run_create(*, project: Project, params: dict | None = None, actor: Any = None,
@@ -62,19 +68,14 @@ def training_run_create(*, project: Project, params: dict | None = None, actor: 
     audit_record(action="training.run_create", actor=actor, project=project, target=run,
                  detail={"params": merged})
     if enqueue:
-        from annotations.tasks import gpu_training_task
-
-        transaction.on_commit(lambda: gpu_training_task.delay(run_id=run.pk))
+        runs.run_enqueue(run)
     return run
 
 
 def training_run_cancel(*, run: TrainingRun, actor: Any = None) -> TrainingRun:
-    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.PENDING).update(
-        status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
-    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
-        cancel_requested=True)
+    """Pending: cancelled at once.  Running: stopped at its next heartbeat."""
+    run = runs.run_cancel(run)
     audit_record(action="training.run_cancel", actor=actor, project=run.project, target=run)
-    run.refresh_from_db()
     return run
 
 
@@ -113,27 +114,15 @@ def _next_name(project: Project) -> str:
 
 
 def training_run_execute(*, run_id: int) -> TrainingRun:
-    if not TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.PENDING).update(
-            status=TrainingRun.Status.RUNNING, started_at=timezone.now()):
-        return TrainingRun.objects.get(pk=run_id)
-    run = TrainingRun.objects.select_related("project").get(pk=run_id)
-    work = Path(tempfile.mkdtemp(prefix=f"train-{run.pk}-"))
-    try:
-        version = _train(run, work)
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.DONE, model_version=version, finished_at=timezone.now())
-    except Cancelled:
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
-    except Exception as exc:  # any crash: FAILED with the reason, registry unchanged
-        logger.exception("training run %s failed", run.pk)
-        reason = exc.message if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.FAILED, reason=reason[:2000], finished_at=timezone.now())
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    run.refresh_from_db()
-    return run
+    """Claim the run and train; any error fails it (a training is not retried)."""
+    def work(run: TrainingRun) -> None:
+        folder = Path(tempfile.mkdtemp(prefix=f"train-{run.pk}-"))
+        try:
+            _train(run, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return runs.run_execute(TrainingRun, run_id, work, retry_on=())
 
 
 def _train(run: TrainingRun, work: Path) -> ModelVersion:
@@ -152,6 +141,7 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     train, val = _split_by_patient(images, float(params["val_fraction"]))
     if not train:
         raise DomainError("no_training_data", "no image outside the gold set has a final label")
+    runs.run_heartbeat(run)
     dataset = f"cxr-train-{run.pk}"
     register_coco_dataset(dataset, write_training_coco(project, train, labels, work),
                           Path(settings.MEDIA_ROOT))
@@ -182,33 +172,59 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
         # the loss curve: one point per report (about 50 a run), total of the losses
         state.setdefault("loss_history", []).append(
             [progress.iteration, float(sum(state["losses"].values()))])
-        TrainingRun.objects.filter(pk=run.pk).update(progress=state)
-        if TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
-            raise Cancelled()
+        runs.run_heartbeat(run, progress=state, best_effort=True)  # raises: cancelled, lost
 
     def publish(iteration: int, model) -> None:
         """The latest intermediate checkpoint, kept with the run (inspection, resume)."""
         folder = Path(settings.MODEL_DIR) / "runs" / str(run.pk) / "last"
         _, digest = save_model_version(model, cfg, folder)
         state["checkpoint"] = {"iteration": iteration, "path": str(folder), "sha256": digest}
-        TrainingRun.objects.filter(pk=run.pk).update(progress=state)
+        runs.run_heartbeat(run, progress=state, best_effort=True)
 
     trainer = CXRTrainer(cfg, progress=report, progress_period=max(1, cfg.SOLVER.MAX_ITER // 50),
-                         publish=publish, publish_period=int(params["checkpoint_period"]))
+                         publish=publish, publish_period=int(params["checkpoint_period"]),
+                         heartbeat=lambda: runs.run_heartbeat(run, best_effort=True),
+                         heartbeat_seconds=settings.RUN_HEARTBEAT_SECONDS)
     trainer.resume_or_load(resume=False)
     trainer.train()
     state["phase"] = "evaluating"
-    TrainingRun.objects.filter(pk=run.pk).update(progress=state)
+    runs.run_heartbeat(run, progress=state)
     name = _next_name(project)
-    checkpoint, digest = save_model_version(trainer.model, cfg, Path(settings.MODEL_DIR) / name)
-    version = ModelVersion.objects.create(
-        project=project, name=name, sha256=digest, config=cfg.dump(), parent=parent,
-        training_run=run, train_images=sorted(i.pseudo_id for i in train),
-        label_sources={i.pseudo_id: labels[i.pseudo_id].meta for i in train})
-    audit_record(action="training.version_create", project=project, target=version,
-                 detail={"images": len(train), "validation": len(val)})
-    from annotations.services.model_registry import version_evaluate_and_maybe_promote
+    folder = Path(settings.MODEL_DIR) / name
+    _, digest = save_model_version(trainer.model, cfg, folder)
+    try:
+        return _register(run, state, ModelVersion(
+            project=project, name=name, sha256=digest, config=cfg.dump(), parent=parent,
+            training_run=run, train_images=sorted(i.pseudo_id for i in train),
+            label_sources={i.pseudo_id: labels[i.pseudo_id].meta for i in train}),
+            detail={"images": len(train), "validation": len(val)})
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # not registered: no version folder either
+        raise
 
-    version_evaluate_and_maybe_promote(version=version)
+
+def _register(run: TrainingRun, state: dict[str, Any], version: ModelVersion,
+              detail: dict[str, Any]) -> ModelVersion:
+    """Evaluate the trained version on the gold set, then register it, promote it if
+    better and finish the run in one transaction (nothing of it if the run was lost)."""
+    from annotations.services.model_registry import (
+        version_gold_report,
+        version_promote_if_better,
+    )
+
+    try:
+        version.metrics, skipped = version_gold_report(version=version), None
+    except DomainError as exc:
+        skipped = exc.message
+    runs.run_heartbeat(run)  # still this attempt's, and not cancelled meanwhile
+    with transaction.atomic():
+        version.save()
+        runs.run_finish(run, model_version=version, progress=state)
+        audit_record(action="training.version_create", project=version.project,
+                     target=version, detail=detail)
+        if skipped is None:
+            version_promote_if_better(version=version)
+        else:
+            audit_record(action="model.evaluate_skipped", project=version.project,
+                         target=version, detail={"reason": skipped})
     return version
-

@@ -4,8 +4,8 @@ Label Studio scopes every endpoint by ``request.user.active_organization``, and 
 lets a member PATCH that field on themselves.  Unchecked, a reader could set it to another
 workspace's organization id and see everything there.  The guard sits on the model (a
 ``pre_save`` signal), so it holds for every path that saves a user: API, forms, admin.
-Removing the owner's membership (which would lock the platform out of the workspace) is
-refused the same way.
+Removing the owner's membership (which would lock the platform out of the workspace), and
+renaming a workspace organization (the bridge finds it by title), are refused the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +33,17 @@ def _owner_membership_guard(sender, instance, raw=False, **kwargs) -> None:
         raise PermissionDenied("the organization owner's membership cannot be removed")
 
 
+def _organization_title_guard(sender, instance, raw=False, **kwargs) -> None:
+    """The bridge finds a workspace's organization by its ``cxr:`` title: nobody may take
+    one on, drop one, or change one after the bridge wrote it."""
+    if raw or instance.pk is None:
+        return
+    old = sender.objects.filter(pk=instance.pk).values_list("title", flat=True).first()
+    if old is not None and old != instance.title and (
+            old.startswith("cxr:") or instance.title.startswith("cxr:")):
+        raise PermissionDenied("workspace organizations keep their title")
+
+
 def connect() -> None:
     from django.contrib.auth import get_user_model
     from organizations.models import OrganizationMember
@@ -41,3 +52,7 @@ def connect() -> None:
                      dispatch_uid="cxr_bridge_active_org")
     pre_save.connect(_owner_membership_guard, sender=OrganizationMember,
                      dispatch_uid="cxr_bridge_owner_membership")
+    from organizations.models import Organization
+
+    pre_save.connect(_organization_title_guard, sender=Organization,
+                     dispatch_uid="cxr_bridge_organization_title")

@@ -1,23 +1,38 @@
-"""Default-deny organization scope for every request that names an object.
+"""Default deny for everything a workspace's reader can send to Label Studio.
 
-Organizations alone do not keep members apart in Label Studio's community edition: some
-endpoints resolve ids without checking the caller's organization (measured: a member of one
-organization could create an annotation on another organization's task through
-``POST /api/tasks/<id>/annotations/``).  So before any view runs, this middleware finds
-every object the request names (numeric path segments, the ``project``/``task``/``view``
-query parameters, top-level ``project``/``task`` of a JSON body), resolves each to its
-organization and refuses the request (403) unless every one is the caller's active
-organization.  A numeric segment of a kind it does not know is refused too: new Label
-Studio endpoints stay closed until this table names them.
+Organizations alone do not keep members apart in Label Studio's community edition: its
+object permission checks pass across organizations (``projects/mixins.py``: "LSO always
+runs a single organization"), several views resolve ids without the caller's organization,
+and the data manager takes its project from the request body.  So, before any view runs:
+
+1. **Who is calling** is resolved exactly as Label Studio will resolve it: a token in the
+   ``Authorization`` header wins (any case, any whitespace, as DRF parses it); a header the
+   bridge cannot resolve is refused; otherwise the session or JWT user.
+2. **Reader users** (members who do not own the organization) may use only the routes the
+   labeling screen needs (``READER_ROUTES``); everything else, settings, webhooks, ML
+   backends, storages, exports, invites, tokens, organization and user edits, is refused.
+   Their request bodies must be JSON (or empty) and small.
+3. **Every object the request names** (numeric path segments, the ``project``/``task``/
+   ``view`` query parameters, and ``project``/``task``/``view``/``annotation``/
+   ``parent_annotation``/``parent_prediction`` in a JSON body, with ids parsed as leniently
+   as Django parses them) must belong to the caller's active organization; a body naming
+   another annotator as ``completed_by`` is refused.  A numeric path segment of a kind this
+   table does not know is refused too, so an upgrade of Label Studio fails closed.
+
+Refusals say only "refused"; the reason goes to Label Studio's log.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+
+logger = logging.getLogger("cxr_bridge.scope")
 
 #: Path segment before an id -> how to find that object's organization id.
 _KINDS: dict[str, tuple[str, str, str]] = {
@@ -33,11 +48,38 @@ _KINDS: dict[str, tuple[str, str, str]] = {
 }
 _QUERY_KINDS = {"project": "projects", "project_id": "projects", "task": "tasks",
                 "task_id": "tasks", "view": "views", "view_id": "views"}
-_MAX_INSPECTED_BODY = 1024 * 1024
+_BODY_KINDS = {"project": "projects", "task": "tasks", "view": "views",
+               "annotation": "annotations", "parent_annotation": "annotations",
+               "parent_prediction": "predictions"}
+_MAX_READER_BODY = 1024 * 1024
+_READ = frozenset({"GET", "HEAD", "OPTIONS"})
+_EDIT = _READ | {"PATCH", "PUT", "DELETE"}
+
+#: What the labeling screen needs, and nothing else (method set, full-path pattern).
+READER_ROUTES: list[tuple[frozenset[str], re.Pattern[str]]] = [
+    (_READ, re.compile(p)) for p in (
+        r"/", r"/projects/?", r"/projects/\d+/?", r"/projects/\d+/data/?", r"/heidi-tips/?",
+        r"/sw\.js", r"/favicon\.ico", r"/user/login/?",
+        r"/api/version/?", r"/api/current-user/(whoami|token)/?", r"/api/users/?",
+        r"/api/projects/?", r"/api/projects/\d+/?",
+        r"/api/projects/\d+/(next|label-stream-history)/?",
+        r"/api/dm/(columns|project)/?", r"/api/tasks/?", r"/api/tasks/\d+/?",
+        r"/api/predictions/?", r"/api/label_links/?", r"/api/ml/?",
+    )
+] + [
+    (_READ | {"POST"}, re.compile(r"/user/logout/?")),
+    (_READ | {"POST"}, re.compile(r"/api/dm/views/?")),
+    (_EDIT, re.compile(r"/api/dm/views/\d+/?")),
+    (_READ | {"POST"}, re.compile(r"/api/tasks/\d+/(annotations|drafts)/?")),
+    (_EDIT, re.compile(r"/api/(annotations|drafts)/\d+/?")),
+]
+_OPEN_PREFIXES = ("/cxr-bridge/", "/static/", "/react-app/", "/label-studio-frontend/")
 
 
 class Refused(Exception):
-    pass
+    def __init__(self, reason: str, status: int = 403) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 def _org_of(kind: str, pk: int) -> int | None:
@@ -49,26 +91,74 @@ def _org_of(kind: str, pk: int) -> int | None:
 
 
 def _caller(request: HttpRequest) -> Any:
-    """The user the request acts as: session or JWT (set by middleware), or a legacy token
-    (which Label Studio only resolves later, inside the view)."""
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        return user
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Token "):
-        from rest_framework.authtoken.models import Token
+    """The user Label Studio will act as (DRF tries the token before the session)."""
+    from rest_framework.authentication import get_authorization_header
 
-        token = Token.objects.filter(key=header[6:].strip()).select_related("user").first()
-        if token is not None and token.user.is_active:
+    parts = get_authorization_header(request).split()
+    if parts:
+        keyword = parts[0].lower()
+        if keyword == b"token":
+            if len(parts) != 2:
+                raise Refused("malformed token header", 401)
+            from rest_framework.authtoken.models import Token
+
+            token = Token.objects.filter(key=parts[1].decode(errors="replace")).select_related(
+                "user").first()
+            if token is None or not token.user.is_active:
+                raise Refused("unknown token", 401)
             return token.user
-    return None
+        if keyword != b"bearer":
+            raise Refused("unknown authorization scheme", 401)
+        # Bearer (JWT): Label Studio's middleware has set request.user, or nobody
+    user = getattr(request, "user", None)
+    return user if user is not None and user.is_authenticated else None
 
 
-def _named_objects(request: HttpRequest) -> list[tuple[str, int]]:
+def _as_id(value: Any) -> int:
+    """An id the way Django's lookups read it (``45``, ``" 45"``, ``45.0``); else refused."""
+    if isinstance(value, bool):
+        raise Refused("bad id")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError as exc:
+                raise Refused("bad id") from exc
+            if number.is_integer():
+                return int(number)
+    raise Refused("bad id")
+
+
+def _body(request: HttpRequest, is_reader: bool) -> dict[str, Any] | None:
+    if not request.body:
+        return None
+    if is_reader and len(request.body) > _MAX_READER_BODY:
+        raise Refused("body too large", 413)
+    if not (request.content_type or "").endswith("json"):
+        if is_reader:
+            raise Refused("only JSON bodies")
+        return None
+    try:
+        body = json.loads(request.body)
+    except ValueError as exc:
+        if is_reader:
+            raise Refused("body is not JSON") from exc
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _named_objects(request: HttpRequest, body: dict[str, Any] | None) -> list[tuple[str, int]]:
     found: list[tuple[str, int]] = []
     segments = [s for s in request.path.split("/") if s]
     for i, seg in enumerate(segments):
-        if seg.isdigit():
+        if seg.strip().isdigit():
             kind = segments[i - 1] if i else ""
             if kind not in _KINDS and kind != "users":
                 raise Refused(f"objects of kind {kind!r} are not reachable")
@@ -76,24 +166,14 @@ def _named_objects(request: HttpRequest) -> list[tuple[str, int]]:
     for key, kind in _QUERY_KINDS.items():
         for value in request.GET.getlist(key):
             if value.strip():
-                if not value.strip().isdigit():
-                    raise Refused(f"{key} must be an id")
-                found.append((kind, int(value)))
-    if request.content_type == "application/json" and request.body and \
-            len(request.body) <= _MAX_INSPECTED_BODY:
-        try:
-            body = json.loads(request.body)
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            for key in ("project", "task"):
-                value = body.get(key)
-                if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-                    found.append((_QUERY_KINDS[key], int(value)))
+                found.append((kind, _as_id(value)))
+    for key, kind in _BODY_KINDS.items():
+        if body is not None and body.get(key) is not None:
+            found.append((kind, _as_id(body[key])))
     return found
 
 
-def _check(user: Any, objects: list[tuple[str, int]]) -> None:
+def _check(user: Any, objects: list[tuple[str, int]], body: dict[str, Any] | None) -> None:
     from organizations.models import OrganizationMember
 
     active = user.active_organization_id
@@ -109,6 +189,24 @@ def _check(user: Any, objects: list[tuple[str, int]]) -> None:
         org = _org_of(kind, pk)
         if org is not None and org != active:
             raise Refused(f"{kind} {pk} belongs to another organization")
+    who = None if body is None else body.get("completed_by")
+    if isinstance(who, dict):
+        who = who.get("id")
+    if who is not None and _as_id(who) != user.pk:
+        raise Refused("completed_by names another user")
+
+
+def _is_reader(user: Any) -> bool:
+    """A member who does not own their active organization: a workspace's reader."""
+    from organizations.models import Organization
+
+    return not Organization.objects.filter(pk=user.active_organization_id,
+                                           created_by_id=user.pk).exists()
+
+
+def _reader_route_allowed(method: str, path: str) -> bool:
+    return any(method in methods and pattern.fullmatch(path)
+               for methods, pattern in READER_ROUTES)
 
 
 class OrganizationScopeMiddleware:
@@ -122,14 +220,19 @@ class OrganizationScopeMiddleware:
 
     def process_view(self, request: HttpRequest, view_func: Any, view_args: Any,
                      view_kwargs: Any) -> HttpResponse | None:
-        if request.path.startswith(("/cxr-bridge/", "/static/", "/react-app/",
-                                    "/label-studio-frontend/", "/health")):
+        if request.path.startswith(_OPEN_PREFIXES) or request.path in ("/health",
+                                                                       "/health/"):
             return None
-        user = _caller(request)
-        if user is None:
-            return None  # Label Studio itself answers 401 or the login page
         try:
-            _check(user, _named_objects(request))
+            user = _caller(request)
+            if user is None:
+                return None  # anonymous: Label Studio answers 401 or its login page
+            reader = _is_reader(user)
+            if reader and not _reader_route_allowed(request.method or "", request.path):
+                raise Refused(f"route {request.method} {request.path} is not for readers")
+            body = _body(request, reader)
+            _check(user, _named_objects(request, body), body)
         except Refused as exc:
-            return JsonResponse({"detail": f"refused: {exc}"}, status=403)
+            logger.warning("cxr-bridge refused %s %s: %s", request.method, request.path, exc)
+            return JsonResponse({"detail": "refused"}, status=exc.status)
         return None

@@ -62,7 +62,9 @@ def _provision(key: str) -> dict:
     User = get_user_model()
     tag = re.sub(r"[^a-z0-9]", "-", key.lower())
     with transaction.atomic():
-        org = Organization.objects.filter(title=f"cxr:{key}").first()
+        # the title guard keeps "cxr:" titles to the organizations the bridge made
+        org = Organization.objects.filter(title=f"cxr:{key}",
+                                          created_by__email__startswith="svc-").first()
         if org is None:
             service = User.objects.create_user(
                 email=f"svc-{tag}-{secrets.token_hex(4)}@cxr-bridge.invalid")

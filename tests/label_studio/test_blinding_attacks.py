@@ -126,8 +126,8 @@ def test_reader_reads_the_adjudication_predictions(world):
 def test_reader_reads_webhook_settings(world):
     for credential in CREDENTIALS:
         r = _as_b(world, credential, "GET", "/api/webhooks/")
-        assert r.status_code == 200
-        for ws in (world["a_ws"], world["adj_ws"]):
+        assert _refused(r)  # not even their own workspace's webhook
+        for ws in (world["b_ws"], world["a_ws"], world["adj_ws"]):
             assert sync.webhook_secret(ws) not in r.text
             assert f"/webhook/{ws.pk}/" not in r.text
         other = sync.ws_client(world["a_ws"]).list_webhooks(world["a_ws"].ls_project_id)[0]["id"]
@@ -164,7 +164,7 @@ def test_reader_opens_other_organizations(world):
         for path in (f"/api/organizations/{org}", f"/api/organizations/{org}/memberships"):
             assert _refused(_as_b(world, credential, "GET", path)), path
         listed = _as_b(world, credential, "GET", "/api/organizations/")
-        assert org not in {o["id"] for o in listed.json()}
+        assert _refused(listed) or org not in {o["id"] for o in listed.json()}
 
 
 def test_reader_writes_into_another_readers_task(world):
@@ -255,3 +255,68 @@ def test_the_same_attempts_through_the_platform_are_refused(world):
     assert layers.status_code in (200, 403, 404)
     if layers.status_code == 200:
         assert "R1" not in layers.content.decode()
+
+
+def test_reader_smuggles_ids_past_the_scope_check(world):
+    """Header spellings DRF accepts, ids as Django parses them, ids in bodies."""
+    a_pid, a_tid = world["a_ws"].ls_project_id, world["a_task"].ls_task_id
+    a_user = world["a_ws"].ls_reader_user_id
+    lower = {"Authorization": f"token {world['token']}"}
+    tab = {"Authorization": f"Token\t{world['token']}"}
+    for headers in (lower, tab):
+        for path in (f"/api/annotations/{world['a_ann']['id']}/", f"/api/tasks/{a_tid}/drafts",
+                     f"/api/projects/{a_pid}/tasks/"):
+            r = requests.get(world["url"] + path, headers=headers, timeout=10)
+            assert _refused(r), (headers, path, r.status_code)
+    view = requests.post(f"{world['url']}/api/dm/views/", json={"project": a_pid}, timeout=10,
+                         headers={"Authorization": f"Token {world['a_ws'].service_token}"}
+                         ).json()["id"]
+    for body in ({"project": f" {a_pid}"}, {"project": float(a_pid)}, {"view": view}):
+        for credential in CREDENTIALS:
+            r = _as_b(world, credential, "GET", "/api/tasks/?fields=all&page_size=100",
+                      json=body)
+            assert _refused(r), (body, r.status_code, r.text[:200])
+    # B edits B's own annotation to move it onto A's task, in A's name
+    b_task = world["b_ws"].tasks.get(image=world["images"][0])
+    image = world["images"][0]
+    result = build_result([[5, 5, 50, 50]], ["Nodule/Mass"], original_width=image.width,
+                          original_height=image.height)
+    own = requests.post(f"{world['url']}/api/tasks/{b_task.ls_task_id}/annotations/",
+                        json={"result": result}, timeout=10,
+                        headers={"Authorization": f"Token {world['token']}"})
+    assert own.status_code == 201, own.text[:200]
+    for body in ({"task": f" {a_tid}"}, {"project": a_pid}, {"completed_by": a_user}):
+        r = _as_b(world, "token", "PATCH", f"/api/annotations/{own.json()['id']}/", json=body)
+        assert _refused(r), (body, r.status_code, r.text[:200])
+    held = sync.ws_client(world["a_ws"]).list_annotations(a_tid)
+    assert [a["id"] for a in held] == [world["a_ann"]["id"]]
+
+
+def test_reader_reaches_settings_tokens_and_other_services(world):
+    own_org, own_pid = world["b_ws"].ls_organization_id, world["b_ws"].ls_project_id
+    attempts = [
+        ("PATCH", f"/api/organizations/{own_org}",
+         {"title": f"cxr:{world['project'].pk}:{world['judge'].pk}:adjudication"}),
+        ("POST", "/api/ml/", {"project": own_pid, "url": "http://127.0.0.1:9/"}),
+        ("POST", "/api/webhooks/", {"project": own_pid, "url": "http://127.0.0.1:9/"}),
+        ("POST", "/api/predictions/", {"task": world["b_ws"].tasks.first().ls_task_id,
+                                       "result": []}),
+        ("POST", "/api/token/", {}), ("GET", "/api/token/", None),
+        ("GET", "/api/invite", None), ("GET", f"/api/projects/{own_pid}/export?exportType=JSON",
+                                        None),
+        ("POST", f"/api/projects/{own_pid}/import", {"image": "x"}),
+        ("PATCH", f"/api/projects/{own_pid}/", {"label_config": "<View/>"}),
+        ("DELETE", f"/api/projects/{own_pid}/", None),
+        ("POST", "/api/users/", {"email": "friend@example.org"}),
+        ("GET", "/api/storages/", None),
+        ("POST", "/api/dm/actions/?id=delete_tasks&project=" + str(own_pid),
+         {"selectedItems": {"all": True}}),
+    ]
+    for credential in CREDENTIALS:
+        for method, path, body in attempts:
+            r = _as_b(world, credential, method, path,
+                      **({} if body is None else {"json": body}))
+            assert _refused(r), (credential, method, path, r.status_code, r.text[:200])
+    # the rename did not happen, and a new workspace for that key is still its own
+    assert sync.ws_client(world["b_ws"]).get_project(own_pid)["id"] == own_pid
+    assert world["b_ws"].tasks.count() == len(world["images"])

@@ -17,11 +17,11 @@ import pytest
 import requests
 
 from annotations.imaging.synthetic import generate_studies
-from annotations.models import Image, Prediction, Reader, WorkspaceTask
+from annotations.models import Image, Prediction, Reader, ReaderAnnotation, WorkspaceTask
 from annotations.services import label_studio_sync as sync
 from annotations.services import readers
 from annotations.services.projects import project_create
-from tests.browser import TimeoutException, WebDriverWait, artifact_dir, chromium_driver
+from tests.browser import By, TimeoutException, WebDriverWait, artifact_dir, chromium_driver
 from tests.conftest import ingest_paths
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -176,6 +176,8 @@ def test_reader_sees_image_and_prelabel_only_when_switched_on(
     assert preds[0]["result"][0]["value"]["rectanglelabels"] == ["Nodule/Mass"]
     assert _ls_get(label_studio, f"/api/predictions/?task={off.ls_task_id}", off) == []
 
+    log = label_studio.server.log_path
+    refused_before = log.read_text(errors="replace").count("cxr-bridge refused")
     with chromium_driver(tmp_path) as driver:
         _login(driver, on, reader)
 
@@ -209,3 +211,12 @@ def test_reader_sees_image_and_prelabel_only_when_switched_on(
         assert not any(t.startswith("m1") for t in state["tabs"]), state["tabs"]
         b, g, r = _pixel(state, shot, (BOX[0] + BOX[2]) / 2, (BOX[1] + BOX[3]) / 2, w, h)
         assert max(b, g, r) - min(b, g, r) < 12, "a box is painted with pre-labels off"
+
+        # the reader submits in the editor: the read arrives (webhook, re-read from Label
+        # Studio), and nothing the editor needed was refused by the bridge
+        driver.find_element(By.XPATH, "//button[normalize-space()='Submit']").click()
+        WebDriverWait(driver, 30, poll_frequency=0.5).until(
+            lambda d: ReaderAnnotation.objects.filter(image=off.image, reader=reader).exists(),
+            "the submitted read did not reach the platform")
+    refused = log.read_text(errors="replace").count("cxr-bridge refused") - refused_before
+    assert refused == 0, "the bridge refused a request of the labeling screen: see " + str(log)
