@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import logging
 import shutil
@@ -121,11 +122,15 @@ def test_reimport_is_reported_as_duplicate(project, synthetic, tmp_path):
 
 
 def _db_text() -> str:
+    """Every stored value as text, except timestamps: a timestamp's microseconds are six
+    digits that can equal a six-digit patient id by chance (identity in dates is checked
+    per image on the files, where shifted dates are known)."""
     chunks = []
     with connection.cursor() as cur:
         for table in connection.introspection.table_names():
             cur.execute(f'SELECT * FROM "{table}"')
-            chunks.extend(repr(row) for row in cur.fetchall())
+            chunks.extend(repr(tuple(v for v in row if not isinstance(
+                v, dt.date | dt.time | dt.timedelta))) for row in cur.fetchall())
     return "\n".join(chunks)
 
 

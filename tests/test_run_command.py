@@ -71,7 +71,8 @@ def test_scripts_run_serves_demo(tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}/admin/" in out
     assert "radiologist R1" in out and "admin / " in out
-    assert f"http://127.0.0.1:{ls_port}/projects/" in out  # each reader's workspace link
+    # each reader's workspace link goes through the platform's sign-in, never a password
+    assert f"http://127.0.0.1:{port}/api/me/workspaces/" in out
     assert "Label Studio stopped" in out
     assert f"ML backend: http://127.0.0.1:{ml_port}" in out and "ML backend stopped" in out
 

@@ -138,6 +138,9 @@ def workspace_sign_in_url(*, workspace: Workspace, reader: Reader) -> str:
     """
     if workspace.reader_id != reader.pk or not reader.active:
         raise DomainError("not_found", "no such workspace", status=404)
+    if workspace.kind == Workspace.Kind.ADJUDICATION and not (
+            reader.is_adjudicator and reader.adjudicates.filter(pk=workspace.project_id).exists()):
+        raise DomainError("not_found", "no such workspace", status=404)
     ticket = ticket_mint(user_id=workspace.ls_reader_user_id,
                          project_id=workspace.ls_project_id,
                          secret=settings.LABEL_STUDIO_BRIDGE_SECRET,

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 HANDLED = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"}
 #: Label Studio's payload repeats the whole task and project; far below this in practice.
 MAX_BODY_BYTES = 2 * 1024 * 1024
+#: Refused events are kept for the admin, but an anonymous flood must not fill the table.
+MAX_REFUSED_PER_HOUR = 1000
 
 
 def _store(*, digest: str, action: str, payload: dict[str, Any], workspace: Workspace | None,
@@ -67,6 +69,12 @@ def webhook_refused(*, workspace_id: int, body: bytes, secret: str | None) -> bo
     if ws is not None and secret and hmac.compare_digest(secret, webhook_secret(ws)):
         return False
     digest = hashlib.sha256(b"refused\x00" + body[:MAX_BODY_BYTES]).hexdigest()
+    recent = WebhookEvent.objects.filter(
+        action="(refused)", received_at__gte=timezone.now() - dt.timedelta(hours=1))
+    if recent.count() >= MAX_REFUSED_PER_HOUR:  # a flood: counted in the log, not stored
+        logger.warning("webhook refused (not stored: %d refusals this hour)",
+                       MAX_REFUSED_PER_HOUR)
+        return True
     _store(digest=digest, action="(refused)", payload={}, workspace=None,
            status=WebhookEvent.Status.REJECTED,
            reason=f"forbidden: missing or wrong secret for workspace {workspace_id}")

@@ -60,7 +60,7 @@ READER_ROUTES: list[tuple[frozenset[str], re.Pattern[str]]] = [
     (_READ, re.compile(p)) for p in (
         r"/", r"/projects/?", r"/projects/\d+/?", r"/projects/\d+/data/?", r"/heidi-tips/?",
         r"/sw\.js", r"/favicon\.ico", r"/user/login/?",
-        r"/api/version/?", r"/api/current-user/(whoami|token)/?", r"/api/users/?",
+        r"/api/version/?", r"/api/current-user/whoami/?", r"/api/users/?",
         r"/api/projects/?", r"/api/projects/\d+/?",
         r"/api/projects/\d+/(next|label-stream-history)/?",
         r"/api/dm/(columns|project)/?", r"/api/tasks/?", r"/api/tasks/\d+/?",

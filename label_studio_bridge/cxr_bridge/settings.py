@@ -24,5 +24,10 @@ MIDDLEWARE = [*MIDDLEWARE, "cxr_bridge.scope.OrganizationScopeMiddleware"]  # no
 
 #: The one credential that lets the platform create organizations and issue sign-in tickets.
 CXR_BRIDGE_SECRET = os.environ.get("CXR_BRIDGE_SECRET", "")
+#: A reader's only credential is the session the sign-in link opens (the bridge refuses to
+#: hand out API tokens to readers), so it lives a working day, not Label Studio's 14 days.
+SESSION_COOKIE_AGE = int(os.environ.get("CXR_BRIDGE_SESSION_SECONDS", str(12 * 3600)))
+MAX_SESSION_AGE = SESSION_COOKIE_AGE
+
 #: Seconds a sign-in ticket stays valid.
 CXR_BRIDGE_TICKET_TTL = int(os.environ.get("CXR_BRIDGE_TICKET_TTL", "120"))

@@ -2,9 +2,10 @@
 reader's work, or the adjudication workspace, or settings, is refused.
 
 Reader B holds exactly what the platform gives B: a one-time sign-in link to B's own
-workspace (and, from that session, B's own Label Studio API token).  Each attempt is tried
-with both the browser session and the token.  The same attempts through the platform's API
-are refused as well.
+workspace, which becomes a Label Studio browser session.  Each attempt is tried with that
+session and with the API token Label Studio keeps for B's user (B cannot fetch it; the
+test reads it from Label Studio's database to show it would open nothing more).  The same
+attempts through the platform's API are refused as well.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from annotations.services import readers
 from annotations.services.adjudication import project_adjudicator_add
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
 from tests.conftest import ingest_paths, write_png
-from tests.label_studio.readers_ls import reader_client, sign_in
+from tests.label_studio.readers_ls import reader_client, sign_in, stored_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,7 +57,11 @@ def world(label_studio, ls_settings, project, tmp_path):
     assert sync.adjudications_push(project) == 1
     b_ws = b.workspaces.get()
     session = sign_in(b_ws)
-    token = session.get(f"{label_studio.url}/api/current-user/token", timeout=10).json()["token"]
+    # readers cannot fetch their API token; the token Label Studio keeps for them anyway is
+    # tried too, to show it would open nothing more
+    assert session.get(f"{label_studio.url}/api/current-user/token",
+                       timeout=10).status_code == 403
+    token = stored_token(label_studio, b_ws)
     return {
         "project": project, "images": images, "a": a, "b": b, "judge": judge,
         "a_ws": a.workspaces.get(), "b_ws": b_ws, "adj_ws": judge.workspaces.get(),

@@ -96,8 +96,11 @@ def test_bridge_provisions_one_organization_per_workspace(ls_client, project, la
     pid = service.create_project("Workspace one", label_config(TAXONOMY))
     (tid,) = service.import_tasks(pid, [{"image": "http://127.0.0.1:9/x.png"}])
     result = regions.build_result([[5, 5, 300, 300]], ["Cardiomegaly"], **SIZE)
-    on_behalf = service.create_annotation(tid, result, completed_by=first.reader_user_id)
-    assert completed_by_id(on_behalf) == first.reader_user_id
+    # nobody, not even the workspace's own service user, annotates in someone else's name
+    with pytest.raises(DomainError):
+        service.create_annotation(tid, result, completed_by=first.reader_user_id)
+    on_behalf = service.create_annotation(tid, result)
+    assert completed_by_id(on_behalf) == first.service_user_id
     # the other workspace's service user, and the admin, see none of it
     other = LabelStudioClient(label_studio.url, second.service_token)
     for outsider in (other, ls_client):

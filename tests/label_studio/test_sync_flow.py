@@ -13,7 +13,6 @@ import pytest
 import requests
 
 from annotations.errors import DomainError
-from annotations.label_studio.client import LabelStudioClient
 from annotations.label_studio.regions import build_result
 from annotations.models import (
     ConsensusRun,
@@ -44,7 +43,7 @@ def platform(label_studio, ls_settings, project, tmp_path):
     return project, rs, list(Image.objects.order_by("id"))
 
 
-def _reader_client(label_studio, reader) -> LabelStudioClient:
+def _reader_client(label_studio, reader):
     return reader_client(label_studio, reader)
 
 

@@ -127,8 +127,12 @@ class Command(BaseCommand):
         if project is None:
             return
         sync.assignments_push(project)
-        self.stdout.write("Readers sign in to the platform and open their Label Studio "
-                          "workspace from My reading (Label Studio has no reader passwords).")
+        self.stdout.write("Label Studio workspaces (each its own organization; readers have "
+                          "no Label Studio password: they sign in to the platform, then "
+                          "My reading > Open, or these links once signed in):")
+        base = settings.PUBLIC_BASE_URL.rstrip("/")
+        for ws in project.workspaces.select_related("reader"):
+            self.stdout.write(f"  {ws.reader.code}  {base}/api/me/workspaces/{ws.pk}/open/")
 
 
 def _raise_exit(signum, frame):  # pragma: no cover - signal handler
