@@ -541,6 +541,9 @@ class WebhookEvent(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING,
                               db_index=True)
     reason = models.TextField(blank=True)
+    #: Times the sweep re-queued it: an event that keeps failing is rejected, not retried
+    #: forever.
+    attempts = models.PositiveSmallIntegerField(default=0)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 

@@ -53,3 +53,22 @@ def test_a_flood_of_wrong_secrets_is_refused_without_filling_the_table(workspace
     codes = [_post(a.pk, f"guess-{i}", {"action": "X", "n": i}).status_code for i in range(6)]
     assert codes == [403] * 6
     assert WebhookEvent.objects.filter(action="(refused)").count() == 3
+
+
+def test_poison_event_is_rejected_after_bounded_attempts(workspaces, monkeypatch):
+    """An event whose processing keeps failing (here: its task never runs) is re-queued by
+    the sweep a bounded number of times, then rejected with the reason."""
+    from annotations import tasks
+
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.webhook_event_process_task, "delay",
+                        lambda event_id: sent.append(event_id))
+    a, _ = workspaces
+    event = WebhookEvent.objects.create(digest="d" * 64, action="ANNOTATION_CREATED",
+                                        payload={}, workspace=a)
+    for _ in range(5):
+        assert hooks.webhook_events_sweep(older_than_seconds=-1, max_attempts=3) in (0, 1)
+    event.refresh_from_db()
+    assert sent == [event.pk] * 3
+    assert event.status == "rejected" and event.reason.startswith("poison")
+    assert hooks.webhook_events_sweep(older_than_seconds=-1) == 0

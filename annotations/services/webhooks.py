@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from annotations.errors import DomainError
@@ -45,6 +46,8 @@ HANDLED = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"}
 MAX_BODY_BYTES = 2 * 1024 * 1024
 #: Refused events are kept for the admin, but an anonymous flood must not fill the table.
 MAX_REFUSED_PER_HOUR = 1000
+#: Sweeps that may re-queue one pending event before it is rejected as poison.
+MAX_EVENT_ATTEMPTS = 5
 
 
 def _store(*, digest: str, action: str, payload: dict[str, Any], workspace: Workspace | None,
@@ -211,13 +214,24 @@ def _check_agrees(claimed: Mapping[str, Any], payload: Mapping[str, Any],
                           "the payload's content is not what Label Studio holds now")
 
 
-def webhook_events_sweep(*, older_than_seconds: int = 300) -> int:
-    """Re-enqueue events still pending after a while (a worker died mid-way)."""
+def webhook_events_sweep(*, older_than_seconds: int = 300,
+                         max_attempts: int = MAX_EVENT_ATTEMPTS) -> int:
+    """Re-enqueue events still pending after a while (a worker died mid-way, Label Studio
+    was down); an event re-queued ``max_attempts`` times is rejected with that reason
+    (a poison event must not be retried forever).  Returns how many were re-queued."""
     from annotations.tasks import webhook_event_process_task
 
     cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
-    ids = list(WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING,
-                                           received_at__lt=cutoff).values_list("id", flat=True))
+    stale = WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING,
+                                        received_at__lt=cutoff)
+    poison = stale.filter(attempts__gte=max_attempts)
+    poisoned = poison.update(status=WebhookEvent.Status.REJECTED, processed_at=timezone.now(),
+                             reason=f"poison: still failing after {max_attempts} attempts")
+    if poisoned:
+        logger.warning("webhook sweep: %d events rejected after %d attempts", poisoned,
+                       max_attempts)
+    ids = list(stale.filter(attempts__lt=max_attempts).values_list("id", flat=True))
+    WebhookEvent.objects.filter(pk__in=ids).update(attempts=F("attempts") + 1)
     for event_id in ids:
         webhook_event_process_task.delay(event_id=event_id)
     return len(ids)

@@ -232,3 +232,22 @@ def test_adjudication_through_the_adjudicators_workspace(platform, label_studio)
                                                             pytest.approx(300),
                                                             pytest.approx(380))
     assert not ReaderAnnotation.objects.filter(reader=judge, source="label_studio").exists()
+
+
+def test_workspace_deleted_behind_our_back_is_reported_and_the_others_repaired(
+        platform, label_studio, settings):
+    project, (r1, r2, r3), images = platform
+    gone = r1.workspaces.get()
+    deleted = requests.delete(f"{label_studio.url}/api/projects/{gone.ls_project_id}/",
+                              headers={"Authorization": f"Token {gone.service_token}"},
+                              timeout=30)
+    assert deleted.status_code == 204
+    settings.LABEL_STUDIO_WEBHOOK_SECRET = "rotated-" + "y" * 30  # webhooks now fail
+    _annotate(label_studio, r2, images[0], [30, 40, 120, 150])
+    _annotate(label_studio, r3, images[0], [32, 44, 118, 149])
+    assert not ReaderAnnotation.objects.exists()  # both events refused at the door
+    counts = sync.reconcile_all()
+    assert [f["reader"] for f in counts["failed_workspaces"]] == ["R1"]
+    assert counts["created"] == 2
+    assert sorted(a.reader.code for a in ReaderAnnotation.objects.filter(is_current=True)) == [
+        "R2", "R3"]
