@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from annotations.models import Adjudication, Assignment, Image, Project
+from annotations.models import Adjudication, Assignment, Image, ModelVersion, Project, Workspace
 
 
 def is_admin(user: Any) -> bool:
@@ -19,6 +19,19 @@ def is_admin(user: Any) -> bool:
 
 def reader_of(user: Any):
     return getattr(user, "reader", None) if getattr(user, "is_authenticated", False) else None
+
+
+def model_version_promoted(project: Project) -> ModelVersion | None:
+    """The version serving ``project``: the registry's, the only truth (no marker file)."""
+    return ModelVersion.objects.filter(project=project, promoted=True).first()
+
+
+def model_version_for_ls_project(ls_project_id: int) -> ModelVersion | None:
+    """The promoted version of the platform project behind a Label Studio project
+    (every workspace is one Label Studio project of one platform project)."""
+    workspace = Workspace.objects.filter(ls_project_id=ls_project_id).select_related(
+        "project").first()
+    return model_version_promoted(workspace.project) if workspace else None
 
 
 def project_list_visible(user: Any) -> QuerySet[Project]:

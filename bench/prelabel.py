@@ -101,6 +101,8 @@ def _publish_model(project, preset: str, detections: int, device: str) -> Path:
     from django.conf import settings
 
     import training.modeling  # noqa: F401  (registers the ROI heads; patches detectron2)
+    from annotations.models import ModelVersion
+    from annotations.services.model_registry import version_promote
     from training.config import build_config
     from training.detector import save_model_version
 
@@ -115,8 +117,11 @@ def _publish_model(project, preset: str, detections: int, device: str) -> Path:
     torch.manual_seed(0)
     model = build_model(cfg)
     version_dir = Path(settings.MODEL_DIR) / "bench-v1"
-    save_model_version(model, cfg, version_dir)
-    (Path(settings.MODEL_DIR) / "promoted").write_text("bench-v1")
+    _, digest = save_model_version(model, cfg, version_dir)
+    # promoted in the registry, the only truth about what serves a project
+    version = ModelVersion.objects.create(project=project, name="bench-v1", sha256=digest,
+                                          config=cfg.dump())
+    version_promote(version=version, reason="bench")
     return version_dir
 
 

@@ -299,8 +299,9 @@ MAX_IMAGE_SIDE = env.get_int("MAX_IMAGE_SIDE", 8192)
 RADIOGRAPH_MODALITIES = env.get_list("RADIOGRAPH_MODALITIES", ["CR", "DX", "DR", "RG", "PX"])
 
 # --- Models -----------------------------------------------------------------
-#: Model versions (one folder each; ``promoted`` names the one served).  The ML
-#: backend reads the same folder (its CXR_ML_MODEL_DIR).
+#: Model versions (one folder each).  Which one serves a project is the registry's
+#: (``ModelVersion.promoted``), never a file.  The ML backend reads the same folder
+#: (its CXR_ML_MODEL_DIR; in compose the same volume at the same path, read-only).
 MODEL_DIR = Path(env.get("MODEL_DIR", str(DATA_DIR / "models"))).resolve()
 PRELABEL_BATCH_SIZE = env.get_int("PRELABEL_BATCH_SIZE", 8)
 #: Detections kept by the pre-labelling pass (low: uncertainty needs the doubtful ones).

@@ -13,9 +13,10 @@ COPY scripts/install_detectron2 scripts/install_detectron2
 # the interpreter's own prefix is the "virtualenv" here (bin/python, bin/pip)
 RUN scripts/install_detectron2 /usr/local
 COPY . .
-RUN useradd --system --home /app ml && mkdir -p /models && chown ml /models
+# the platform's model folder (CXR_MODEL_DIR), mounted read-only at the same path
+RUN useradd --system --home /app ml && mkdir -p /data/models
 USER ml
-ENV CXR_ML_MODEL_DIR=/models
+ENV CXR_ML_MODEL_DIR=/data/models
 EXPOSE 9090
 CMD ["gunicorn", "ml_backend.app:application", "--bind", "0.0.0.0:9090", "--workers", "2", \
      "--timeout", "300"]

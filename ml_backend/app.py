@@ -5,7 +5,8 @@ Every endpoint requires HTTP basic auth with ``CXR_ML_BACKEND_USER`` /
 connected); unauthenticated calls get 401.  A request body is bounded before it
 is read (``Content-Length`` at most ``CXR_ML_MAX_BODY_BYTES``, else 413, and
 never more than that is read).  The model is loaded once per worker, on first
-use, and re-loaded when another version is promoted.
+use; which version serves a request is its Label Studio project's, asked of the
+platform (``ml_backend.model_store``), several loaded at once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from ml_backend import protocol
 from ml_backend.images import ImageFetcher
-from ml_backend.model_store import ModelStore
+from ml_backend.model_store import CachedResolver, ModelStore, Resolver
 from ml_backend.platform_client import PlatformClient
 from ml_backend.settings import BackendSettings
 
@@ -28,16 +29,21 @@ StartResponse = Callable[..., Any]
 
 
 class Backend:
-    def __init__(self, settings: BackendSettings | None = None) -> None:
+    def __init__(self, settings: BackendSettings | None = None,
+                 resolve: Resolver | None = None) -> None:
+        """``resolve``: Label Studio project id -> its model; default: ask the platform."""
         self.settings = settings or BackendSettings()
         if not self.settings.username or not self.settings.password:
             raise RuntimeError("set CXR_ML_BACKEND_USER and CXR_ML_BACKEND_PASSWORD: the ML "
                                "backend refuses to run without authentication")
-        self.store = ModelStore(self.settings.model_dir, self.settings.device)
+        self.platform = PlatformClient(self.settings.platform_url, self.settings.platform_token)
+        resolve = resolve or CachedResolver(self.platform.project_model,
+                                            self.settings.project_cache_seconds)
+        self.store = ModelStore(self.settings.model_dir, self.settings.device, resolve=resolve,
+                                max_loaded=self.settings.max_loaded_models)
         self.state = protocol.BackendState()
         self.policy = self.settings.origin_policy()
         self.limits = self.settings.fetch_limits()
-        self.platform = PlatformClient(self.settings.platform_url, self.settings.platform_token)
 
     # -- WSGI ------------------------------------------------------------------------
 
@@ -133,8 +139,9 @@ def _json(start_response: StartResponse, status: int, body: dict,
     return [data]
 
 
-def create_app(settings: BackendSettings | None = None) -> Backend:
-    return Backend(settings)
+def create_app(settings: BackendSettings | None = None,
+               resolve: Resolver | None = None) -> Backend:
+    return Backend(settings, resolve)
 
 
 def application(environ: dict, start_response: StartResponse) -> Iterable[bytes]:

@@ -1,37 +1,104 @@
-"""The model version the backend serves, switched without a restart.
+"""Which model serves a request, and the loaded models, per Label Studio project.
 
-``<model_dir>/promoted`` holds the name of the promoted version's folder; the
-store checks it on every request (one ``stat``) and loads a newly promoted
-version once per worker process.
+There is no global "promoted" file: the platform's registry is the only truth.
+Each request names its Label Studio project (``/setup`` and ``/predict`` carry
+``project`` as ``"<id>.<timestamp>"``); a resolver maps that id to the platform
+project behind it and its promoted version with the version's manifest digest
+(``GET /api/ml/projects/<id>/model/`` with the backend's service token, see
+``ml_backend.platform_client``), remembered for a few seconds
+(``CXR_ML_PROJECT_CACHE_SECONDS``) so a burst of predictions costs one call.
+
+Several versions stay loaded at once (projects A and B each keep theirs), at
+most ``CXR_ML_MAX_LOADED_MODELS`` per worker process, the least recently used
+evicted first.  A version is loaded verified whole against the registry's
+digest (``training.artifacts.read_version``) before anything is parsed.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
+#: A version name is one path component in the models folder, never more.
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+DIGEST = re.compile(r"[0-9a-f]{64}")
+
 
 class NoModel(Exception):
-    """No version is promoted yet."""
+    """Nothing is promoted for the project, or its files are missing or do not verify."""
+
+
+@dataclass(frozen=True)
+class ProjectModel:
+    """The platform's answer for one Label Studio project."""
+
+    project: str  # the platform project's slug
+    version: str  # the promoted version's folder name
+    sha256: str | None  # the registry's manifest digest
+
+    def __post_init__(self) -> None:
+        if not VERSION_NAME.fullmatch(self.version):
+            raise ValueError(f"not a model version name: {self.version[:80]!r}")
+        if self.sha256 is not None and not DIGEST.fullmatch(self.sha256):
+            raise ValueError("not a manifest digest")
+
+
+#: ``ls_project_id -> ProjectModel`` (None: nothing promoted there); may raise.
+Resolver = Callable[[int], "ProjectModel | None"]
+
+
+class CachedResolver:
+    """Remembers each project's answer (none included) for ``ttl`` seconds."""
+
+    def __init__(self, resolve: Resolver, ttl: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._resolve, self.ttl, self._clock = resolve, ttl, clock
+        self._lock = threading.Lock()
+        self._cache: dict[int, tuple[float, ProjectModel | None]] = {}
+
+    def __call__(self, ls_project_id: int) -> ProjectModel | None:
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(ls_project_id)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        answer = self._resolve(ls_project_id)  # errors are not cached: the next call retries
+        with self._lock:
+            self._cache[ls_project_id] = (now, answer)
+        return answer
 
 
 class ModelStore:
-    def __init__(self, model_dir: Path, device: str | None = None) -> None:
+    def __init__(self, model_dir: Path, device: str | None = None, *, resolve: Resolver,
+                 max_loaded: int = 2) -> None:
         self.model_dir = Path(model_dir)
         self.device = device
+        self.resolve = resolve
+        self.max_loaded = max(1, max_loaded)
         self._lock = threading.Lock()
-        self._loaded: tuple[str, Any] | None = None
+        #: (version, digest) -> Detector, least recently used first.
+        self._loaded: OrderedDict[tuple[str, str | None], Any] = OrderedDict()
 
-    def promoted_version(self) -> str | None:
-        marker = self.model_dir / "promoted"
-        if not marker.is_file():
-            return None
-        name = marker.read_text().strip()
-        return name or None
+    def model_for(self, ls_project_id: int) -> ProjectModel:
+        model = self.resolve(ls_project_id)
+        if model is None:
+            raise NoModel(f"no model version is promoted for Label Studio project "
+                          f"{ls_project_id}")
+        return model
+
+    def loaded(self) -> list[str]:
+        """Loaded versions, most recently used first."""
+        with self._lock:
+            return [version for version, _ in reversed(self._loaded)]
 
     def versions(self) -> list[str]:
         if not self.model_dir.is_dir():
@@ -39,15 +106,31 @@ class ModelStore:
         return sorted(p.name for p in self.model_dir.iterdir()
                       if p.is_dir() and (p / "config.yaml").is_file())
 
-    def detector(self) -> tuple[str, Any]:
-        version = self.promoted_version()
-        if version is None:
-            raise NoModel("no model version is promoted")
+    def detector(self, ls_project_id: int) -> tuple[str, Any]:
+        """The version serving this Label Studio project and its loaded Detector."""
+        model = self.model_for(ls_project_id)
+        key = (model.version, model.sha256)
         with self._lock:
-            if self._loaded is None or self._loaded[0] != version:
-                from training.detector import Detector  # heavy import, once per worker
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return model.version, self._loaded[key]
+            detector = self._load(model)
+            self._loaded[key] = detector
+            while len(self._loaded) > self.max_loaded:
+                (old, _), _ = self._loaded.popitem(last=False)
+                logger.info("evicted model version %s (CXR_ML_MAX_LOADED_MODELS=%s)",
+                            old, self.max_loaded)
+            return model.version, detector
 
-                logger.info("loading model version %s", version)
-                self._loaded = (version, Detector.from_dir(self.model_dir / version,
-                                                           device=self.device))
-            return self._loaded
+    def _load(self, model: ProjectModel) -> Any:
+        from annotations.errors import DomainError
+        from training.detector import Detector  # heavy import, once per worker
+
+        logger.info("loading model version %s of project %s", model.version, model.project)
+        try:
+            return Detector.from_dir(self.model_dir / model.version, device=self.device,
+                                     expected_sha256=model.sha256)
+        except (DomainError, OSError) as exc:  # missing, unreadable or not verified
+            logger.warning("model version %s refused: %s", model.version, exc)
+            raise NoModel(f"model version {model.version} of project {model.project} is "
+                          f"unavailable here: {getattr(exc, 'message', exc)}") from exc

@@ -1,9 +1,11 @@
-"""The ML backend's client of the platform API (only START_TRAINING needs it).
+"""The ML backend's client of the platform API: which model serves a Label Studio
+project, and START_TRAINING.
 
 It authenticates as the platform's ``ml-backend`` service (``Authorization:
 Service <token>``, from ``manage.py ml_backend_token``): a credential the
-platform accepts on the training-request endpoint alone, so a compromised
-backend cannot read or change anything else.
+platform accepts on those two endpoints alone (``GET
+/api/ml/projects/<id>/model/`` and ``POST /api/ml/training-requests/``), so a
+compromised backend cannot read or change anything else.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import requests
 
+from ml_backend.model_store import ProjectModel
 from ml_backend.protocol import ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -27,20 +30,46 @@ class PlatformClient:
     def __repr__(self) -> str:
         return f"PlatformClient({self.base_url!r})"
 
+    def _headers(self) -> dict[str, str]:
+        if not self._token:
+            raise ProtocolError(503, "no platform service token configured "
+                                "(CXR_ML_PLATFORM_TOKEN)")
+        return {"Authorization": f"Service {self._token}"}
+
+    def project_model(self, ls_project_id: int) -> ProjectModel | None:
+        """The promoted version (and its digest) of the platform project behind a
+        Label Studio project; None when the platform has none (404)."""
+        try:
+            response = requests.get(f"{self.base_url}/api/ml/projects/{int(ls_project_id)}/model/",
+                                    headers=self._headers(), timeout=self.timeout,
+                                    allow_redirects=False)
+        except requests.RequestException as exc:
+            raise ProtocolError(502, f"platform unreachable ({type(exc).__name__})") from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            logger.warning("model of LS project %s: the platform answered %s", ls_project_id,
+                           response.status_code)
+            raise ProtocolError(502, f"the platform answered {response.status_code} when asked "
+                                "which model serves this project")
+        try:
+            body = response.json()
+            return ProjectModel(project=str(body["project"]), version=str(body["model_version"]),
+                                sha256=body.get("sha256") or None)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ProtocolError(502, "the platform's answer names no usable model") from exc
+
     def request_training(self, ls_project_id: int) -> dict[str, Any]:
         """Ask the platform to retrain the project behind a Label Studio project.
 
         The platform decides (only projects whose admin allowed Label Studio to
         trigger training); a refusal is passed back to Label Studio and logged.
         """
-        if not self._token:
-            raise ProtocolError(503, "no platform service token configured "
-                                "(CXR_ML_PLATFORM_TOKEN)")
+        headers = self._headers()
         try:
             response = requests.post(
                 f"{self.base_url}/api/ml/training-requests/",
-                json={"ls_project_id": ls_project_id},
-                headers={"Authorization": f"Service {self._token}"}, timeout=self.timeout,
+                json={"ls_project_id": ls_project_id}, headers=headers, timeout=self.timeout,
                 allow_redirects=False)  # the token goes to the configured platform only
         except requests.RequestException as exc:
             raise ProtocolError(502, f"platform unreachable ({type(exc).__name__})") from exc

@@ -1,19 +1,24 @@
 """Label Studio's ML-backend protocol (as Label Studio 1.23.2 calls it), as plain
 functions from request bodies to response bodies.
 
-* ``GET /health`` -> ``{"status": "UP", "model_class": ..., "model_version": ...}``
+* ``GET /health`` -> ``{"status": "UP", "model_class": ..., "model_version": ...,
+  "loaded_versions": [...]}``: the most recently used version (None before any),
+  and every version loaded in this worker, most recent first.
 * ``POST /setup`` ``{project, schema, hostname, access_token, extra_params}``
-  -> ``{"model_version": ...}``; ``hostname`` must be the configured Label Studio
+  -> ``{"model_version": ...}``: the version serving that Label Studio project
+  (``"none"`` when nothing is promoted there); ``hostname`` must be the configured Label Studio
   (``CXR_ML_LABEL_STUDIO_URL``: /setup can never move the backend elsewhere), and
   ``access_token`` is kept only together with it, to fetch LS-hosted images.
 * ``POST /predict`` ``{tasks: [task...], project, label_config, params}`` ->
   ``{"results": [{"result": [...regions...], "score", "model_version"}, ...]}``,
-  one entry per task, in order.  At most ``CXR_ML_MAX_TASKS`` tasks; every image
-  URL must be on an allowed origin, checked for all tasks before anything is
-  fetched (400).  An image that breaks a limit while fetched (a redirect off the
-  allowed origins, too many bytes or pixels) refuses the request (422); a task
-  whose image is merely unavailable gets an empty result (logged), never a
-  failed batch.
+  one entry per task, in order, by the version serving ``project`` (the Label
+  Studio project ``"<id>.<timestamp>"``: its platform project's promoted version,
+  ``ml_backend.model_store``; 503 when there is none).  At most
+  ``CXR_ML_MAX_TASKS`` tasks; every image URL must be on an allowed origin,
+  checked for all tasks before anything is fetched (400).  An image that breaks
+  a limit while fetched (a redirect off the allowed origins, too many bytes or
+  pixels) refuses the request (422); a task whose image is merely unavailable
+  gets an empty result (logged), never a failed batch.
 * ``POST /webhook`` ``{"action": "START_TRAINING", "project": {...}}`` -> asks the
   platform to retrain; other actions are acknowledged and ignored.
 * ``GET /versions`` -> ``{"versions": [...]}``.
@@ -65,14 +70,30 @@ def _require(body: Any, key: str, kind: type) -> Any:
     return value
 
 
+def ls_project_of(body: Any) -> int:
+    """The Label Studio project id in a request's ``project`` (``"<id>.<timestamp>"``,
+    as Label Studio 1.23.2 sends it, or a bare id)."""
+    if not isinstance(body, Mapping) or "project" not in body:
+        raise ProtocolError(400, "'project' (the Label Studio project) is required")
+    value = body["project"]
+    if isinstance(value, bool):
+        raise ProtocolError(400, "'project' must be \"<id>.<timestamp>\" or an id")
+    text = str(value).split(".", 1)[0] if isinstance(value, str | int) else ""
+    if not text.isdigit() or len(text) > 12:
+        raise ProtocolError(400, "'project' must be \"<id>.<timestamp>\" or an id")
+    return int(text)
+
+
 def health(store: ModelStore) -> dict[str, Any]:
+    loaded = store.loaded()
     return {"status": "UP", "model_class": "CXRDetectron2",
-            "model_version": store.promoted_version()}
+            "model_version": loaded[0] if loaded else None, "loaded_versions": loaded}
 
 
 def setup(body: Any, state: BackendState, store: ModelStore,
           policy: OriginPolicy) -> dict[str, Any]:
     project = _require(body, "project", str)
+    ls_project = ls_project_of(body)
     schema = _require(body, "schema", str)
     token = _label_studio_token(body, policy)
     try:
@@ -82,7 +103,10 @@ def setup(body: Any, state: BackendState, store: ModelStore,
     state.projects[project] = schema
     if token:
         state.access_token = token
-    return {"model_version": store.promoted_version() or "none"}
+    try:
+        return {"model_version": store.model_for(ls_project).version}
+    except NoModel:
+        return {"model_version": "none"}
 
 
 def _label_studio_token(body: Mapping, policy: OriginPolicy) -> str | None:
@@ -149,9 +173,10 @@ def _fetch_all(tasks: list[Any], urls: list[str], fetch: ImageFetcher) -> list[n
 
 def predict(body: Any, store: ModelStore, fetch: ImageFetcher, score_threshold: float,
             max_tasks: int) -> dict[str, Any]:
+    ls_project = ls_project_of(body)
     urls = _image_urls(body, fetch, max_tasks)
     try:
-        version, detector = store.detector()
+        version, detector = store.detector(ls_project)
     except NoModel as exc:
         raise ProtocolError(503, str(exc)) from exc
     images = _fetch_all(body["tasks"], urls, fetch)

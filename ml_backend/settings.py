@@ -33,7 +33,8 @@ def _list(name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class BackendSettings:
-    #: Folder of model versions; the file ``promoted`` names the version served.
+    #: Folder of model versions (the platform's MODEL_DIR, mounted read-only); which
+    #: one serves a Label Studio project is asked of the platform, per project.
     model_dir: Path = field(default_factory=lambda: Path(_env("CXR_ML_MODEL_DIR", "var/models")))
     #: HTTP basic-auth credentials Label Studio is configured to send.
     username: str = field(default_factory=lambda: _env("CXR_ML_BACKEND_USER"))
@@ -68,6 +69,11 @@ class BackendSettings:
     #: Largest request body (bytes) and most tasks in one ``/predict``.
     max_body_bytes: int = field(default_factory=lambda: _int("CXR_ML_MAX_BODY_BYTES", 10 << 20))
     max_tasks: int = field(default_factory=lambda: _int("CXR_ML_MAX_TASKS", 100))
+    #: Model versions kept loaded per worker process (least recently used evicted).
+    max_loaded_models: int = field(default_factory=lambda: _int("CXR_ML_MAX_LOADED_MODELS", 2))
+    #: Seconds a project's answer (its promoted version) is reused before asking again.
+    project_cache_seconds: float = field(
+        default_factory=lambda: _float("CXR_ML_PROJECT_CACHE_SECONDS", 10))
     device: str | None = field(default_factory=lambda: _env("CXR_ML_DEVICE") or None)
 
     def origin_policy(self) -> OriginPolicy:

@@ -94,3 +94,21 @@ def test_platform_accepts_the_host_name_label_studio_posts_to():
     assert internal in env["CXR_ALLOWED_HOSTS"].split(",")
     ls_env = compose["services"]["label-studio"]["environment"]
     assert ls_env["CXR_BRIDGE_SECRET"] == env["CXR_LABEL_STUDIO_BRIDGE_SECRET"]
+
+
+def test_ml_backend_reads_the_model_folder_the_platform_writes():
+    """Same volume, same path; the backend's mount read-only (before: it mounted the
+    data volume's root at /models, so it looked for versions where none are written)."""
+    compose = _compose()
+    env = compose["x-platform-env"]
+    model_dir = env["CXR_MODEL_DIR"]
+    platform_mounts = {m.split(":")[1]: m.split(":")[0] for m in compose["x-platform"]["volumes"]}
+    volume = platform_mounts[model_dir]
+    ml = compose["services"]["ml-backend"]
+    assert ml["environment"]["CXR_ML_MODEL_DIR"] == model_dir
+    assert f"{volume}:{model_dir}:ro" in ml["volumes"]
+    assert volume in compose["volumes"]
+    for name, service in compose["services"].items():  # every platform service writes there
+        if name.startswith(("platform", "worker")):
+            assert service.get("volumes", compose["x-platform"]["volumes"]) == \
+                compose["x-platform"]["volumes"], name

@@ -115,7 +115,6 @@ def test_sigkill_mid_training_fails_the_run_and_the_project_goes_on(labelled, br
     assert run.status == RunStatus.FAILED and run.reason.startswith("worker lost"), run.reason
     recovered = time.monotonic() - t_killed
     assert not ModelVersion.objects.exists()  # the registry is unchanged
-    assert not (Path(settings.MODEL_DIR) / "promoted").exists()
     assert not (Path(settings.MODEL_DIR) / f"{project.slug}-v1").exists()
 
     workers("gpu")
@@ -143,7 +142,7 @@ def test_cancel_during_training_on_a_worker(labelled, broker, workers, settings)
     assert run.status == RunStatus.CANCELLED, run.reason
     assert run.progress["iteration"] < LONG["max_iter"] and stopped < 15
     assert not ModelVersion.objects.exists()
-    assert not (Path(settings.MODEL_DIR) / "promoted").exists()
+    assert not any(Path(settings.MODEL_DIR).glob(f"{project.slug}-v*"))
     assert training_run_create(project=project, enqueue=False).status == RunStatus.PENDING
 
 

@@ -33,7 +33,7 @@ from annotations.services.consensus import consensus_run_create
 from annotations.services.prelabeling import prelabel_run_cancel, prelabel_run_create
 from annotations.services.training import training_run_create
 from tests.conftest import ingest_paths, write_png
-from tests.ml_backend.servers import model_dir_with
+from tests.ml_backend.servers import model_dir_with, register_promoted
 from tests.training.films import film
 
 pytestmark = pytest.mark.django_db
@@ -273,6 +273,7 @@ def test_an_error_inside_the_run_fails_it_with_the_reason(read_project, monkeypa
 @pytest.fixture
 def films(project, tmp_path, settings, trained_version):
     settings.MODEL_DIR = model_dir_with(trained_version.directory, tmp_path)
+    register_promoted(project, "v1", trained_version.sha256)
     paths = []
     for i in range(5):
         path = tmp_path / "films" / f"f{i}.png"

@@ -23,6 +23,8 @@ from annotations.services.service_accounts import ML_BACKEND, service_token_rota
 
 pytestmark = pytest.mark.django_db
 TRAINING = "/api/ml/training-requests/"
+#: The one other endpoint the token may call (GET only): which model serves an LS project.
+MODEL = "/api/ml/projects/{}/model/"
 
 
 @pytest.fixture
@@ -68,7 +70,7 @@ def test_ml_backend_token_is_refused_on_every_other_endpoint(ls_project, method)
     client = _client(service_token_rotate(service=ML_BACKEND))
     checked = 0
     for url in _every_api_route():
-        if url == TRAINING:
+        if url in (TRAINING, MODEL.format(1)):
             continue
         status = getattr(client, method)(url, {}, format="json").status_code
         if _authenticates(url):
@@ -78,6 +80,29 @@ def test_ml_backend_token_is_refused_on_every_other_endpoint(ls_project, method)
             anonymous = getattr(APIClient(), method)(url, {}, format="json").status_code
             assert status == anonymous, f"{method.upper()} {url}: {status} != {anonymous}"
     assert checked > 40
+
+
+def test_ml_backend_token_reads_which_model_serves_a_project_and_writes_nothing(ls_project,
+                                                                                project):
+    from annotations.models import ModelVersion
+    from annotations.services.model_registry import version_promote
+
+    client = _client(service_token_rotate(service=ML_BACKEND))
+    assert client.get(MODEL.format(ls_project)).status_code == 404  # nothing promoted yet
+    version = ModelVersion.objects.create(project=project, name="test-v1", sha256="a" * 64,
+                                          config="")
+    version_promote(version=version)
+    resp = client.get(MODEL.format(ls_project))
+    assert resp.status_code == 200, resp.content
+    assert resp.json() == {"ls_project_id": ls_project, "project": "test",
+                           "model_version": "test-v1", "sha256": "a" * 64}
+    assert client.get(MODEL.format(ls_project + 1)).status_code == 404  # no such workspace
+    assert client.get(MODEL.format(10 ** 30)).status_code == 404  # out of the id range
+    for method in ("post", "put", "patch", "delete"):
+        assert getattr(client, method)(MODEL.format(ls_project), {},
+                                       format="json").status_code == 405
+    assert ModelVersion.objects.get().promoted  # unchanged
+    assert APIClient().get(MODEL.format(ls_project)).status_code in (401, 403)
 
 
 def test_ml_backend_token_files_a_training_request(ls_project):

@@ -14,7 +14,7 @@ from annotations.api.permissions import IsAdminOrRadiologist, IsPlatformAdmin
 from annotations.api.service_auth import IsAllowedService
 from annotations.errors import DomainError
 from annotations.models import Prediction, PredictionRating
-from annotations.selectors import reader_of
+from annotations.selectors import model_version_for_ls_project, reader_of
 from annotations.services import projects
 from annotations.services.feedback import feedback_summary, prediction_rate
 from annotations.services.service_accounts import ML_BACKEND
@@ -78,3 +78,25 @@ class TrainingRequestFromLabelStudio(APIView):
         req = training_request_from_label_studio(ls_project_id=ls_project, actor=request.user)
         return Response({"status": "accepted", "training_request": req.pk,
                          "project": req.project.slug}, status=202)
+
+
+class ModelForLabelStudioProject(APIView):
+    """Which model serves a Label Studio project: its platform project's promoted
+    version in the registry (the only truth), with the version's manifest digest
+    so the ML backend verifies the files it loads against the registry.
+
+    Read-only; the ``ml-backend`` service token may call it (admins may too).
+    404 when no workspace has that Label Studio project or nothing is promoted.
+    """
+
+    permission_classes = [IsPlatformAdmin | IsAllowedService]
+    allowed_services = (ML_BACKEND,)
+
+    @extend_schema(responses={200: {"type": "object"}})
+    def get(self, request, ls_project_id: int):
+        version = model_version_for_ls_project(ls_project_id)
+        if version is None:
+            raise DomainError("not_found", f"no promoted model for Label Studio project "
+                              f"{ls_project_id}")
+        return Response({"ls_project_id": ls_project_id, "project": version.project.slug,
+                         "model_version": version.name, "sha256": version.sha256})

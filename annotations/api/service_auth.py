@@ -82,4 +82,6 @@ class ServiceTokenScheme(OpenApiAuthenticationExtension):
         return {"type": "apiKey", "in": "header", "name": "Authorization",
                 "description": f'A service token with the prefix "{KEYWORD}", accepted only '
                                "on the endpoints that name the service (the ML backend: "
-                               "POST /api/ml/training-requests/); 403 everywhere else."}
+                               "POST /api/ml/training-requests/ and "
+                               "GET /api/ml/projects/{ls_project_id}/model/); 403 "
+                               "everywhere else."}

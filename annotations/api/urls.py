@@ -45,6 +45,8 @@ urlpatterns = [
     path("me/workspaces/<int:workspace_id>/open/", lsv.MyWorkspaceOpen.as_view(),
          name="my-workspace-open"),
     path("projects/<slug:slug>/feedback/", fv.ProjectFeedback.as_view(), name="feedback"),
+    path("ml/projects/<int:ls_project_id>/model/", fv.ModelForLabelStudioProject.as_view(),
+         name="ml-project-model"),
     path("ml/training-requests/", fv.TrainingRequestFromLabelStudio.as_view(),
          name="ml-training-request"),
     path("predictions/<int:pk>/rating/", fv.PredictionRate.as_view(), name="prediction-rate"),

@@ -1,8 +1,12 @@
 """The model registry: evaluate every version on the project's gold set, promote
 only when better, let admins force a promotion or roll back.
 
-Promotion writes ``MODEL_DIR/promoted`` (atomically); the ML backend and batch
-pre-labelling serve that version from their next request on, no restart.
+The registry is the only truth about which version serves a project: each
+project has at most one ``ModelVersion`` with ``promoted=True`` and no file on
+disk says otherwise (no marker).  Pre-labelling and Quick read query it; the ML
+backend asks the platform per Label Studio project
+(``GET /api/ml/projects/<ls_project_id>/model/``), so promoting project B never
+changes what project A is served, and a rolled-back promotion leaves nothing behind.
 Policy: a new version is promoted automatically only when its gold-set mAP@0.4
 beats the promoted version's by at least ``project.promotion_threshold`` (the
 first version of a project is promoted when it has gold metrics).
@@ -24,7 +28,6 @@ from annotations.models import Image, ModelVersion, Project
 from annotations.services.audit import audit_record
 from annotations.services.labels import final_results
 from annotations.services.prelabeling import _read_display
-from annotations.services.storage import write_atomic
 
 Truth = dict[str, tuple[np.ndarray, np.ndarray]]
 Preds = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -96,17 +99,19 @@ def version_evaluate(*, version: ModelVersion) -> dict[str, Any]:
     return report
 
 
-def _write_promoted(name: str) -> None:
-    write_atomic(Path(settings.MODEL_DIR) / "promoted", name.encode())
-
-
 @transaction.atomic
 def version_promote(*, version: ModelVersion, actor: Any = None, reason: str = "") -> None:
+    """Make ``version`` the one serving its project (and no other version of it).
+
+    The project's row is locked first, so two promotions in one project cannot both
+    leave a version promoted; other projects are untouched.
+    """
+    list(Project.objects.select_for_update().filter(pk=version.project_id).values_list(
+        "pk", flat=True))
     ModelVersion.objects.filter(project=version.project, promoted=True).update(promoted=False)
     ModelVersion.objects.filter(pk=version.pk).update(
         promoted=True, promoted_at=timezone.now(),
         promoted_by=actor if getattr(actor, "is_authenticated", False) else None)
-    _write_promoted(version.name)
     audit_record(action="model.promote", actor=actor, project=version.project,
                  target=version, detail={"reason": reason, "metrics": version.metrics})
 

@@ -2,6 +2,11 @@
 (boxes, scores, per-class probabilities) and each image's uncertainty scores,
 and, where the project's switch allows, put them into readers' workspaces.
 
+Which version: the one named, else the project's promoted version in the
+registry (``selectors.model_version_promoted``), never a file on disk, so
+promoting another project's model changes nothing here.  A version registered
+to another project is refused (its classes are that project's).
+
 Re-running the same model version over the same images updates its predictions
 (one row per image and version), never duplicates them.  The model sees the
 display derivative, as readers do; boxes are stored in original pixels.
@@ -28,6 +33,7 @@ from annotations.models import (
     Project,
     WorkspaceTask,
 )
+from annotations.selectors import model_version_promoted
 from annotations.services import runs
 from annotations.services.audit import audit_record
 from annotations.services.storage import media_path
@@ -36,9 +42,10 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
-def promoted_version() -> str | None:
-    marker = Path(settings.MODEL_DIR) / "promoted"
-    return marker.read_text().strip() or None if marker.is_file() else None
+def promoted_version(project: Project) -> str | None:
+    """The name of ``project``'s promoted version (the registry's), or None."""
+    version = model_version_promoted(project)
+    return version.name if version else None
 
 
 def _version_dir(version: str) -> Path:
@@ -51,9 +58,12 @@ def _version_dir(version: str) -> Path:
 def prelabel_run_create(*, project: Project, model_version: str | None = None,
                         images: Sequence[Image] | None = None, actor: Any = None,
                         enqueue: bool = True) -> PrelabelRun:
-    version = model_version or promoted_version()
+    version = model_version or promoted_version(project)
     if not version:
-        raise DomainError("not_found", "no model version given and none is promoted")
+        raise DomainError("not_found", f"no model version given and project {project.slug!r} "
+                          "has none promoted")
+    if ModelVersion.objects.filter(name=version).exclude(project=project).exists():
+        raise DomainError("invalid", f"model version {version!r} belongs to another project")
     _version_dir(version)
     run = PrelabelRun.objects.create(
         project=project, model_version=version,
@@ -112,7 +122,7 @@ def _detector(version: str, batch_size: int) -> Any:
             cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = thresh
 
         # the registry's digest when the version is registered, else the folder's manifest
-        expected = ModelVersion.objects.filter(name=version).values_list(
+        expected = ModelVersion.objects.filter(name=version).values_list(  # names are unique
             "sha256", flat=True).first()
         _DETECTORS[(path, thresh)] = Detector.from_dir(path, expected_sha256=expected,
                                                        configure=configure)

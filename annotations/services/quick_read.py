@@ -28,7 +28,7 @@ from annotations.errors import DomainError
 from annotations.imaging.loader import load_file
 from annotations.imaging.render import encode_png, render
 from annotations.models import ModelVersion, Project
-from annotations.selectors import image_list_visible, is_admin
+from annotations.selectors import image_list_visible, is_admin, model_version_promoted
 from annotations.services import ingest
 from annotations.services.audit import audit_record
 from annotations.services.overview import consensus_is_final
@@ -41,7 +41,7 @@ _LOADED: dict[tuple[str, str], Any] = {}
 
 
 def _promoted(project: Project) -> ModelVersion:
-    version = ModelVersion.objects.filter(project=project, promoted=True).first()
+    version = model_version_promoted(project)  # the registry's, per project
     if version is None:
         raise DomainError("not_found", f"project {project.slug!r} has no promoted model yet")
     return version

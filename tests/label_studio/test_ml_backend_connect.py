@@ -14,7 +14,15 @@ from annotations.services import ingest, readers
 from annotations.services import label_studio_sync as sync
 from annotations.services.service_accounts import ML_BACKEND, service_token_rotate
 from annotations.tasks import ingest_file
-from tests.ml_backend.servers import PASSWORD, USER, backend, model_dir_with, serve_wsgi
+from tests.ml_backend.servers import (
+    PASSWORD,
+    PLATFORM,
+    USER,
+    backend,
+    model_dir_with,
+    register_promoted,
+    serve_wsgi,
+)
 from tests.training.films import TRUTH, film, iou
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,8 +42,10 @@ def test_label_studio_gets_our_predictions(label_studio, live_server, ls_setting
     assert task.image == Image.objects.get()
 
     # the backend holds the scoped ml-backend service token, never an admin's; it serves
-    # this Label Studio only and fetches images from the platform's signed-URL origin only
-    app = backend(model_dir_with(trained_version.directory, tmp_path),
+    # this Label Studio only and fetches images from the platform's signed-URL origin only;
+    # it asks the platform which version serves the workspace's project (the registry's)
+    register_promoted(project, "v1", trained_version.sha256)
+    app = backend(model_dir_with(trained_version.directory, tmp_path), serves=PLATFORM,
                   platform_url=live_server.url, label_studio_url=label_studio.url,
                   image_origins=(live_server.url,),
                   platform_token=service_token_rotate(service=ML_BACKEND))
@@ -76,6 +86,7 @@ def test_prelabel_run_pushes_into_workspaces_when_switched_on(
     from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
 
     ls_settings.MODEL_DIR = model_dir_with(trained_version.directory, tmp_path)
+    register_promoted(project, "v1", trained_version.sha256)
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"f{i}.png"), film(7 + i))
     batch = ingest.ingest_batch_create(project=project,

@@ -63,8 +63,8 @@ def world(trained_version, tmp_path, canary, lesion):
 
 def _predict(world, *images: str) -> requests.Response:
     tasks = [{"id": i + 1, "data": {"image": image}} for i, image in enumerate(images)]
-    return requests.post(f"{world['url']}/predict", json={"tasks": tasks}, auth=AUTH,
-                         timeout=60)
+    return requests.post(f"{world['url']}/predict", json={"project": "1.2", "tasks": tasks},
+                         auth=AUTH, timeout=60)
 
 
 def _setup(world, **fields) -> requests.Response:

@@ -11,7 +11,7 @@ from annotations.models import Image, Prediction
 from annotations.services import ingest
 from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
 from tests.conftest import ingest_paths
-from tests.ml_backend.servers import model_dir_with
+from tests.ml_backend.servers import model_dir_with, register_promoted
 from tests.training.films import TRUTH, film, iou
 
 pytestmark = pytest.mark.django_db
@@ -20,6 +20,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def films(project, tmp_path, settings, trained_version):
     settings.MODEL_DIR = model_dir_with(trained_version.directory, tmp_path)
+    register_promoted(project, "v1", trained_version.sha256)
     paths = []
     for i in range(5):
         path = tmp_path / "films" / f"f{i}.png"

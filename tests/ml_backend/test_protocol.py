@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from annotations.label_studio.regions import parse_result, percent_to_box
+from ml_backend.model_store import ProjectModel
 from tests.ml_backend.servers import (
     PASSWORD,
     USER,
@@ -56,7 +57,8 @@ def test_health_setup_versions_samples(server):
     url, _ = server
     health = _call(url, _sample("ml_health.json"), body=None)
     assert health.status_code == 200
-    assert health.json() == {"status": "UP", "model_class": "CXRDetectron2", "model_version": "v1"}
+    assert health.json() == {"status": "UP", "model_class": "CXRDetectron2",
+                             "model_version": None, "loaded_versions": []}  # nothing used yet
     setup = _call(url, _sample("ml_setup.json"))
     assert setup.status_code == 200 and setup.json() == {"model_version": "v1"}
     versions = _call(url, _sample("ml_versions.json"), body=None)
@@ -91,9 +93,9 @@ def test_predict_samples_get_schema_valid_answers(server, files, name):
 
 def test_unreadable_images_give_empty_results_not_a_failed_batch(server, files):
     url, _ = server
-    body = {"tasks": [{"id": 1, "data": {"image": f"{files}/lesion.png"}},
-                      {"id": 2, "data": {"image": f"{files}/missing.png"}},
-                      {"id": 3, "data": {"image": f"{files}/junk.png"}}]}
+    body = {"project": "1.2", "tasks": [{"id": 1, "data": {"image": f"{files}/lesion.png"}},
+                                        {"id": 2, "data": {"image": f"{files}/missing.png"}},
+                                        {"id": 3, "data": {"image": f"{files}/junk.png"}}]}
     resp = requests.post(f"{url}/predict", json=body, auth=AUTH, timeout=60)
     assert resp.status_code == 200
     results = resp.json()["results"]
@@ -101,9 +103,12 @@ def test_unreadable_images_give_empty_results_not_a_failed_batch(server, files):
 
 
 @pytest.mark.parametrize("path,body,status", [
-    ("/predict", {"tasks": "nope"}, 400),
-    ("/predict", {"tasks": [{"id": 1}]}, 400),
-    ("/predict", {"tasks": [{"id": 1, "data": {"text": "x"}}]}, 400),
+    ("/predict", {"project": "1.2", "tasks": "nope"}, 400),
+    ("/predict", {"project": "1.2", "tasks": [{"id": 1}]}, 400),
+    ("/predict", {"project": "1.2", "tasks": [{"id": 1, "data": {"text": "x"}}]}, 400),
+    ("/predict", {"tasks": []}, 400),  # which project's model? Label Studio always says
+    ("/predict", {"project": "x.2", "tasks": []}, 400),
+    ("/predict", {"project": True, "tasks": []}, 400),
     ("/setup", {"project": "1.2"}, 400),
     ("/setup", {"project": "1.2", "schema": "<View><Oops"}, 400),
     ("/webhook", {"no": "action"}, 400),
@@ -134,23 +139,80 @@ def test_unauthenticated_calls_are_refused(server, auth):
 
 def test_no_promoted_model_is_503(trained_version, tmp_path, files):
     models = model_dir_with(trained_version.directory, tmp_path)
-    (models / "promoted").unlink()
-    with serve_wsgi(backend(models, image_origins=(files,))) as url:
+    with serve_wsgi(backend(models, serves=None, image_origins=(files,))) as url:
         resp = requests.post(f"{url}/predict", auth=AUTH, timeout=30,
-                             json={"tasks": [{"id": 1, "data": {"image": f"{files}/y.png"}}]})
-    assert resp.status_code == 503
+                             json={"project": "1.2",
+                                   "tasks": [{"id": 1, "data": {"image": f"{files}/y.png"}}]})
+        setup = _call(url, _sample("ml_setup.json"))
+    assert resp.status_code == 503 and "Label Studio project 1" in resp.json()["error"]
+    assert setup.json() == {"model_version": "none"}
 
 
-def test_promoting_another_version_switches_without_restart(server, trained_version,
-                                                            tmp_path):
-    url, app = server
+def _predict_version(url: str, files: str, ls_project: int) -> str:
+    resp = requests.post(f"{url}/predict", auth=AUTH, timeout=60, json={
+        "project": f"{ls_project}.1795464641",
+        "tasks": [{"id": 1, "data": {"image": f"{files}/lesion.png"}}]})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["results"][0]["model_version"]
+
+
+def test_each_label_studio_project_gets_its_own_version(trained_version, tmp_path, files):
+    """Projects A (LS 11) and B (LS 22) each served their own version; promoting
+    another in B changes nothing for A; at most two stay loaded, LRU evicted."""
     import shutil
 
-    shutil.copytree(trained_version.directory, app.store.model_dir / "v2")
-    (app.store.model_dir / "promoted").write_text("v2")
-    assert requests.get(f"{url}/health", auth=AUTH, timeout=30).json()["model_version"] == "v2"
-    assert requests.get(f"{url}/versions", auth=AUTH, timeout=30).json() == {
-        "versions": ["v1", "v2"]}
+    models = model_dir_with(trained_version.directory, tmp_path, "a-v1")
+    for name in ("b-v1", "b-v2"):
+        shutil.copytree(trained_version.directory, models / name)
+    digest = trained_version.sha256
+    serving = {11: ProjectModel("a", "a-v1", digest), 22: ProjectModel("b", "b-v1", digest)}
+    app = backend(models, serves=serving.get, image_origins=(files,), max_loaded_models=2)
+    with serve_wsgi(app) as url:
+        assert _predict_version(url, files, 11) == "a-v1"
+        assert _predict_version(url, files, 22) == "b-v1"
+        assert app.store.loaded() == ["b-v1", "a-v1"]
+        serving[22] = ProjectModel("b", "b-v2", digest)  # B promotes: A is untouched
+        assert _predict_version(url, files, 22) == "b-v2"
+        assert app.store.loaded() == ["b-v2", "b-v1"]  # a-v1 least recently used: out
+        assert _predict_version(url, files, 11) == "a-v1"
+        assert app.store.loaded() == ["a-v1", "b-v2"]
+        health = requests.get(f"{url}/health", auth=AUTH, timeout=30).json()
+        assert health["model_version"] == "a-v1"
+        assert requests.get(f"{url}/versions", auth=AUTH, timeout=30).json() == {
+            "versions": ["a-v1", "b-v1", "b-v2"]}
+        setup = _call(url, {**_sample("ml_setup.json"),
+                            "body": {**_sample("ml_setup.json")["body"], "project": "22.5"}})
+        assert setup.json() == {"model_version": "b-v2"}
+
+
+def test_files_that_do_not_match_the_registry_digest_are_refused(trained_version, tmp_path,
+                                                                 files):
+    models = model_dir_with(trained_version.directory, tmp_path)
+    app = backend(models, serves=lambda _: ProjectModel("a", "v1", "0" * 64),
+                  image_origins=(files,))
+    with serve_wsgi(app) as url:
+        resp = requests.post(f"{url}/predict", auth=AUTH, timeout=60, json={
+            "project": "1.2", "tasks": [{"id": 1, "data": {"image": f"{files}/lesion.png"}}]})
+    assert resp.status_code == 503 and "unavailable" in resp.json()["error"]
+    assert app.store.loaded() == []
+
+
+def test_project_answers_are_cached_briefly():
+    from ml_backend.model_store import CachedResolver
+
+    calls, now = [], [0.0]
+    resolve = CachedResolver(lambda i: calls.append(i) or ProjectModel("a", "v1", None),
+                             ttl=10, clock=lambda: now[0])
+    assert resolve(1).version == resolve(1).version == "v1" and calls == [1]
+    now[0] = 11
+    resolve(1)
+    assert calls == [1, 1]
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", ".hidden", "", "x" * 65])
+def test_a_version_name_is_one_path_component(name):
+    with pytest.raises(ValueError):
+        ProjectModel("a", name, None)
 
 
 def test_start_training_goes_to_the_platform(server):

@@ -75,10 +75,12 @@ class Command(BaseCommand):
         return server
 
     def _start_ml_backend(self) -> subprocess.Popen:
-        """The Detectron2 ML backend (gunicorn), serving the promoted model version.
+        """The Detectron2 ML backend (gunicorn), serving each Label Studio project its
+        platform project's promoted model version (it asks the platform which).
 
-        It gets a fresh ``ml-backend`` service token (training requests only, never
-        an admin's) and the one Label Studio and image origin it may talk to.
+        It gets a fresh ``ml-backend`` service token (which model serves a project and
+        training requests only, never an admin's) and the one Label Studio and image
+        origin it may talk to.
         """
         addr = urlparse(settings.ML_BACKEND_URL)
         env = {"CXR_ML_LABEL_STUDIO_URL": settings.LABEL_STUDIO_URL,
