@@ -38,6 +38,17 @@ class Project(models.Model):
     #: Accept images whose pixels may carry text: Burned In Annotation YES, or
     #: absent where text is common (annotations.imaging.burned_in).
     allow_burned_in_annotation = models.BooleanField(default=False)
+
+    class AnatomyPolicy(models.TextChoices):
+        ACCEPT = "accept"
+        FLAG = "flag"
+        QUARANTINE = "quarantine"
+
+    #: What ingest does with a film whose header says it is not a frontal chest film
+    #: (another body part, a lateral view): import it, import it with a note, or
+    #: quarantine it with the reason.
+    anatomy_policy = models.CharField(max_length=16, choices=AnatomyPolicy.choices,
+                                      default=AnatomyPolicy.QUARANTINE)
     #: PS3.15 "Retain Patient Characteristics" option: keep age, sex, size,
     #: weight, ethnic group, smoking and pregnancy status (off: removed).
     deid_retain_patient_characteristics = models.BooleanField(default=False)

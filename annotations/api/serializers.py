@@ -34,7 +34,7 @@ class ProjectSerializer(serializers.ModelSerializer):
         fields = ["slug", "name", "description", "taxonomy_preset", "readers_per_image",
                   "consensus_strategy", "consensus_params", "show_prelabels", "clahe",
                   "allow_burned_in_annotation", "deid_retain_patient_characteristics",
-                  "display_long_side", "label_classes",
+                  "anatomy_policy", "display_long_side", "label_classes",
                   "image_count", "created_at"]
         read_only_fields = ["taxonomy_preset", "created_at"]
 
@@ -51,6 +51,8 @@ class ProjectCreateSerializer(serializers.Serializer):
     clahe = serializers.BooleanField(required=False)
     allow_burned_in_annotation = serializers.BooleanField(required=False)
     deid_retain_patient_characteristics = serializers.BooleanField(required=False)
+    anatomy_policy = serializers.ChoiceField(choices=Project.AnatomyPolicy.values,
+                                             required=False)
     display_long_side = serializers.IntegerField(min_value=128, max_value=4096, required=False)
 
     def validate_class_names(self, names: list[str]) -> list[str]:
@@ -77,6 +79,7 @@ class ProjectUpdateSerializer(serializers.Serializer):
                                                     allow_null=True)
     promotion_threshold = serializers.FloatField()
     auto_retrain_after = serializers.IntegerField(min_value=1, allow_null=True)
+    anatomy_policy = serializers.ChoiceField(choices=Project.AnatomyPolicy.values)
 
     def validate(self, attrs: dict) -> dict:
         unknown = sorted(set(self.initial_data) - set(self.fields))

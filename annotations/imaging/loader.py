@@ -81,6 +81,8 @@ class LoadedImage:
     pixel_hash: str
     modality: str = ""
     view_position: str = ""
+    #: BodyPartExamined, upper-cased, when it is a plain code string (never free text).
+    body_part: str = ""
     pixel_spacing: tuple[float, float] | None = None
     bits_stored: int | None = None
 
@@ -318,9 +320,17 @@ def _accept_dicom(ds: Dataset, limits: Limits) -> LoadedImage:
         pixel_hash=pixel_hash(pixels),
         modality=modality,
         view_position=_view_position(ds),
+        body_part=_body_part(ds),
         pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
         bits_stored=int(ds.get("BitsStored", 0) or 0) or None,
     )
+
+
+def _body_part(ds: Dataset) -> str:
+    """A code string only (CS: capitals, digits, space, underscore, at most 16)."""
+    part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    return part if len(part) <= 16 and all(c.isupper() or c.isdigit() or c in " _"
+                                           for c in part) else "OTHER"
 
 
 def _view_position(ds: Dataset) -> str:

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from annotations.errors import DomainError
 from annotations.imaging import pseudonym
+from annotations.imaging.anatomy import anatomy_finding
 from annotations.imaging.deid import deidentify
 from annotations.imaging.loader import Limits, LoadedImage, load_file
 from annotations.imaging.render import encode_png, render
@@ -251,6 +252,9 @@ def _process(item: IngestItem) -> IngestItem:
                        "the staged copy of this file is gone")
     try:
         loaded = load_file(staged, project_limits(project))
+        finding = anatomy_finding(loaded.body_part, loaded.view_position)
+        if finding is not None and project.anatomy_policy == Project.AnatomyPolicy.QUARANTINE:
+            return _quarantine(item, *finding)
         patient, study_id, image_id = loaded_deidentify(loaded, project)
     except DomainError as exc:
         return _quarantine(item, exc.code, exc.message)
@@ -273,8 +277,11 @@ def _process(item: IngestItem) -> IngestItem:
     try:
         with transaction.atomic():
             image = _create_rows(project, item, loaded, patient, study_id, image_id, paths)
+            notes = [RASTER_NOTE] if loaded.dataset is None else []
+            if finding is not None and project.anatomy_policy == Project.AnatomyPolicy.FLAG:
+                notes.append(f"flagged {finding[0]}: {finding[1]}")
             item = _finish(item, IngestItem.Status.IMPORTED, image=image,
-                           detail=RASTER_NOTE if loaded.dataset is None else "")
+                           detail="; ".join(notes))
     except IntegrityError:
         # Another worker imported the same image between our check and insert.
         shutil.rmtree(storage.media_path(paths["dir"]), ignore_errors=True)

@@ -40,7 +40,7 @@ def project_create(
         preset_name = taxonomy_preset or "vindr_cxr"
     allowed = {"description", "consensus_strategy", "consensus_params", "show_prelabels",
                "clahe", "allow_burned_in_annotation", "deid_retain_patient_characteristics",
-               "display_long_side"}
+               "anatomy_policy", "display_long_side"}
     unknown = set(options) - allowed
     if unknown:
         raise DomainError("invalid_project", f"unknown options: {sorted(unknown)}")
@@ -72,12 +72,16 @@ def project_get(slug: str) -> Project:
 #: reading starts: changing them would orphan stored reads).
 UPDATABLE = frozenset({"name", "description", "consensus_strategy", "consensus_params",
                        "show_prelabels", "clahe", "adjudication_threshold",
-                       "promotion_threshold", "auto_retrain_after"})
+                       "promotion_threshold", "auto_retrain_after", "anatomy_policy"})
 
 
 @transaction.atomic
 def project_update(*, project: Project, actor: Any = None, **fields: Any) -> Project:
     unknown = set(fields) - UPDATABLE
+    if fields.get("anatomy_policy", Project.AnatomyPolicy.ACCEPT) not in \
+            Project.AnatomyPolicy.values:
+        raise DomainError("invalid_project",
+                          f"anatomy_policy must be one of {Project.AnatomyPolicy.values}")
     if unknown:
         raise DomainError("invalid_project", f"cannot change {sorted(unknown)}")
     if "consensus_strategy" in fields or "consensus_params" in fields:
