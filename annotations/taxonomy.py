@@ -53,6 +53,13 @@ def build_taxonomy(names: list[str], *, no_finding: bool = True) -> list[LabelCl
     ]
     if no_finding and NO_FINDING not in names:
         specs.append(LabelClassSpec(len(names), NO_FINDING, _code(NO_FINDING), "#9e9e9e", True))
+    # every class is stored under its code (unique per project): names that differ only in
+    # punctuation ("a b", "a_b"), or have no letters or digits ("?"), would collide there
+    codes = [spec.code for spec in specs]
+    if "" in codes or len(set(codes)) != len(codes):
+        raise DomainError("invalid_taxonomy",
+                          "class names must differ in their letters or digits",
+                          detail=[spec.name for spec in specs])
     return specs
 
 
