@@ -55,7 +55,8 @@ def test_a_flood_of_wrong_secrets_is_refused_without_filling_the_table(workspace
     assert WebhookEvent.objects.filter(action="(refused)").count() == 3
 
 
-def test_poison_event_is_rejected_after_bounded_attempts(workspaces, monkeypatch):
+def test_poison_event_is_rejected_after_bounded_attempts(workspaces, monkeypatch,
+                                                         django_capture_on_commit_callbacks):
     """An event whose processing keeps failing (here: its task never runs) is re-queued by
     the sweep a bounded number of times, then rejected with the reason."""
     from annotations import tasks
@@ -67,7 +68,8 @@ def test_poison_event_is_rejected_after_bounded_attempts(workspaces, monkeypatch
     event = WebhookEvent.objects.create(digest="d" * 64, action="ANNOTATION_CREATED",
                                         payload={}, workspace=a)
     for _ in range(5):
-        assert hooks.webhook_events_sweep(older_than_seconds=-1, max_attempts=3) in (0, 1)
+        with django_capture_on_commit_callbacks(execute=True):
+            assert hooks.webhook_events_sweep(older_than_seconds=-1, max_attempts=3) in (0, 1)
     event.refresh_from_db()
     assert sent == [event.pk] * 3
     assert event.status == "rejected" and event.reason.startswith("poison")

@@ -22,7 +22,6 @@ from typing import Any
 import cv2
 import numpy as np
 from django.conf import settings
-from django.db import transaction
 
 from annotations.errors import DomainError
 from annotations.imaging.loader import load_file
@@ -32,6 +31,7 @@ from annotations.selectors import image_list_visible, is_admin, model_version_pr
 from annotations.services import ingest
 from annotations.services.audit import audit_record
 from annotations.services.overview import consensus_is_final
+from annotations.services.runs import task_enqueue
 from annotations.services.storage import media_path
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,6 @@ def _keep(project: Project, path: Path, user: Any) -> dict[str, Any]:
     batch = ingest.ingest_batch_create(project=project, inputs=[path], actor=user,
                                        source="quick_read")
     ids = list(batch.items.values_list("id", flat=True))
-    from annotations.tasks import ingest_file
-
-    transaction.on_commit(lambda: [ingest_file.delay(item_id=i) for i in ids])
+    for item_id in ids:
+        task_enqueue("ingest_file", item_id=item_id)
     return {"batch": batch.pk}

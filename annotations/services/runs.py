@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from celery import current_app
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
@@ -287,10 +288,23 @@ def run_enqueue(run: Run) -> None:
 
 
 def _enqueue(kind: str, ids: list[int], arg: str) -> None:
-    from annotations import tasks  # noqa: PLC0415  (tasks import services, never the reverse)
+    for i in ids:
+        task_enqueue(TASKS[kind], **{arg: i})
 
-    task = getattr(tasks, TASKS[kind])
-    transaction.on_commit(lambda: [task.delay(**{arg: i}) for i in ids])
+
+def task_enqueue(name: str, **kwargs: Any) -> None:
+    """Queue the task ``annotations.tasks.<name>`` once the current transaction commits.
+
+    Tasks are found by name in Celery's registry, so services never import the tasks
+    module (tasks import services, never the reverse); Celery's own autodiscovery fills the
+    registry in a process that has not loaded the tasks yet.
+    """
+    full = f"annotations.tasks.{name}"
+    registry = current_app.tasks
+    if full not in registry:
+        current_app.loader.import_default_modules()
+    task = registry[full]
+    transaction.on_commit(lambda: task.delay(**kwargs))
 
 
 # --- the sweep ----------------------------------------------------------------------

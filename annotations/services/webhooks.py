@@ -38,6 +38,7 @@ from annotations.services.label_studio_sync import (
     webhook_secret,
     ws_client,
 )
+from annotations.services.runs import task_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +111,7 @@ def webhook_receive(*, workspace_id: int, body: bytes, secret: str | None
     event, created = _store(digest=digest, action=payload["action"], payload=payload,
                             workspace=ws)
     if created:
-        from annotations.tasks import webhook_event_process_task
-
-        transaction.on_commit(lambda: webhook_event_process_task.delay(event_id=event.pk))
+        task_enqueue("webhook_event_process_task", event_id=event.pk)
     return event, created
 
 
@@ -219,8 +218,6 @@ def webhook_events_sweep(*, older_than_seconds: int = 300,
     """Re-enqueue events still pending after a while (a worker died mid-way, Label Studio
     was down); an event re-queued ``max_attempts`` times is rejected with that reason
     (a poison event must not be retried forever).  Returns how many were re-queued."""
-    from annotations.tasks import webhook_event_process_task
-
     cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
     stale = WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING,
                                         received_at__lt=cutoff)
@@ -233,5 +230,5 @@ def webhook_events_sweep(*, older_than_seconds: int = 300,
     ids = list(stale.filter(attempts__lt=max_attempts).values_list("id", flat=True))
     WebhookEvent.objects.filter(pk__in=ids).update(attempts=F("attempts") + 1)
     for event_id in ids:
-        webhook_event_process_task.delay(event_id=event_id)
+        task_enqueue("webhook_event_process_task", event_id=event_id)
     return len(ids)
