@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from annotations.geometry import iou_matrix
+
 ACCEPT_IOU = 0.7
 MATCH_IOU = 0.1
 
@@ -34,25 +36,14 @@ class BoxOutcome:
     iou: float
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def classify(
     pred_boxes: np.ndarray, pred_classes: np.ndarray, reader_boxes: np.ndarray,
     reader_classes: np.ndarray, *, accept_iou: float = ACCEPT_IOU, match_iou: float = MATCH_IOU,
 ) -> list[BoxOutcome]:
     pred_classes = np.asarray(pred_classes, np.int64).reshape(-1)
     reader_classes = np.asarray(reader_classes, np.int64).reshape(-1)
-    iou = iou_matrix(pred_boxes, reader_boxes)
+    iou = iou_matrix(np.asarray(pred_boxes, np.float64).reshape(-1, 4),
+                     np.asarray(reader_boxes, np.float64).reshape(-1, 4))
     pairs: dict[int, int] = {}
     if iou.size:
         rows, cols = linear_sum_assignment(np.where(iou >= match_iou, iou, -1.0), maximize=True)

@@ -8,11 +8,26 @@ lifecycle is ``annotations.services.runs`` (claim, heartbeat, finish, sweep).
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task, shared_task
 from django.db import IntegrityError
 
-from annotations.services import ingest, runs
+from annotations.errors import DomainError
+from annotations.models import Project
+from annotations.services import (
+    consensus,
+    ingest,
+    label_studio_sync,
+    prelabeling,
+    quarantine,
+    runs,
+    training,
+    webhooks,
+)
 from annotations.services.runs import TRANSIENT
+
+logger = logging.getLogger(__name__)
 
 
 class IngestTask(Task):
@@ -49,35 +64,26 @@ class RunTask(Task):
              name="annotations.tasks.consensus_run_execute_task",
              autoretry_for=TRANSIENT, retry_backoff=2, max_retries=5, acks_late=True)
 def consensus_run_execute_task(run_id: int) -> None:
-    from annotations.services.consensus import consensus_run_execute
-
-    consensus_run_execute(run_id=run_id)
+    consensus.consensus_run_execute(run_id=run_id)
 
 
 @shared_task(name="annotations.tasks.webhook_event_process_task",
              autoretry_for=(*TRANSIENT, IntegrityError), retry_backoff=1, max_retries=8,
              acks_late=True)
 def webhook_event_process_task(event_id: int) -> None:
-    from annotations.services.webhooks import webhook_event_process
-
-    webhook_event_process(event_id=event_id)
+    webhooks.webhook_event_process(event_id=event_id)
 
 
 @shared_task(name="annotations.tasks.label_studio_reconcile_task", acks_late=True)
 def label_studio_reconcile_task() -> None:
-    from annotations.services.label_studio_sync import reconcile_all
-    from annotations.services.webhooks import webhook_events_sweep
-
-    webhook_events_sweep()
-    reconcile_all()
+    webhooks.webhook_events_sweep()
+    label_studio_sync.reconcile_all()
 
 
 @shared_task(name="annotations.tasks.quarantine_purge_task", acks_late=True)
 def quarantine_purge_task() -> None:
     """Daily (Celery beat): delete quarantined originals past their retention."""
-    from annotations.services.quarantine import quarantine_purge
-
-    quarantine_purge()
+    quarantine.quarantine_purge()
 
 
 @shared_task(name="annotations.tasks.runs_sweep_task", acks_late=True)
@@ -89,14 +95,23 @@ def runs_sweep_task() -> None:
 @shared_task(base=RunTask, run_kind="prelabel", name="annotations.tasks.gpu_prelabel_task",
              autoretry_for=TRANSIENT, retry_backoff=5, max_retries=3, acks_late=True)
 def gpu_prelabel_task(run_id: int) -> None:
-    from annotations.services.prelabeling import prelabel_run_execute
-
-    prelabel_run_execute(run_id=run_id)
+    prelabeling.prelabel_run_execute(run_id=run_id)
 
 
 @shared_task(base=RunTask, run_kind="training", name="annotations.tasks.gpu_training_task",
              acks_late=True)
 def gpu_training_task(run_id: int) -> None:
-    from annotations.services.training import training_run_execute
+    training.training_run_execute(run_id=run_id)
 
-    training_run_execute(run_id=run_id)
+
+@shared_task(name="annotations.tasks.assignments_push_task", autoretry_for=TRANSIENT,
+             retry_backoff=2, max_retries=5, acks_late=True)
+def assignments_push_task(project_id: int) -> None:
+    """New assignments into the readers' Label Studio workspaces.  Label Studio being
+    away is logged, not retried forever: the admin's Push (or the next assignment)
+    puts every task that is still missing."""
+    try:
+        label_studio_sync.assignments_push(Project.objects.get(pk=project_id))
+    except DomainError as exc:
+        logger.warning("project %s: tasks not pushed to Label Studio (%s)", project_id,
+                       exc.code)

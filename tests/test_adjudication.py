@@ -12,7 +12,7 @@ from annotations.services import readers
 from annotations.services.adjudication import project_adjudicator_add
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
-from annotations.services.overview import consensus_is_final as is_final
+from annotations.services.image_state import consensus_is_final as is_final
 from tests.conftest import ingest_paths
 
 pytestmark = pytest.mark.django_db

@@ -11,8 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = [
-    "annotations.errors", "annotations.taxonomy", "annotations.public_data", "annotations.registry",
-    "annotations.archives",
+    "annotations.errors", "annotations.events", "annotations.taxonomy",
+    "annotations.public_data", "annotations.registry",
+    "annotations.archives", "annotations.geometry", "annotations.params", "training.params",
     "training.active_learning", "training.metrics", "training.uncertainty",
     "annotations.imaging.render", "annotations.imaging.loader", "annotations.imaging.deid",
     "annotations.imaging.deid_profile", "annotations.imaging.burned_in",

@@ -55,14 +55,16 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Integral
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from annotations.errors import DomainError
+from annotations.geometry import iou_matrix
+from annotations.params import Choice, Field, Number, Schema
 from annotations.registry import Registry
 
 if TYPE_CHECKING:  # the model-based helpers import torch / detectron2 lazily
@@ -236,54 +238,19 @@ def k_center_greedy(
 # ---------------------------------------------------------------------- registry
 
 
-def _invalid(message: str, **detail: Any) -> DomainError:
-    return DomainError("invalid_params", message, detail=detail or None)
-
-
-def _choice(options: Sequence[str]) -> Callable[[str, Any], Any]:
-    def check(key: str, value: Any) -> Any:
-        if value not in options:
-            raise _invalid(f"{key} must be one of {list(options)}", param=key, value=value)
-        return value
-
-    return check
-
-
-def _number_at_least(low: float) -> Callable[[str, Any], Any]:
-    def check(key: str, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-            raise _invalid(f"{key} must be a number", param=key, value=repr(value))
-        if value < low:
-            raise _invalid(f"{key} must be >= {low}", param=key, value=value)
-        return float(value)
-
-    return check
-
-
 class Strategy(ABC):
     """Base class; subclasses are registered with ``register`` and implement ``_select``.
 
-    ``PARAMS`` maps each accepted param to ``(default, validator)``.
+    ``PARAMS`` maps each accepted param to its field of the shared schema
+    (:mod:`annotations.params`), so bad AL params are reported exactly like
+    bad consensus or training params.
     """
 
     name: ClassVar[str] = ""
-    PARAMS: ClassVar[dict[str, tuple[Any, Callable[[str, Any], Any]]]] = {}
+    PARAMS: ClassVar[dict[str, Field]] = {}
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        if params is not None and not isinstance(params, Mapping):
-            raise _invalid("params must be an object")
-        given = dict(params or {})
-        unknown = sorted(set(given) - set(self.PARAMS), key=str)
-        if unknown:
-            raise _invalid(
-                f"unknown params for {self.name!r}: {unknown}",
-                unknown=unknown,
-                allowed=sorted(self.PARAMS),
-            )
-        self.params = {
-            key: check(key, given[key]) if key in given else default
-            for key, (default, check) in self.PARAMS.items()
-        }
+        self.params = Schema(self.name, self.PARAMS).validate(params)
 
     @property
     def requires(self) -> frozenset[str]:
@@ -341,7 +308,7 @@ class _ScoreStrategy(Strategy):
 
 @register("least_confidence")
 class LeastConfidenceStrategy(_ScoreStrategy):
-    PARAMS = {"aggregation": ("max", _choice(AGGREGATIONS))}
+    PARAMS = {"aggregation": Choice("max", AGGREGATIONS)}
 
     def score_key(self) -> str:
         return f"least_confidence_{self.params['aggregation']}"
@@ -349,7 +316,7 @@ class LeastConfidenceStrategy(_ScoreStrategy):
 
 @register("entropy")
 class EntropyStrategy(_ScoreStrategy):
-    PARAMS = {"aggregation": ("max", _choice(AGGREGATIONS))}
+    PARAMS = {"aggregation": Choice("max", AGGREGATIONS)}
 
     def score_key(self) -> str:
         return f"entropy_{self.params['aggregation']}"
@@ -379,9 +346,9 @@ class DiversityStrategy(Strategy):
 @register("hybrid")
 class HybridStrategy(Strategy):
     PARAMS = {
-        "uncertainty": ("entropy", _choice((*UNCERTAINTY_SCORES, "tta"))),
-        "aggregation": ("max", _choice(AGGREGATIONS)),
-        "pool_factor": (5.0, _number_at_least(1.0)),
+        "uncertainty": Choice("entropy", (*UNCERTAINTY_SCORES, "tta")),
+        "aggregation": Choice("max", AGGREGATIONS),
+        "pool_factor": Number(5.0, lo=1.0),
     }
 
     def score_key(self) -> str:
@@ -408,35 +375,21 @@ class HybridStrategy(Strategy):
 # --------------------------------------------------- scoring helpers (need the model)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(len(a), len(b))`` IoU of ``x_min, y_min, x_max, y_max`` boxes.
-
-    A zero-area box has IoU 1 with an identical box and 0 with any other.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
-    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
-    union = area_a[:, None] + area_b[None, :] - inter
-    same = np.all(a[:, None, :] == b[None, :, :], axis=2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), same.astype(float))
-
-
 def _agreement(
     ref: tuple[np.ndarray, np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> float:
-    """Score-weighted mean, over both sides' detections, of the best same-class IoU."""
+    """Score-weighted mean, over both sides' detections, of the best same-class IoU.
+
+    IoU is the platform's one (:mod:`annotations.geometry`): a zero-area box
+    agrees with nothing, not even an identical zero-area box.
+    """
     (b1, s1, c1), (b2, s2, c2) = ref, other
     total = float(s1.sum() + s2.sum())
     if total <= 0:
         return 1.0  # nothing detected on either side: full agreement
     if len(s1) == 0 or len(s2) == 0:
         return 0.0
-    iou = box_iou(b1, b2) * (c1[:, None] == c2[None, :])
+    iou = iou_matrix(b1, b2) * (c1[:, None] == c2[None, :])
     return float((s1 @ iou.max(axis=1) + s2 @ iou.max(axis=0)) / total)
 
 

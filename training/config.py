@@ -40,7 +40,7 @@ import training.compat  # noqa: F401  (patches libraries before detectron2 loads
 # isort: split
 from detectron2.config import CfgNode, get_cfg
 
-PRESETS = ("r50_fpn", "tiny")
+from training.params import PRESETS
 
 #: Registered by ``training.modeling``: StandardROIHeads whose predictor also
 #: returns every kept detection's full class-probability vector.

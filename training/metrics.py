@@ -15,9 +15,10 @@ Conventions shared by every metric
   of ``gt`` first, then the keys found only in ``preds``.  An image absent from ``gt``
   (or present with no boxes) is a legitimate image with no lesion: every detection on
   it is a false positive.
-* **IoU** is computed in continuous coordinates: area = ``(x_max - x_min) * (y_max -
-  y_min)``, no "+1 pixel" (as pycocotools; the MATLAB VOC devkit adds 1).  Boxes of
-  zero area have IoU 0 with everything.
+* **IoU** is :func:`annotations.geometry.iou_matrix`, the platform's one IoU: continuous
+  coordinates, area = ``(x_max - x_min) * (y_max - y_min)``, no "+1 pixel" (as
+  pycocotools; the MATLAB VOC devkit adds 1).  Boxes of zero area have IoU 0 with
+  everything, an identical zero-area box included, so they can never be matched.
 * A detection **matches** a box when ``IoU >= iou`` (the MATLAB VOC devkit and COCO
   both use ``>=``; the Python VOC ports use ``>``; only exact equality differs).
 * **Ties** in score are broken by a stable sort: among detections with equal scores,
@@ -52,6 +53,8 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from annotations.geometry import as_boxes, iou_matrix
+
 FROC_FPS_PER_IMAGE = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 FULL_IMAGE_BOX = (0.0, 0.0, 1.0, 1.0)
 
@@ -60,15 +63,6 @@ Predictions = Mapping[Hashable, tuple]
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def _boxes(value) -> np.ndarray:
-    b = np.asarray(value, dtype=np.float64)
-    if b.size == 0:
-        return np.zeros((0, 4))
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"boxes must be (n, 4), got shape {b.shape}")
-    return b
 
 
 def _vector(value, n: int, name: str, dtype) -> np.ndarray:
@@ -88,13 +82,13 @@ def _normalise(
     for image in images:
         if image in gt:
             boxes, classes = gt[image]
-            b = _boxes(boxes)
+            b = as_boxes(boxes)
             g[image] = (b, _vector(classes, len(b), "gt classes", np.int64))
         else:
             g[image] = (np.zeros((0, 4)), np.zeros(0, dtype=np.int64))
         if image in preds:
             boxes, scores, classes = preds[image]
-            b = _boxes(boxes)
+            b = as_boxes(boxes)
             p[image] = (
                 b,
                 _vector(scores, len(b), "scores", np.float64),
@@ -103,24 +97,6 @@ def _normalise(
         else:
             p[image] = (np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
     return images, g, p
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU ``(len(a), len(b))`` of ``x_min, y_min, x_max, y_max`` boxes.
-
-    Continuous coordinates (no "+1"); a pair whose union has zero area has IoU 0.
-    """
-    a = _boxes(a)
-    b = _boxes(b)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    return iou
 
 
 def _match(
@@ -136,7 +112,7 @@ def _match(
     tp = np.zeros(len(det_boxes), dtype=bool)
     if len(det_boxes) == 0 or len(gt_boxes) == 0:
         return tp
-    overlaps = box_iou(det_boxes, gt_boxes)
+    overlaps = iou_matrix(det_boxes, gt_boxes)
     taken = np.zeros(len(gt_boxes), dtype=bool)
     for d in np.argsort(-det_scores, kind="stable"):
         row = overlaps[d] if voc else np.where(taken, -1.0, overlaps[d])

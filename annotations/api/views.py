@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.db import transaction
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
@@ -116,10 +115,6 @@ class ProjectUpload(APIView):
         if not files:
             raise DomainError("invalid_upload", "send one or more files in the field 'files'")
         batch = ingest.ingest_batch_from_uploads(project=project, files=files, actor=request.user)
-        from annotations.tasks import ingest_file
-
-        ids = list(batch.items.values_list("id", flat=True))
-        transaction.on_commit(lambda: [ingest_file.delay(item_id=i) for i in ids])
         return Response(s.IngestBatchSerializer(batch).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -18,7 +18,14 @@ from annotations.api.permissions import IsAdminOrRadiologist, IsPlatformAdmin
 from annotations.errors import DomainError
 from annotations.models import PrelabelRun
 from annotations.selectors import project_list_visible, reader_of
-from annotations.services import active_learning, image_layers, my_reading, overview, projects
+from annotations.services import (
+    active_learning,
+    image_layers,
+    image_state,
+    my_reading,
+    overview,
+    projects,
+)
 from annotations.services.prelabeling import prelabel_run_cancel
 from annotations.services.quick_read import quick_read
 
@@ -49,7 +56,7 @@ class ProjectBrowse(APIView):
     permission_classes = [IsPlatformAdmin]
 
     @extend_schema(parameters=[
-        OpenApiParameter("label", str), OpenApiParameter("state", str, enum=overview.STATES),
+        OpenApiParameter("label", str), OpenApiParameter("state", str, enum=image_state.STATES),
         OpenApiParameter("agreement_max", float), OpenApiParameter("agreement_min", float),
         OpenApiParameter("uncertainty_min", float), OpenApiParameter("gold", bool),
         OpenApiParameter("order", str, enum=["pseudo_id", "uncertainty", "agreement"]),
@@ -58,8 +65,8 @@ class ProjectBrowse(APIView):
     def get(self, request, slug: str):
         q = request.query_params
         state = q.get("state") or None
-        if state and state not in overview.STATES:
-            raise DomainError("invalid_parameter", f"state must be one of {overview.STATES}")
+        if state and state not in image_state.STATES:
+            raise DomainError("invalid_parameter", f"state must be one of {image_state.STATES}")
         gold = {"true": True, "false": False}.get((q.get("gold") or "").lower())
         try:
             offset = max(0, int(q.get("offset") or 0))

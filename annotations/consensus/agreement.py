@@ -30,9 +30,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from annotations.consensus.flat import FlatReads
-from annotations.consensus.geometry import iou_matrix, paired_iou, pairs_within
+from annotations.consensus.geometry import pairs_within
 from annotations.consensus.params import DEFAULT_IOU_THR, ClassThresholds
 from annotations.consensus.types import ConsensusResult, ImageReads
+from annotations.geometry import iou_matrix, paired_iou
 
 
 def _ratio(num: float, den: float) -> float | None:

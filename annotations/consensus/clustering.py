@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotations.consensus.flat import FlatReads
-from annotations.consensus.geometry import paired_iou, pairs_within
+from annotations.consensus.geometry import pairs_within
 from annotations.consensus.params import ClassThresholds
 from annotations.consensus.segments import starts_from_sorted
+from annotations.geometry import paired_iou
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,8 +1,10 @@
 """Validation of strategy params (JSON-like dicts) into typed values.
 
 Every failure is ``DomainError("invalid_params")`` naming the param, so an API
-can show it next to the form field.  ``done()`` rejects unknown keys: a typo
-must not silently fall back to a default.
+can show it next to the form field; message and detail have the one shape of
+:mod:`annotations.params` (shared with AL and training params).  ``done()``
+rejects unknown keys, listing the allowed ones: a typo must not silently fall
+back to a default.
 """
 
 from __future__ import annotations
@@ -13,50 +15,62 @@ from typing import Any
 import numpy as np
 
 from annotations.errors import DomainError
+from annotations.params import (
+    Boolean,
+    Choice,
+    Field,
+    Number,
+    ParamError,
+    invalid_param,
+    refuse_unknown,
+)
 
 DEFAULT_IOU_THR = 0.4  # VinBigData practice (the challenge's mAP@0.4)
 
 
 def invalid(strategy: str, param: str, message: str) -> DomainError:
-    return DomainError(
-        "invalid_params",
-        f"{strategy}: {param}: {message}",
-        detail={"strategy": strategy, "param": param, "error": message},
-    )
+    """The shared ``invalid_params`` error (see :mod:`annotations.params`)."""
+    return invalid_param(strategy, param, message)
 
 
 class ParamReader:
-    """Pops typed params from a dict, then ``done()`` checks nothing is left."""
+    """Pops typed params from a dict, then ``done()`` checks nothing is left.
+
+    Scalar fields are parsed by the shared schema fields of
+    :mod:`annotations.params` (same types, bounds and messages as the AL and
+    training params); the keys read so far are the allowed ones that
+    ``done()`` lists when it refuses an unknown key.
+    """
 
     def __init__(self, strategy: str, params: Mapping[str, Any] | None) -> None:
         if params is not None and not isinstance(params, Mapping):
             raise invalid(strategy, "*", "params must be an object")
         self.strategy = strategy
         self.left = dict(params or {})
+        self.asked: set[str] = set()
+
+    def _pop(self, key: str, default: Any) -> Any:
+        self.asked.add(key)
+        return self.left.pop(key, default)
+
+    def _parse(self, key: str, field: Field) -> Any:
+        try:
+            return field.parse(self._pop(key, field.default))
+        except ParamError as exc:
+            raise invalid(self.strategy, key, str(exc)) from None
 
     def number(self, key: str, default: float, *, lo: float, hi: float) -> float:
-        value = self.left.pop(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise invalid(self.strategy, key, "must be a number")
-        if not lo <= value <= hi:
-            raise invalid(self.strategy, key, f"must be in [{lo}, {hi}]")
-        return float(value)
+        return self._parse(key, Number(default, lo=lo, hi=hi))
 
     def boolean(self, key: str, default: bool) -> bool:
-        value = self.left.pop(key, default)
-        if not isinstance(value, bool):
-            raise invalid(self.strategy, key, "must be true or false")
-        return value
+        return self._parse(key, Boolean(default))
 
     def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
-        value = self.left.pop(key, default)
-        if value not in options:
-            raise invalid(self.strategy, key, f"must be one of {list(options)}")
-        return value
+        return self._parse(key, Choice(default, tuple(options)))
 
     def reader_weights(self, key: str = "weights") -> dict[str, float]:
         """``{reader: weight > 0}``; readers not listed weigh 1."""
-        value = self.left.pop(key, None) or {}
+        value = self._pop(key, None) or {}
         if not isinstance(value, Mapping):
             raise invalid(self.strategy, key, "must be an object {reader: weight}")
         out: dict[str, float] = {}
@@ -67,13 +81,12 @@ class ParamReader:
         return out
 
     def class_thresholds(self, key: str = "iou_thr") -> ClassThresholds:
-        value = self.left.pop(key, DEFAULT_IOU_THR)
-        default = self.left.pop("default_iou_thr", None)
+        value = self._pop(key, DEFAULT_IOU_THR)
+        default = self._pop("default_iou_thr", None)
         return ClassThresholds.parse(self.strategy, key, value, default)
 
     def done(self) -> None:
-        if self.left:
-            raise invalid(self.strategy, sorted(self.left)[0], "unknown param")
+        refuse_unknown(self.strategy, self.left, self.asked)
 
 
 class ClassThresholds:

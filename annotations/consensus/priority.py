@@ -24,6 +24,7 @@ from annotations.consensus.params import invalid
 from annotations.consensus.registry import Strategy, build, register
 from annotations.consensus.types import ConsensusResult, ImageReads, empty_result
 from annotations.errors import DomainError
+from annotations.params import refuse_unknown
 
 
 @register("reader_priority")
@@ -52,8 +53,7 @@ class ReaderPriority(Strategy):
                 self.fallback = build(str(fallback.get("strategy")), fallback.get("params") or {})
             except DomainError as exc:
                 raise invalid("reader_priority", "fallback", exc.message) from exc
-        if params:
-            raise invalid("reader_priority", sorted(params)[0], "unknown param")
+        refuse_unknown("reader_priority", params, {"readers", "fallback"})
 
     def run(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
         flat = FlatReads.build(images)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotations.consensus.segments import segment_argsort_desc, segment_sum, starts_from_sorted
+from annotations.geometry import iou
 
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
 _F32 = np.float32
@@ -134,16 +135,9 @@ def fuse(
             # can neither win a match (needs IoU > thr >= 0) nor precede a real
             # cluster on ties (argmax takes the first index).
             c = fused[base[:, None] + np.arange(width)]  # (a, width, 4)
-            lo = np.maximum(c[..., :2], box[:, None, :2])
-            hi = np.minimum(c[..., 2:], box[:, None, 2:])
-            side = np.maximum(hi - lo, 0)
-            inter = side[..., 0] * side[..., 1]
-            c_side = c[..., 2:] - c[..., :2]
-            area_c = c_side[..., 0] * c_side[..., 1]
-            area_b = ((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))[:, None]
-            iou = inter / (area_c + area_b - inter)
-            best = np.argmax(iou, axis=1)
-            matched = np.take_along_axis(iou, best[:, None], axis=1)[:, 0] > gs_thr[:a]
+            overlap = iou(c, box[:, None, :])  # (a, width)
+            best = np.argmax(overlap, axis=1)
+            matched = np.take_along_axis(overlap, best[:, None], axis=1)[:, 0] > gs_thr[:a]
             slot = base + np.where(matched, best, nc)
         else:
             matched = np.zeros(a, dtype=bool)

@@ -31,10 +31,9 @@ from typing import Any
 import numpy as np
 
 from annotations.consensus.types import ImageReads, ReaderRead
-from annotations.errors import DomainError
+from annotations.errors import DomainError, Problems
 from annotations.formats.common import (
     EDGE_TOLERANCE_PX,
-    ErrorList,
     box_classes,
     check_box,
     class_ids_by_name,
@@ -157,7 +156,7 @@ def parse_coco(
     if not reader:
         raise DomainError(CODE, "reader code must not be empty")
     doc = _load(data)
-    errors = ErrorList()
+    errors = Problems()
     for key in ("images", "annotations", "categories"):
         if not isinstance(doc.get(key), list):
             errors.add(f"{key!r} must be a list", section="root")
@@ -227,7 +226,7 @@ def _is_id(value: Any) -> bool:
     )
 
 
-def _parse_images(items: list[Any], errors: ErrorList) -> dict[Any, _Image]:
+def _parse_images(items: list[Any], errors: Problems) -> dict[Any, _Image]:
     out: dict[Any, _Image] = {}
     keys: set[str] = set()
     for i, im in enumerate(items):
@@ -293,7 +292,7 @@ def _image_labels(im: Mapping[str, Any]) -> list[tuple[str | None, frozenset[str
 
 
 def _parse_categories(
-    items: list[Any], by_name: Mapping[str, int], errors: ErrorList
+    items: list[Any], by_name: Mapping[str, int], errors: Problems
 ) -> dict[Any, int | str]:
     """Category id -> class id, or the reason it cannot be used (reported when used)."""
     out: dict[Any, int | str] = {}

@@ -1,9 +1,10 @@
-"""Helpers shared by the format modules: error collection, box checks, taxonomy lookups.
+"""Helpers shared by the format modules: box checks, taxonomy lookups.
 
-Every importer is strict and all-or-nothing: problems are collected (up to
-``MAX_REPORTED_ERRORS``, with where they are) and raised together as one
-``DomainError`` so a user can fix a file in one pass, and nothing is returned
-partially because a half-imported read set would bias any consensus built on it.
+Every importer is strict and all-or-nothing: problems are collected in the
+platform's one error list (``annotations.errors.Problems``: located, bounded)
+and raised together as one ``DomainError`` so a user can fix a file in one pass,
+and nothing is returned partially because a half-imported read set would bias any
+consensus built on it.
 """
 
 from __future__ import annotations
@@ -16,30 +17,9 @@ from typing import Any
 from annotations.errors import DomainError
 from annotations.taxonomy import LabelClassSpec
 
-MAX_REPORTED_ERRORS = 200
-
 #: Boxes may overhang the image by this many pixels (rounding in other tools);
 #: they are clipped to the image.  Anything further out is an error.
 EDGE_TOLERANCE_PX = 1.0
-
-
-class ErrorList:
-    """Collects located errors; ``raise_if_any`` turns them into one DomainError."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-        self.total = 0
-
-    def add(self, error: str, **where: Any) -> None:
-        self.total += 1
-        if len(self.items) < MAX_REPORTED_ERRORS:
-            self.items.append({**where, "error": error})
-
-    def raise_if_any(self, code: str, what: str) -> None:
-        if self.total:
-            raise DomainError(
-                code, f"{self.total} malformed {what}; nothing was imported", detail=self.items
-            )
 
 
 def file_stem(file_name: str) -> str:

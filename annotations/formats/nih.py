@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from annotations.consensus.types import ImageReads, ReaderRead
-from annotations.errors import DomainError
-from annotations.formats.common import EDGE_TOLERANCE_PX, ErrorList, check_box
+from annotations.errors import DomainError, Problems
+from annotations.formats.common import EDGE_TOLERANCE_PX, check_box
 from annotations.taxonomy import NIH_CLASSES
 
 HEADER = "Image Index,Finding Label,Bbox [x,y,w,h]"
@@ -52,7 +52,7 @@ def parse_nih_csv(
     """
     if not reader:
         raise DomainError("invalid_csv", "reader code must not be empty")
-    errors = ErrorList()
+    errors = Problems()
     rows = csv.reader(io.StringIO(text))
     header = next(rows, None)
     if header is None:
@@ -97,12 +97,7 @@ def parse_nih_csv(
             continue
         boxes.setdefault(image_id, []).append(box)
         classes.setdefault(image_id, []).append(cid)
-    if errors.total:
-        raise DomainError(
-            "invalid_csv",
-            f"{errors.total} malformed row(s); nothing was imported",
-            detail=errors.items,
-        )
+    errors.raise_if_any("invalid_csv", "row(s)")
     return [
         ImageReads(
             image_id,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotations.consensus.types import ConsensusResult, ImageReads
-from annotations.errors import DomainError
-from annotations.formats.common import EDGE_TOLERANCE_PX, ErrorList, box_classes, check_box
+from annotations.errors import DomainError, Problems
+from annotations.formats.common import EDGE_TOLERANCE_PX, box_classes, check_box
 from annotations.taxonomy import LabelClassSpec
 
 #: Boxes to export: a consensus per image id, or raw reads.
@@ -94,7 +94,7 @@ def collect_reads(
     """
     by_id = index_records(records)
     valid = {s.class_id for s in box_classes(taxonomy)}
-    errors = ErrorList()
+    errors = Problems()
     out: dict[str, list[ExportRead]] = {rec.image_id: [] for rec in records}
 
     def add(image_id: str, track: ExportRead) -> None:
@@ -146,10 +146,8 @@ def collect_reads(
                         image.image_id,
                         ExportRead(read.reader, read.boxes, read.classes, None, read.image_labels),
                     )
-    if errors.total:
-        raise DomainError(
-            "invalid_export", f"{errors.total} problem(s) in the export data", detail=errors.items
-        )
+    if errors:
+        raise errors.error("invalid_export", f"{errors.total} problem(s) in the export data")
     return out
 
 

@@ -21,25 +21,11 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from annotations.consensus.types import ConsensusResult, ImageReads, ReaderRead
-from annotations.errors import DomainError
+from annotations.errors import DomainError, Problems
 from annotations.taxonomy import NO_FINDING, VINDR_CXR_CLASSES
 
 COLUMNS = ("image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max")
 CONSENSUS_READER = "consensus"
-MAX_REPORTED_ERRORS = 200
-
-
-class _Errors:
-    def __init__(self) -> None:
-        self.items: list[dict[str, object]] = []
-        self.total = 0
-
-    def add(self, line: int, error: str) -> None:
-        self.total += 1
-        if len(self.items) < MAX_REPORTED_ERRORS:
-            self.items.append({"line": line, "error": error})
-
-
 def _shown(header: list[str], limit: int = 120) -> str:
     """The header as found, cut short: a file of another format has no header at all, and
     its first line can be the whole file."""
@@ -57,7 +43,7 @@ def parse_csv(
     any names as long as each ``class_id`` keeps one name throughout the file.
     Image sizes are unknown in this format (``width``/``height`` are None).
     """
-    errors = _Errors()
+    errors = Problems()
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None:
@@ -83,49 +69,47 @@ def parse_csv(
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(COLUMNS):
-            errors.add(line, f"expected {len(COLUMNS)} fields, got {len(row)}")
+            errors.add(f"expected {len(COLUMNS)} fields, got {len(row)}", line=line)
             continue
         image_id, name, cid_s, rad, *coords = (row[i].strip() for i in col)
         if not image_id or not rad or not name:
-            errors.add(line, "image_id, class_name and rad_id must not be empty")
+            errors.add("image_id, class_name and rad_id must not be empty", line=line)
             continue
         try:
             cid = int(cid_s)
         except ValueError:
-            errors.add(line, f"class_id {cid_s!r} is not an integer")
+            errors.add(f"class_id {cid_s!r} is not an integer", line=line)
             continue
         msg = _check_class(name, cid, class_names, nf_id, seen_names)
         if msg:
-            errors.add(line, msg)
+            errors.add(msg, line=line)
             continue
         key = (image_id, rad)
         if name == NO_FINDING:
             if any(coords):
-                errors.add(line, "a No finding row must have empty coordinates")
+                errors.add("a No finding row must have empty coordinates", line=line)
             elif key in no_finding:
-                errors.add(line, f"reader {rad} already said No finding (line {no_finding[key]})")
+                errors.add(f"reader {rad} already said No finding (line {no_finding[key]})",
+                           line=line)
             elif key in box_line:
-                errors.add(line, f"reader {rad} drew a box on this image (line {box_line[key]})")
+                errors.add(f"reader {rad} drew a box on this image (line {box_line[key]})",
+                           line=line)
             else:
                 no_finding[key] = line
             continue
         box = _parse_box(coords)
         if isinstance(box, str):
-            errors.add(line, box)
+            errors.add(box, line=line)
             continue
         if key in no_finding:
-            errors.add(line, f"reader {rad} said No finding on this image (line {no_finding[key]})")
+            errors.add(f"reader {rad} said No finding on this image (line {no_finding[key]})",
+                       line=line)
             continue
         box_line.setdefault(key, line)
         boxes.setdefault(key, []).append(box)
         classes.setdefault(key, []).append(cid)
 
-    if errors.total:
-        raise DomainError(
-            "invalid_csv",
-            f"{errors.total} malformed row(s); nothing was imported",
-            detail=errors.items,
-        )
+    errors.raise_if_any("invalid_csv", "row(s)")
     by_image: dict[str, list[ReaderRead]] = {}
     for key in sorted(set(boxes) | set(no_finding)):
         image_id, rad = key

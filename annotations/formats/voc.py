@@ -40,10 +40,9 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as _defused_fromstring
 
 from annotations.consensus.types import ImageReads, ReaderRead
-from annotations.errors import DomainError
+from annotations.errors import DomainError, Problems
 from annotations.formats.common import (
     EDGE_TOLERANCE_PX,
-    ErrorList,
     check_box,
     class_ids_by_name,
     file_stem,
@@ -150,7 +149,7 @@ def parse_voc(
     for rec in records or ():
         lookup.setdefault(rec.file_name, rec)
         lookup.setdefault(file_stem(rec.file_name), rec)
-    errors = ErrorList()
+    errors = Problems()
     out: dict[str, ImageReads] = {}
     for path in sorted(p for p in files if p.lower().endswith(".xml")):
         image = _parse_file(path, files[path], by_name, lookup, records is not None, reader,
@@ -182,7 +181,7 @@ def _parse_file(
     use_records: bool,
     reader: str,
     tolerance: float,
-    errors: ErrorList,
+    errors: Problems,
 ) -> ImageReads | None:
     try:
         root = _defused_fromstring(text, forbid_dtd=True)

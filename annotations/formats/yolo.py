@@ -32,10 +32,9 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from annotations.consensus.types import ImageReads, ReaderRead
-from annotations.errors import DomainError
+from annotations.errors import DomainError, Problems
 from annotations.formats.common import (
     EDGE_TOLERANCE_PX,
-    ErrorList,
     box_classes,
     check_box,
     class_ids_by_name,
@@ -116,7 +115,7 @@ def parse_yolo(
     if not reader:
         raise DomainError(CODE, "reader code must not be empty")
     by_id = index_records(records)
-    errors = ErrorList()
+    errors = Problems()
     by_stem: dict[str, ImageRecord] = {}
     for rec in by_id.values():
         if file_stem(rec.file_name) in by_stem:
@@ -161,7 +160,7 @@ def parse_yolo(
 
 
 def _class_map(
-    files: Mapping[str, str], taxonomy: Sequence[LabelClassSpec], errors: ErrorList
+    files: Mapping[str, str], taxonomy: Sequence[LabelClassSpec], errors: Problems
 ) -> list[int]:
     """YOLO class index -> taxonomy class id (-1: not in the taxonomy, reported)."""
     found = [p for p in files if PurePosixPath(p).name == CLASSES_FILE]

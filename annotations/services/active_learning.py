@@ -4,8 +4,8 @@ A round scores the pool (project images with no reader assigned, gold excluded)
 with the promoted model version through the pre-labelling pass (uncertainty,
 and TTA disagreement plus pooled features when the strategy needs them), selects
 ``budget`` images with a registered strategy over the stored scores, and assigns
-them to k readers each (and into their Label Studio workspaces when one is
-configured).  Reads, consensus and retraining follow through their own services;
+them to k readers each (the handlers push them into the readers' Label Studio
+workspaces).  Reads, consensus and retraining follow through the handlers;
 ``retrain_if_due`` starts a training run once enough new final labels exist.
 """
 
@@ -32,6 +32,7 @@ from annotations.services.labels import final_results
 from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
 from annotations.services.readers import assignments_create
 from annotations.services.signing import signed_image_path
+from annotations.services.training import training_run_create
 
 logger = logging.getLogger(__name__)
 
@@ -99,26 +100,12 @@ def al_round_run(*, project: Project, strategy: str, budget: int, params: dict |
         assignments_create(project=project, images=[by_id[i] for i in selected], actor=actor)
         audit_record(action="al.round", actor=actor, project=project, target=rnd,
                      detail={"strategy": strategy, "budget": budget, "selected": len(selected)})
-    _push_if_configured(project)
     return rnd
 
 
-def _push_if_configured(project: Project) -> None:
-    """Projects that read in Label Studio get the new tasks at once."""
-    from annotations.services import label_studio_sync as sync
-
-    if not project.workspaces.exists():
-        return
-    try:
-        sync.assignments_push(project)
-    except DomainError as exc:  # Label Studio down: the admin pushes later; nothing is lost
-        logger.warning("AL round: tasks not pushed to Label Studio (%s)", exc.code)
-
-
 def retrain_if_due(project: Project) -> TrainingRun | None:
-    """Start training once ``auto_retrain_after`` new final labels exist."""
-    from annotations.services.training import training_run_create
-
+    """Start training once ``auto_retrain_after`` new final labels exist (the handlers
+    ask after every consensus run)."""
     n = project.auto_retrain_after
     if not n:
         return None

@@ -16,11 +16,11 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from annotations import events
 from annotations.errors import DomainError
 from annotations.models import (
     AnnotationBox,
     Assignment,
-    ConsensusRun,
     Image,
     LabelClass,
     Reader,
@@ -167,12 +167,8 @@ def reader_annotation_record(
                  target=annotation, detail={"reader": reader.code, "boxes": len(resolved),
                                             "source": source, "version": annotation.version})
     if trigger_consensus and assignment is not None and image_reads_complete(image):
-        # the image's k reads are in: its consensus follows at once.  Imported
-        # here because consensus (via adjudication) builds on this module.
-        from annotations.services.consensus import consensus_run_create
-
-        consensus_run_create(project=image.project, images=[image],
-                             trigger=ConsensusRun.Trigger.READS_COMPLETE)
+        # the image's k reads are in: the handlers start its consensus
+        events.emit(events.ReadsCompleted(project_id=image.project_id, image_ids=(image.pk,)))
     return annotation, True
 
 

@@ -21,7 +21,6 @@ from django.db.models import Prefetch
 from annotations import consensus as engine
 from annotations.consensus import ConsensusResult, ImageReads, ReaderRead
 from annotations.consensus.agreement import image_agreement
-from annotations.errors import DomainError
 from annotations.models import (
     AnnotationBox,
     ConsensusBox,
@@ -106,8 +105,7 @@ def consensus_run_create(
     )
     audit_record(action="consensus.run_create", actor=actor, project=project, target=run,
                  detail={"strategy": name, "trigger": trigger})
-    if enqueue:
-        runs.run_enqueue(run)
+    runs.run_created(run, dispatch=enqueue)
     return run
 
 
@@ -122,10 +120,7 @@ def consensus_run_execute(*, run_id: int) -> ConsensusRun:
     attempt leaves nothing behind, so a lost run is simply re-queued: see
     ``services.runs``).  A run that is not claimable is left alone; a transient
     database error gives the run back for the task's retry."""
-    run = runs.run_execute(ConsensusRun, run_id, _execute)
-    if run.status == ConsensusRun.Status.DONE:
-        _after_done(run)
-    return run
+    return runs.run_execute(ConsensusRun, run_id, _execute)
 
 
 def _execute(run: ConsensusRun) -> None:
@@ -140,17 +135,6 @@ def _execute(run: ConsensusRun) -> None:
         run.stats = {"images": len(results), "annotations": len(annotations),
                      "boxes": int(sum(len(r.classes) for r in results.values()))}
         runs.run_finish(run, digest=run.digest, stats=run.stats)
-
-
-def _after_done(run: ConsensusRun) -> None:
-    """New final labels may make a retraining due (project setting)."""
-    from annotations.services.active_learning import retrain_if_due
-
-    try:
-        retrain_if_due(run.project)
-    except DomainError as exc:  # e.g. a training started meanwhile: not this run's failure
-        audit_record(action="training.auto_start_skipped", project=run.project,
-                     detail={"reason": exc.message})
 
 
 def _compute(run: ConsensusRun, annotations: Sequence[ReaderAnnotation]):

@@ -21,7 +21,9 @@ from annotations.models import (
     ReaderAnnotation,
 )
 from annotations.selectors import image_list_visible, is_admin, reader_of
-from annotations.services.overview import image_states
+from annotations.services.consensus import reads_from_annotations, usable_annotations
+from annotations.services.image_state import image_states
+from annotations.services.labels import final_results
 from annotations.services.signing import signed_image_path
 
 
@@ -41,8 +43,6 @@ def _reader_layers(image: Image, only_reader: Any = None) -> list[dict[str, Any]
 
 
 def _consensus_layer(image: Image) -> dict[str, Any] | None:
-    from annotations.services.labels import final_results
-
     row = (ConsensusImage.objects.filter(image=image, run__status=ConsensusRun.Status.DONE)
            .select_related("run").order_by("-run_id").first())
     final = final_results(image.project, [image]).get(image.pseudo_id)
@@ -86,7 +86,6 @@ def _prediction_layer(image: Image) -> dict[str, Any] | None:
 def _pairwise(image: Image, iou_thr: float = 0.4) -> list[dict[str, Any]]:
     """Each pair of readers on this image: IoU-matched F1 over all classes."""
     from annotations.consensus import agreement
-    from annotations.services.consensus import reads_from_annotations, usable_annotations
 
     reads = reads_from_annotations(list(usable_annotations(image.project, [image]).exclude(
         source=ReaderAnnotation.Source.ADJUDICATION)))

@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from annotations import events
 from annotations.errors import DomainError
 from annotations.imaging import pseudonym
 from annotations.imaging.anatomy import anatomy_finding
@@ -81,6 +82,7 @@ def ingest_batch_create(
             IngestItem.objects.bulk_create(items)
             audit_record(action="ingest.batch_create", actor=actor, project=project,
                          target=batch, detail={"files": len(items), "source": source})
+            _created(batch, items)
     except BaseException:
         if stage_dir is not None:
             shutil.rmtree(stage_dir, ignore_errors=True)
@@ -125,7 +127,14 @@ def ingest_batch_from_uploads(*, project: Project, files: list[Any], actor: Any)
     IngestItem.objects.bulk_create(items)
     audit_record(action="ingest.batch_create", actor=actor, project=project, target=batch,
                  detail={"files": len(items), "source": "upload"})
+    _created(batch, items)
     return batch
+
+
+def _created(batch: IngestBatch, items: list[IngestItem]) -> None:
+    """The handlers queue one ingest task per staged file (once this commits)."""
+    events.emit(events.BatchCreated(batch_id=batch.pk, project_id=batch.project_id,
+                                    item_ids=tuple(i.pk for i in items)))
 
 
 def batch_counts(batch: IngestBatch) -> dict[str, int]:

@@ -57,7 +57,8 @@ from annotations.services.annotating import (
 from annotations.services.audit import audit_record
 from annotations.services.exports import project_taxonomy
 from annotations.services.feedback import feedback_record
-from annotations.services.overview import image_states
+from annotations.services.image_state import image_states
+from annotations.services.prelabels import prelabel_for
 from annotations.services.signing import signed_image_url
 
 logger = logging.getLogger(__name__)
@@ -185,8 +186,6 @@ def assignments_push(project: Project, client: LabelStudioClient | None = None) 
 def _push_prelabels(ws: Workspace, assignments: list[Assignment], task_ids: list[int],
                     client: LabelStudioClient) -> None:
     """Model pre-labels, only when the project's switch is on (they bias a read)."""
-    from annotations.services.prelabels import prelabel_for  # noqa: PLC0415
-
     for a, tid in zip(assignments, task_ids, strict=True):
         pred = prelabel_for(a.image)
         if pred is not None:

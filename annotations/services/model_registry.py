@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from annotations import events
 from annotations.errors import DomainError
 from annotations.models import Image, ModelVersion, Project
 from annotations.services.audit import audit_record
@@ -114,6 +115,7 @@ def version_promote(*, version: ModelVersion, actor: Any = None, reason: str = "
         promoted_by=actor if getattr(actor, "is_authenticated", False) else None)
     audit_record(action="model.promote", actor=actor, project=version.project,
                  target=version, detail={"reason": reason, "metrics": version.metrics})
+    events.emit(events.ModelPromoted(version_id=version.pk, project_id=version.project_id))
 
 
 def version_rollback(*, project: Project, actor: Any = None) -> ModelVersion:

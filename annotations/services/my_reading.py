@@ -17,8 +17,8 @@ from django.urls import reverse
 from annotations.consensus import agreement
 from annotations.models import Assignment, Image, Project, Reader, Workspace
 from annotations.services.consensus import reads_from_annotations, usable_annotations
+from annotations.services.image_state import image_states
 from annotations.services.labels import final_results
-from annotations.services.overview import image_states
 
 _OPEN = (Assignment.Status.PENDING, Assignment.Status.IN_PROGRESS)
 

@@ -1,14 +1,6 @@
 """Read-only views of a project for its dashboard and image browser.
 
-An image moves through states that every page names the same way:
-
-* ``unassigned``: imported, no reader yet;
-* ``reading``: some of its assigned readers have not finished;
-* ``read``: every assigned reader finished, no consensus covers all of them yet;
-* ``adjudication``: consensus found readers too far apart, an adjudicator decides;
-* ``final``: every read is in, and a consensus (or an adjudicator's decision) made after
-  the last of them stands.  Only then may a radiologist see other readers' boxes or
-  the consensus of that image (blinding).
+Image states are ``annotations.services.image_state``'s.
 """
 
 from __future__ import annotations
@@ -20,7 +12,6 @@ from django.db.models import Count, Max, Q
 from django.db.models.fields.json import KT
 
 from annotations.models import (
-    Adjudication,
     Assignment,
     ConsensusImage,
     ConsensusRun,
@@ -33,66 +24,10 @@ from annotations.models import (
     ReaderAnnotation,
 )
 from annotations.services.consensus import latest_run, usable_annotations
+from annotations.services.image_state import DONE as _DONE
+from annotations.services.image_state import STATES, image_states
 from annotations.services.ingest import batch_counts
 from annotations.services.signing import signed_image_path
-
-STATES = ("unassigned", "reading", "read", "adjudication", "final")
-_DONE = (Assignment.Status.COMPLETED, Assignment.Status.SKIPPED)
-
-
-def image_states(project: Project, image_ids: list[int] | None = None) -> dict[int, str]:
-    """Image pk -> state (see the module docstring), in a handful of queries.
-
-    "Consensus after the last read" is decided exactly, not by clock: the latest
-    finished run that covered the image must have recorded every current usable
-    read of it (a run records the annotation versions it merged).
-    """
-    images = Image.objects.filter(project=project)
-    if image_ids is None:  # the whole project: filter by project, no id list
-        on_image: dict[str, Any] = {"image__project": project}
-    else:
-        images = images.filter(pk__in=image_ids)
-        on_image = {"image_id__in": list(image_ids)}
-    ids = list(images.values_list("pk", flat=True))
-    assigned = dict(Assignment.objects.filter(**on_image).values_list("image_id")
-                    .annotate(n=Count("id")).values_list("image_id", "n"))
-    done = dict(Assignment.objects.filter(**on_image, status__in=_DONE)
-                .values_list("image_id").annotate(n=Count("id")).values_list("image_id", "n"))
-    reads: dict[int, set[int]] = defaultdict(set)
-    for image_id, pk in usable_annotations(project).filter(**on_image).values_list(
-            "image_id", "pk"):
-        reads[image_id].add(pk)
-    latest = dict(ConsensusImage.objects.filter(
-        **on_image, run__status=ConsensusRun.Status.DONE)
-        .values_list("image_id").annotate(r=Max("run_id")).values_list("image_id", "r"))
-    through = ConsensusRun.annotations.through
-    covered = set(through.objects.filter(
-        consensusrun_id__in=set(latest.values()),
-        **{f"readerannotation__{k}": v for k, v in on_image.items()})
-        .values_list("consensusrun_id", "readerannotation_id"))
-    adjudication = dict(Adjudication.objects.filter(**on_image).exclude(
-        status=Adjudication.Status.CANCELLED).order_by("image_id", "id")
-        .values_list("image_id", "status"))  # the latest per image wins
-    out = {}
-    for pk in ids:
-        n = assigned.get(pk, 0)
-        if n == 0:
-            out[pk] = "unassigned"
-        elif done.get(pk, 0) < n:
-            out[pk] = "reading"
-        elif adjudication.get(pk) == Adjudication.Status.PENDING:
-            out[pk] = "adjudication"
-        elif adjudication.get(pk) == Adjudication.Status.DONE:
-            out[pk] = "final"
-        elif pk in latest and all((latest[pk], a) in covered for a in reads.get(pk, ())):
-            out[pk] = "final"
-        else:
-            out[pk] = "read"
-    return out
-
-
-def consensus_is_final(image: Image) -> bool:
-    return image_states(image.project, [image.pk]).get(image.pk) == "final"
 
 
 def _reader_progress(project: Project) -> list[dict[str, Any]]:

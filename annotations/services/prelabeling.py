@@ -36,6 +36,8 @@ from annotations.models import (
 from annotations.selectors import model_version_promoted
 from annotations.services import runs
 from annotations.services.audit import audit_record
+from annotations.services.label_studio_sync import ws_client
+from annotations.services.prelabels import prelabel_for
 from annotations.services.storage import media_path
 
 logger = logging.getLogger(__name__)
@@ -71,8 +73,7 @@ def prelabel_run_create(*, project: Project, model_version: str | None = None,
         created_by=actor if getattr(actor, "is_authenticated", False) else None)
     audit_record(action="prelabel.run_create", actor=actor, project=project, target=run,
                  detail={"model_version": version})
-    if enqueue:
-        runs.run_enqueue(run)
+    runs.run_created(run, dispatch=enqueue)
     return run
 
 
@@ -180,8 +181,7 @@ def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None
         runs.run_heartbeat(run, done=done)
         if progress:
             progress(done, len(images))
-    pushed = prelabels_push(project, run.model_version) if project.show_prelabels else 0
-    return {"pushed": pushed}
+    return {}
 
 
 def prelabel_run_cancel(*, run: PrelabelRun, actor: Any = None) -> PrelabelRun:
@@ -192,10 +192,8 @@ def prelabel_run_cancel(*, run: PrelabelRun, actor: Any = None) -> PrelabelRun:
 
 
 def prelabels_push(project: Project, model_version: str) -> int:
-    """Give reading tasks that show no pre-label yet this version's prediction."""
-    from annotations.services.label_studio_sync import ws_client
-    from annotations.services.prelabels import prelabel_for
-
+    """Give reading tasks that show no pre-label yet this version's prediction (the
+    handlers call it when a pre-labelling run is done and the project shows pre-labels)."""
     clients: dict[int, Any] = {}
     pushed = 0
     tasks = WorkspaceTask.objects.filter(workspace__project=project, workspace__kind="reading",

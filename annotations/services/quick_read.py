@@ -30,8 +30,7 @@ from annotations.models import ModelVersion, Project
 from annotations.selectors import image_list_visible, is_admin, model_version_promoted
 from annotations.services import ingest
 from annotations.services.audit import audit_record
-from annotations.services.overview import consensus_is_final
-from annotations.services.runs import task_enqueue
+from annotations.services.image_state import consensus_is_final
 from annotations.services.storage import media_path
 
 logger = logging.getLogger(__name__)
@@ -170,7 +169,4 @@ def _keep(project: Project, path: Path, user: Any) -> dict[str, Any]:
     """Stage the upload as a one-file ingest batch (the normal path decides the rest)."""
     batch = ingest.ingest_batch_create(project=project, inputs=[path], actor=user,
                                        source="quick_read")
-    ids = list(batch.items.values_list("id", flat=True))
-    for item_id in ids:
-        task_enqueue("ingest_file", item_id=item_id)
     return {"batch": batch.pk}

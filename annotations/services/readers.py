@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count
 
+from annotations import events
 from annotations.errors import DomainError
 from annotations.models import Assignment, Image, Project, Reader
 from annotations.services.accounts import password_validate
@@ -76,4 +77,7 @@ def assignments_create(*, project: Project, images: list[Image] | None = None,
             load[reader.pk] = load.get(reader.pk, 0) + 1
     audit_record(action="assignments.create", actor=actor, project=project,
                  detail={"created": len(created)})
+    if created:
+        events.emit(events.AssignmentsCreated(
+            project_id=project.pk, image_ids=tuple(sorted({a.image_id for a in created}))))
     return created

@@ -33,8 +33,9 @@ Pending runs whose message may have been lost (not claimed ``RUN_PENDING_TIMEOUT
 after they were queued) are queued again; a duplicate message is harmless, since
 only one claim can win.
 
-This module is the one place that enqueues a run's task (``run_enqueue``: one
-table from kind to task); services never import tasks.
+Runs never enqueue anything themselves: creating, re-queueing and finishing a run
+emit domain events (``RunCreated``, ``RunRequeued``, ``IngestItemsRequeued``,
+``RunFinished``) and ``annotations.handlers`` queues the tasks and reacts.
 """
 
 from __future__ import annotations
@@ -45,13 +46,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from celery import current_app
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from annotations import events
 from annotations.errors import DomainError
 from annotations.models import (
     ConsensusRun,
@@ -79,10 +80,6 @@ MODELS: dict[str, type[Run]] = {
 
 #: Kinds whose lost runs the sweep queues again (re-running them is safe).
 REQUEUE = {"consensus": True, "prelabel": True, "training": False, "ingest": True}
-
-#: The one dispatch table: kind -> name of its task in ``annotations.tasks``.
-TASKS = {"consensus": "consensus_run_execute_task", "prelabel": "gpu_prelabel_task",
-         "training": "gpu_training_task", "ingest": "ingest_file"}
 
 _REASON_MAX = 2000
 
@@ -132,6 +129,7 @@ def run_claim(model: type[R], run_id: int, *, stale_after: timedelta | None = No
             if run.attempts >= settings.RUN_MAX_ATTEMPTS:
                 _set(run, status=RunStatus.FAILED, finished_at=now,
                      reason=f"worker lost after {run.attempts} attempts")
+                _finished(run)
                 return None
         elif run.status != RunStatus.PENDING:
             return None
@@ -204,8 +202,12 @@ def run_finish(run: Run, *, status: str = RunStatus.DONE, reason: str = "",
 def run_fail(kind_or_model: str | type[Run], run_id: int, *, reason: str) -> bool:
     """pending or running -> failed (whoever holds it): the final failure path of
     a task (``annotations.tasks.RunTask``) and of the sweep.  False if finished."""
-    return bool(_model(kind_or_model).objects.filter(pk=run_id, status__in=ACTIVE).update(
-        status=RunStatus.FAILED, reason=reason[:_REASON_MAX], finished_at=timezone.now()))
+    model = _model(kind_or_model)
+    if not model.objects.filter(pk=run_id, status__in=ACTIVE).update(
+            status=RunStatus.FAILED, reason=reason[:_REASON_MAX], finished_at=timezone.now()):
+        return False
+    _finished(model.objects.get(pk=run_id))
+    return True
 
 
 def run_release(run: Run, *, reason: str) -> bool:
@@ -219,10 +221,12 @@ def run_cancel(run: R) -> R:
     """A pending run is cancelled at once; a running one is asked to stop (the
     kinds that honour it read the request at their next heartbeat)."""
     model = type(run)
-    model.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(
+    cancelled = model.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(
         status=RunStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now())
     model.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(cancel_requested=True)
     run.refresh_from_db()
+    if cancelled:
+        _finished(run)
     return run
 
 
@@ -246,17 +250,29 @@ def run_execute(model: type[R], run_id: int, work: Callable[[R], dict[str, Any] 
     run = run_claim(model, run_id, stale_after=stale)
     if run is None:
         return model.objects.get(pk=run_id)
+    ended = _attempt(run, work, retry_on)
+    run.refresh_from_db()
+    if ended:
+        _finished(run)
+    return run
+
+
+def _attempt(run: R, work: Callable[[R], dict[str, Any] | None],
+             retry_on: tuple[type[BaseException], ...]) -> bool:
+    """One claimed attempt; True when this attempt put the run in a final state."""
+    model = type(run)
     try:
         fields = work(run)
         if run.status == RunStatus.RUNNING:
             run_finish(run, **(fields or {}))
     except RunCancelled:
-        _finish_quietly(run, RunStatus.CANCELLED, "cancelled")
+        return _finish_quietly(run, RunStatus.CANCELLED, "cancelled")
     except RunLost:
         logger.warning("%s run %s: attempt %s overtaken, stopped", model.KIND, run.pk,
                        run.attempts)
+        return False
     except DomainError as exc:
-        _finish_quietly(run, RunStatus.FAILED, _reason(exc))
+        return _finish_quietly(run, RunStatus.FAILED, _reason(exc))
     except retry_on as exc:
         logger.warning("%s run %s: %s, released for a retry", model.KIND, run.pk, _reason(exc))
         try:
@@ -266,45 +282,37 @@ def run_execute(model: type[R], run_id: int, work: Callable[[R], dict[str, Any] 
         raise
     except Exception as exc:
         logger.exception("%s run %s failed", model.KIND, run.pk)
-        _finish_quietly(run, RunStatus.FAILED, _reason(exc))
-    run.refresh_from_db()
-    return run
+        return _finish_quietly(run, RunStatus.FAILED, _reason(exc))
+    return run.status in FINISHED
 
 
-def _finish_quietly(run: Run, status: str, reason: str) -> None:
+def _finish_quietly(run: Run, status: str, reason: str) -> bool:
     try:
         run_finish(run, status=status, reason=reason)
     except RunLost:
         logger.warning("%s run %s: %s not recorded, attempt overtaken", run.KIND, run.pk,
                        status)
+        return False
+    return True
 
 
 # --- dispatch -----------------------------------------------------------------------
 
 
-def run_enqueue(run: Run) -> None:
-    """Queue the run's task once the current transaction commits."""
-    _enqueue(run.KIND, [run.pk], "run_id")
+def run_created(run: Run, *, dispatch: bool = True) -> None:
+    """Say that ``run`` exists (its task is queued by the handlers unless ``dispatch``
+    is False: its creator executes it in this process)."""
+    events.emit(events.RunCreated(kind=run.KIND, run_id=run.pk, project_id=run.project_id,
+                                  dispatch=dispatch))
 
 
-def _enqueue(kind: str, ids: list[int], arg: str) -> None:
-    for i in ids:
-        task_enqueue(TASKS[kind], **{arg: i})
+def _requeued(run: Run) -> None:
+    events.emit(events.RunRequeued(kind=run.KIND, run_id=run.pk))
 
 
-def task_enqueue(name: str, **kwargs: Any) -> None:
-    """Queue the task ``annotations.tasks.<name>`` once the current transaction commits.
-
-    Tasks are found by name in Celery's registry, so services never import the tasks
-    module (tasks import services, never the reverse); Celery's own autodiscovery fills the
-    registry in a process that has not loaded the tasks yet.
-    """
-    full = f"annotations.tasks.{name}"
-    registry = current_app.tasks
-    if full not in registry:
-        current_app.loader.import_default_modules()
-    task = registry[full]
-    transaction.on_commit(lambda: task.delay(**kwargs))
+def _finished(run: Run) -> None:
+    events.emit(events.RunFinished(kind=run.KIND, run_id=run.pk, project_id=run.project_id,
+                                   status=run.status))
 
 
 # --- the sweep ----------------------------------------------------------------------
@@ -346,7 +354,7 @@ def runs_sweep(*, timeouts: dict[str, float] | None = None,
         for run in _stale(model, RunStatus.PENDING, now - pending):
             if model.objects.filter(pk=run.pk, status=RunStatus.PENDING,
                                     heartbeat_at=run.heartbeat_at).update(heartbeat_at=now):
-                run_enqueue(run)
+                _requeued(run)
                 report.requeued.append((kind, run.pk))
     _sweep_ingest(now, limits["ingest"], report)
     if report:
@@ -371,13 +379,16 @@ def _still_stale(run: Run):
 def _requeue(run: Run, now: datetime, reason: str) -> bool:
     if not _still_stale(run).update(status=RunStatus.PENDING, reason=reason, heartbeat_at=now):
         return False
-    run_enqueue(run)
+    _requeued(run)
     return True
 
 
 def _fail_lost(run: Run, now: datetime, reason: str) -> bool:
-    return bool(_still_stale(run).update(status=RunStatus.FAILED, reason=reason,
-                                         finished_at=now))
+    if not _still_stale(run).update(status=RunStatus.FAILED, reason=reason, finished_at=now):
+        return False
+    run.refresh_from_db()
+    _finished(run)
+    return True
 
 
 def _fail_lost_training(run: Run, now: datetime, limit: timedelta) -> bool:
@@ -415,7 +426,8 @@ def _sweep_ingest(now: datetime, limit: timedelta, report: SweepReport) -> None:
             continue
         if batch.attempts < settings.RUN_MAX_ATTEMPTS:
             if _still_stale(batch).update(attempts=batch.attempts + 1, heartbeat_at=now):
-                _enqueue("ingest", items, "item_id")
+                events.emit(events.IngestItemsRequeued(batch_id=batch.pk,
+                                                       item_ids=tuple(items)))
                 report.requeued.append(("ingest", batch.pk))
         elif _still_stale(batch).update(status=RunStatus.DONE, finished_at=now,
                                         reason=f"{len(items)} files lost"):

@@ -31,6 +31,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from annotations import events
 from annotations.consensus import ConsensusResult
 from annotations.errors import DomainError
 from annotations.formats.coco import write_coco
@@ -39,14 +40,12 @@ from annotations.models import Image, ModelVersion, Project, TrainingRun
 from annotations.services import runs
 from annotations.services.audit import audit_record
 from annotations.services.exports import project_taxonomy
+from annotations.services.image_state import image_states
 from annotations.services.labels import final_results
-from annotations.services.overview import image_states
+from annotations.services.model_registry import version_gold_report
+from training.params import TRAINING_PARAMS
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_PARAMS = {"preset": "r50_fpn", "max_iter": 2000, "base_lr": None, "ims_per_batch": 4,
-                  "val_fraction": 0.1, "checkpoint_period": 500}
-
 
 #: Raised inside the training loop when an admin cancelled the run.
 Cancelled = runs.RunCancelled
@@ -54,10 +53,7 @@ Cancelled = runs.RunCancelled
 
 def training_run_create(*, project: Project, params: dict | None = None, actor: Any = None,
                         enqueue: bool = True) -> TrainingRun:
-    unknown = set(params or {}) - set(DEFAULT_PARAMS)
-    if unknown:
-        raise DomainError("invalid_params", f"unknown training parameters {sorted(unknown)}")
-    merged = {**DEFAULT_PARAMS, **(params or {})}
+    merged = TRAINING_PARAMS.validate(params)  # typed, bounded, unknown keys refused
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(project=project, params=merged, created_by=(
@@ -67,8 +63,7 @@ def training_run_create(*, project: Project, params: dict | None = None, actor: 
             from exc
     audit_record(action="training.run_create", actor=actor, project=project, target=run,
                  detail={"params": merged})
-    if enqueue:
-        runs.run_enqueue(run)
+    runs.run_created(run, dispatch=enqueue)
     return run
 
 
@@ -205,13 +200,9 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
 
 def _register(run: TrainingRun, state: dict[str, Any], version: ModelVersion,
               detail: dict[str, Any]) -> ModelVersion:
-    """Evaluate the trained version on the gold set, then register it, promote it if
-    better and finish the run in one transaction (nothing of it if the run was lost)."""
-    from annotations.services.model_registry import (
-        version_gold_report,
-        version_promote_if_better,
-    )
-
+    """Evaluate the trained version on the gold set, then register it and finish the
+    run in one transaction with its consequences (``ModelTrained``: the handlers promote
+    it if better), so nothing of it stands if the run was lost."""
     try:
         version.metrics, skipped = version_gold_report(version=version), None
     except DomainError as exc:
@@ -222,9 +213,9 @@ def _register(run: TrainingRun, state: dict[str, Any], version: ModelVersion,
         runs.run_finish(run, model_version=version, progress=state)
         audit_record(action="training.version_create", project=version.project,
                      target=version, detail=detail)
-        if skipped is None:
-            version_promote_if_better(version=version)
-        else:
+        if skipped is not None:
             audit_record(action="model.evaluate_skipped", project=version.project,
                          target=version, detail={"reason": skipped})
+        events.emit(events.ModelTrained(version_id=version.pk, project_id=version.project_id,
+                                        evaluated=skipped is None))
     return version

@@ -28,6 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from annotations import events
 from annotations.errors import DomainError
 from annotations.label_studio.client import completed_by_id
 from annotations.models import ReaderAnnotation, WebhookEvent, Workspace, WorkspaceTask
@@ -38,7 +39,6 @@ from annotations.services.label_studio_sync import (
     webhook_secret,
     ws_client,
 )
-from annotations.services.runs import task_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def webhook_receive(*, workspace_id: int, body: bytes, secret: str | None
     event, created = _store(digest=digest, action=payload["action"], payload=payload,
                             workspace=ws)
     if created:
-        task_enqueue("webhook_event_process_task", event_id=event.pk)
+        events.emit(events.WebhookStored(event_id=event.pk))
     return event, created
 
 
@@ -230,5 +230,5 @@ def webhook_events_sweep(*, older_than_seconds: int = 300,
     ids = list(stale.filter(attempts__lt=max_attempts).values_list("id", flat=True))
     WebhookEvent.objects.filter(pk__in=ids).update(attempts=F("attempts") + 1)
     for event_id in ids:
-        task_enqueue("webhook_event_process_task", event_id=event_id)
+        events.emit(events.WebhookStored(event_id=event_id, retry=True))
     return len(ids)

@@ -11,8 +11,8 @@ from annotations.label_studio.regions import build_result
 from annotations.models import ConsensusRun, Image, ProtocolViolation, ReaderAnnotation
 from annotations.services import label_studio_sync as sync
 from annotations.services import readers
+from annotations.services.image_state import image_states
 from annotations.services.labels import final_results
-from annotations.services.overview import image_states
 from tests.conftest import ingest_paths, write_png
 from tests.label_studio.readers_ls import reader_client
 

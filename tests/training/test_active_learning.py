@@ -9,7 +9,6 @@ from annotations.errors import DomainError
 from training.active_learning import (
     PoolScores,
     available,
-    box_iou,
     build,
     get_strategy,
     k_center_greedy,
@@ -262,12 +261,6 @@ def _det(boxes, scores, classes, size=(128, 128)):
         probs=np.zeros((n, 3)),
         image_size=size,
     )
-
-
-def test_box_iou():
-    a = np.array([[0, 0, 10, 10], [5, 5, 5, 5]])
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [5, 5, 5, 5]])
-    np.testing.assert_allclose(box_iou(a, b), [[1, 1 / 3, 0], [0, 0, 1]])
 
 
 def test_prediction_disagreement_cases():

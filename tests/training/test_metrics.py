@@ -12,7 +12,6 @@ import pytest
 
 from training.metrics import (
     average_precision_voc,
-    box_iou,
     coco_map,
     froc,
     map_at_iou,
@@ -94,13 +93,6 @@ def test_average_precision_ties_keep_input_order():
     # Equal scores: stable sort, the first listed is ranked first.
     assert average_precision_voc([0, 1], [0.5, 0.5], 1) == pytest.approx(0.5)
     assert average_precision_voc([1, 0], [0.5, 0.5], 1) == pytest.approx(1.0)
-
-
-def test_box_iou():
-    a = np.array([[0, 0, 10, 10]])
-    b = np.array([[0, 0, 10, 5], [5, 5, 15, 15], [20, 20, 30, 30], [3, 3, 3, 3]])
-    np.testing.assert_allclose(box_iou(a, b), [[0.5, 25 / 175, 0.0, 0.0]])
-    assert box_iou(np.zeros((0, 4)), a).shape == (0, 1)
 
 
 # ------------------------------------------------------------------------- mAP

@@ -13,7 +13,7 @@ from django.test import Client
 from annotations.models import ConsensusRun, Project
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
-from annotations.services.overview import image_states
+from annotations.services.image_state import image_states
 from tests.webapp.world import PASSWORD, build_world
 
 pytestmark = pytest.mark.django_db

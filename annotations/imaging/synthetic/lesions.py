@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from annotations.geometry import paired_iou
 from annotations.taxonomy import NO_FINDING, VINDR_CXR_CLASSES
 
 NODULE = "Nodule/Mass"
@@ -59,12 +60,13 @@ class Box:
     def height(self) -> float:
         return self.y_max - self.y_min
 
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x_min, self.y_min, self.x_max, self.y_max)
+
     def iou(self, other: Box) -> float:
-        ix = max(0.0, min(self.x_max, other.x_max) - max(self.x_min, other.x_min))
-        iy = max(0.0, min(self.y_max, other.y_max) - max(self.y_min, other.y_min))
-        inter = ix * iy
-        union = self.width * self.height + other.width * other.height - inter
-        return inter / union if union > 0 else 0.0
+        """IoU by the platform's one rule (:mod:`annotations.geometry`)."""
+        return float(paired_iou([self.xyxy], [other.xyxy])[0])
 
 
 def mask_box(class_name: str, mask: np.ndarray) -> Box | None:

@@ -1,0 +1,170 @@
+"""The pipeline: what happens after each domain event, in one place.
+
+Read top to bottom, this module is the chain from reads to models::
+
+    assignments created   -> tasks pushed to the readers' Label Studio workspaces
+    webhook stored        -> processed by a worker (the read is recorded)
+    reads completed       -> consensus run
+    run created           -> its task queued (consensus, prelabel, training)
+    consensus done        -> adjudication routed inside the run; retraining if due
+    model trained         -> promoted if better on the gold set (evaluated in the run)
+    model promoted        -> pre-labelling of the reading tasks that show none yet
+    pre-labelling done    -> predictions pushed to the reading tasks
+    batch created         -> each staged file ingested by a worker
+
+It is the only module that enqueues Celery tasks (``task_enqueue``): services emit
+events (``annotations.events``) and never import tasks or each other's workflows,
+which keeps the service modules acyclic.  Handlers run synchronously inside the
+emitter's transaction (a reaction that writes commits with its cause); a task is
+queued ``on_commit`` and a lost message is found again by the runs sweep.
+
+Loaded by ``AnnotationsConfig.ready``, so every Django process (web, workers, beat,
+management commands, tests) reacts the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import current_app
+from django.db import transaction
+
+from annotations import events as ev
+from annotations.errors import DomainError
+from annotations.models import ConsensusRun, ModelVersion, PrelabelRun, Project, RunStatus
+from annotations.services import active_learning, consensus, model_registry, prelabeling
+from annotations.services.audit import audit_record
+
+logger = logging.getLogger(__name__)
+
+#: The one dispatch table: run kind -> its task in ``annotations.tasks``.
+RUN_TASKS = {"consensus": "consensus_run_execute_task", "prelabel": "gpu_prelabel_task",
+             "training": "gpu_training_task"}
+
+
+def task_enqueue(name: str, **kwargs: Any) -> None:
+    """Queue ``annotations.tasks.<name>`` once the current transaction commits.
+
+    Tasks are found by name in Celery's registry, so this module need not import the
+    tasks module (which imports services); Celery's autodiscovery fills the registry
+    in a process that has not loaded the tasks yet.
+    """
+    full = f"annotations.tasks.{name}"
+    registry = current_app.tasks
+    if full not in registry:
+        current_app.loader.import_default_modules()
+    task = registry[full]
+    transaction.on_commit(lambda: task.delay(**kwargs))
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+@ev.subscribe(ev.AssignmentsCreated)
+def push_new_assignments(event: ev.AssignmentsCreated) -> None:
+    """Projects that read in Label Studio get new tasks at once (a worker pushes them;
+    when Label Studio is down the admin's Push, or the next assignment, catches up)."""
+    if event.image_ids and Project.objects.filter(
+            pk=event.project_id, workspaces__kind="reading").exists():
+        task_enqueue("assignments_push_task", project_id=event.project_id)
+
+
+@ev.subscribe(ev.WebhookStored)
+def process_webhook(event: ev.WebhookStored) -> None:
+    task_enqueue("webhook_event_process_task", event_id=event.event_id)
+
+
+@ev.subscribe(ev.ReadsCompleted)
+def consensus_for_completed_reads(event: ev.ReadsCompleted) -> None:
+    """An image's k reads are in: its consensus follows at once (a queued run with the
+    same scope that has not started yet will see this read too, so none is added)."""
+    project = Project.objects.get(pk=event.project_id)
+    images = list(project.images.filter(pk__in=event.image_ids))
+    consensus.consensus_run_create(project=project, images=images,
+                                   trigger=ConsensusRun.Trigger.READS_COMPLETE)
+
+
+# --- runs -----------------------------------------------------------------------------
+
+
+@ev.subscribe(ev.RunCreated, ev.RunRequeued)
+def queue_run(event: ev.RunCreated | ev.RunRequeued) -> None:
+    if getattr(event, "dispatch", True):
+        task_enqueue(RUN_TASKS[event.kind], run_id=event.run_id)
+
+
+@ev.subscribe(ev.RunFinished)
+def after_run(event: ev.RunFinished) -> None:
+    if event.status != RunStatus.DONE:
+        return
+    if event.kind == "consensus":
+        _retrain_if_due(event.project_id)
+    elif event.kind == "prelabel":
+        _push_prelabels(event.run_id)
+
+
+def _retrain_if_due(project_id: int) -> None:
+    """New final labels may make a retraining due (``project.auto_retrain_after``)."""
+    project = Project.objects.get(pk=project_id)
+    try:
+        active_learning.retrain_if_due(project)
+    except DomainError as exc:  # e.g. a training started meanwhile: not consensus's failure
+        audit_record(action="training.auto_start_skipped", project=project,
+                     detail={"reason": exc.message})
+
+
+def _push_prelabels(run_id: int) -> None:
+    """A finished pre-labelling shows its predictions in reading tasks that have none,
+    where the project's switch allows it (pre-labels bias a read)."""
+    run = PrelabelRun.objects.select_related("project").get(pk=run_id)
+    if not run.project.show_prelabels:
+        return
+    try:
+        pushed = prelabeling.prelabels_push(run.project, run.model_version)
+    except DomainError as exc:  # Label Studio away: the predictions are stored, push later
+        logger.warning("prelabel run %s: predictions not pushed (%s)", run_id, exc.code)
+        audit_record(action="prelabel.push_failed", project=run.project, target=run,
+                     detail={"reason": exc.message})
+        return
+    PrelabelRun.objects.filter(pk=run_id).update(pushed=pushed)
+
+
+# --- models ---------------------------------------------------------------------------
+
+
+@ev.subscribe(ev.ModelTrained)
+def promote_if_better(event: ev.ModelTrained) -> None:
+    """Evaluated on the gold set inside the training run; promoted only when better."""
+    if event.evaluated:
+        model_registry.version_promote_if_better(
+            version=ModelVersion.objects.get(pk=event.version_id))
+
+
+@ev.subscribe(ev.ModelPromoted)
+def prelabel_with_promoted(event: ev.ModelPromoted) -> None:
+    """Readers who see pre-labels get the promoted model's on tasks that show none yet."""
+    project = Project.objects.get(pk=event.project_id)
+    if not project.show_prelabels:
+        return
+    images = list(project.images.filter(workspace_tasks__workspace__kind="reading",
+                                        workspace_tasks__prediction__isnull=True).distinct())
+    if not images:
+        return
+    version = ModelVersion.objects.get(pk=event.version_id)
+    try:
+        prelabeling.prelabel_run_create(project=project, model_version=version.name,
+                                        images=images)
+    except DomainError as exc:  # e.g. the version's files are gone: promotion stands
+        audit_record(action="prelabel.auto_start_skipped", project=project, target=version,
+                     detail={"reason": exc.message})
+
+
+# --- ingest ---------------------------------------------------------------------------
+
+
+@ev.subscribe(ev.BatchCreated, ev.IngestItemsRequeued)
+def ingest_files(event: ev.BatchCreated | ev.IngestItemsRequeued) -> None:
+    if getattr(event, "dispatch", True):
+        for item_id in event.item_ids:
+            task_enqueue("ingest_file", item_id=item_id)

@@ -1,0 +1,202 @@
+"""The pipeline as domain events and one handlers module (``annotations.events``,
+``annotations.handlers``): every event has its reaction, a reaction commits or rolls
+back with its cause, the handlers are the only place that queues work, and each link
+of the chain (reads -> consensus -> retrain -> promote -> pre-label) fires."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+from django.db import transaction
+
+from annotations import events, handlers
+from annotations.errors import DomainError
+from annotations.models import (
+    AuditEvent,
+    ConsensusRun,
+    ModelVersion,
+    PrelabelRun,
+    ReaderAnnotation,
+    RunStatus,
+    TrainingRun,
+    Workspace,
+    WorkspaceTask,
+)
+from annotations.services import readers
+from annotations.services.annotating import BoxIn, reader_annotation_record
+from annotations.services.consensus import consensus_run_create, consensus_run_execute
+from annotations.services.model_registry import version_promote
+from tests.conftest import ingest_paths, write_png
+
+pytestmark = pytest.mark.django_db
+
+EVENT_KINDS = [cls for _, cls in inspect.getmembers(events, inspect.isclass)
+               if issubclass(cls, events.Event) and cls is not events.Event]
+
+
+@pytest.fixture
+def two_readers(project, tmp_path):
+    """Three images with two readers each; every read but the last is in."""
+    project.readers_per_image = 2
+    project.save()
+    ingest_paths(project, [write_png(tmp_path / "in" / f"e{i}.png", seed=70 + i)
+                           for i in range(3)])
+    rs = [readers.reader_create(email=f"ev{i}@example.org", code=f"EV{i}") for i in (1, 2)]
+    images = list(project.images.order_by("id"))
+    readers.assignments_create(project=project, images=images)
+    for image in images:
+        reader_annotation_record(image=image, reader=rs[0],
+                                 boxes=[BoxIn("Nodule/Mass", 20, 20, 60, 70)])
+    for image in images[:-1]:
+        reader_annotation_record(image=image, reader=rs[1],
+                                 boxes=[BoxIn("Nodule/Mass", 22, 20, 60, 70)])
+    return project, images[-1], rs[1]
+
+
+@pytest.mark.parametrize("kind", EVENT_KINDS, ids=lambda k: k.__name__)
+def test_every_event_has_its_reaction_in_the_handlers(kind):
+    reactions = events.subscribers(kind)
+    assert reactions, f"nothing reacts to {kind.__name__}"
+    assert all(fn.__module__ == handlers.__name__ for fn in reactions)
+
+
+def test_events_carry_ids_never_rows():
+    for kind in EVENT_KINDS:
+        for f in dataclasses.fields(kind):
+            assert f.type in ("int", "str", "bool", "tuple[int, ...]"), (kind, f.name, f.type)
+
+
+def test_the_last_read_queues_one_consensus_run_when_it_commits(
+        two_readers, django_capture_on_commit_callbacks):
+    project, last_image, reader = two_readers
+    before = ConsensusRun.objects.count()
+    with django_capture_on_commit_callbacks() as queued:
+        reader_annotation_record(image=last_image, reader=reader,
+                                 boxes=[BoxIn("Nodule/Mass", 21, 20, 60, 70)])
+    run = ConsensusRun.objects.get(trigger=ConsensusRun.Trigger.READS_COMPLETE,
+                                   image_scope=[last_image.pseudo_id])
+    assert ConsensusRun.objects.count() == before + 1
+    assert run.status == RunStatus.PENDING and len(queued) == 1
+
+
+def test_a_rolled_back_read_leaves_no_consensus_run_and_queues_nothing(
+        two_readers, django_capture_on_commit_callbacks):
+    project, last_image, reader = two_readers
+    runs_before = ConsensusRun.objects.count()
+    with django_capture_on_commit_callbacks() as queued, pytest.raises(RuntimeError):
+        with transaction.atomic():
+            reader_annotation_record(image=last_image, reader=reader,
+                                     boxes=[BoxIn("Nodule/Mass", 21, 20, 60, 70)])
+            raise RuntimeError("the request failed after the read was recorded")
+    assert ConsensusRun.objects.count() == runs_before
+    assert queued == []
+    assert not ReaderAnnotation.objects.filter(image=last_image, reader=reader).exists()
+
+
+def test_a_failing_reaction_rolls_back_the_read_that_caused_it(two_readers, monkeypatch):
+    """Synchronous delivery: a reaction that cannot happen undoes its cause, so there
+    is never a completed read without its consensus run."""
+    project, last_image, reader = two_readers
+
+    def broken(event):
+        raise DomainError("unavailable", "consensus could not be created")
+
+    monkeypatch.setitem(events._subscribers, events.ReadsCompleted, [broken])
+    with pytest.raises(DomainError), transaction.atomic():
+        reader_annotation_record(image=last_image, reader=reader,
+                                 boxes=[BoxIn("Nodule/Mass", 21, 20, 60, 70)])
+    assert not ReaderAnnotation.objects.filter(image=last_image, reader=reader).exists()
+
+
+def test_a_finished_consensus_starts_the_retraining_that_is_due(two_readers):
+    project, last_image, reader = two_readers
+    project.auto_retrain_after = 2
+    project.save()
+    run = consensus_run_create(project=project, enqueue=False)
+    assert consensus_run_execute(run_id=run.pk).status == RunStatus.DONE
+    training = TrainingRun.objects.get(project=project)
+    assert training.status == RunStatus.PENDING
+
+
+def test_a_retraining_already_running_is_noted_not_raised(two_readers):
+    project, _, _ = two_readers
+    project.auto_retrain_after = 1
+    project.save()
+    TrainingRun.objects.create(project=project, status=RunStatus.RUNNING)
+    run = consensus_run_create(project=project, enqueue=False)
+    assert consensus_run_execute(run_id=run.pk).status == RunStatus.DONE
+    assert TrainingRun.objects.filter(project=project).count() == 1
+
+
+def _reading_tasks(project, images, reader, with_prediction=()):
+    ws = Workspace.objects.create(project=project, reader=reader, kind="reading",
+                                  ls_project_id=9000 + reader.pk)
+    for n, image in enumerate(images):
+        WorkspaceTask.objects.create(workspace=ws, image=image, ls_task_id=90000 + n)
+    return ws
+
+
+def _version(project, settings, tmp_path, name="v7"):
+    settings.MODEL_DIR = tmp_path / "models"
+    (settings.MODEL_DIR / name).mkdir(parents=True)
+    (settings.MODEL_DIR / name / "config.yaml").write_text("{}\n")
+    return ModelVersion.objects.create(project=project, name=name, sha256="0" * 64, config="")
+
+
+@pytest.mark.parametrize("show_prelabels", [True, False])
+def test_a_promotion_prelabels_the_open_reading_tasks_only_where_the_project_shows_them(
+        two_readers, settings, tmp_path, show_prelabels):
+    project, last_image, reader = two_readers
+    project.show_prelabels = show_prelabels
+    project.save()
+    images = list(project.images.order_by("id"))
+    _reading_tasks(project, images[1:], reader)
+    version = _version(project, settings, tmp_path)
+    version_promote(version=version, reason="test")
+    made = list(PrelabelRun.objects.filter(project=project))
+    if not show_prelabels:
+        assert made == []
+        return
+    assert len(made) == 1 and made[0].model_version == "v7"
+    assert made[0].image_scope == sorted(i.pseudo_id for i in images[1:])
+
+
+def test_a_promotion_whose_files_are_gone_still_stands(two_readers, settings, tmp_path):
+    project, _, reader = two_readers
+    project.show_prelabels = True
+    project.save()
+    _reading_tasks(project, list(project.images.all()), reader)
+    version = _version(project, settings, tmp_path)
+    (settings.MODEL_DIR / "v7" / "config.yaml").unlink()
+    version_promote(version=version, reason="test")
+    version.refresh_from_db()
+    assert version.promoted
+    assert not PrelabelRun.objects.filter(project=project).exists()
+    assert AuditEvent.objects.filter(action="prelabel.auto_start_skipped").exists()
+
+
+def test_a_new_batch_queues_one_task_per_staged_file(project, tmp_path,
+                                                     django_capture_on_commit_callbacks):
+    from annotations.services import ingest
+
+    paths = [write_png(tmp_path / f"b{i}.png", seed=90 + i) for i in range(3)]
+    with django_capture_on_commit_callbacks() as queued:
+        batch = ingest.ingest_batch_create(project=project, inputs=paths)
+    assert batch.items.count() == 3 and len(queued) == 3
+
+
+def test_assignments_are_pushed_only_for_projects_that_read_in_label_studio(
+        project, tmp_path, django_capture_on_commit_callbacks):
+    ingest_paths(project, [write_png(tmp_path / f"a{i}.png", seed=95 + i) for i in range(2)])
+    rs = [readers.reader_create(email=f"as{i}@example.org", code=f"AS{i}") for i in range(3)]
+    with django_capture_on_commit_callbacks() as queued:
+        readers.assignments_create(project=project)
+    assert queued == []  # no workspace: nothing to push to
+    Workspace.objects.create(project=project, reader=rs[0], kind="reading", ls_project_id=8123)
+    image = project.images.order_by("id").first()
+    image.assignments.all().delete()
+    with django_capture_on_commit_callbacks() as queued:
+        readers.assignments_create(project=project)
+    assert len(queued) == 1

@@ -1,0 +1,25 @@
+"""Training-run parameters: the schema every caller (API, CLI, AL loop) validates against.
+
+Pure (no detectron2, no Django): the platform validates a run's params when
+the run is created, long before a GPU worker builds the Detectron2 config, so
+a typo or an out-of-range value is refused at the API with the same
+``invalid_params`` shape as consensus and AL params (:mod:`annotations.params`).
+"""
+
+from __future__ import annotations
+
+from annotations.params import Choice, Number, Schema
+
+#: Model presets of ``training.config.build_config``.
+PRESETS = ("r50_fpn", "tiny")
+
+TRAINING_PARAMS = Schema("training", {
+    "preset": Choice("r50_fpn", PRESETS),
+    "max_iter": Number(2000, lo=1, hi=1_000_000, integer=True),
+    # None: the preset's own learning rate (it depends on the weights' initialisation)
+    "base_lr": Number(None, lo=0.0, hi=1.0, nullable=True),
+    "ims_per_batch": Number(4, lo=1, hi=256, integer=True),
+    # 0 is allowed: train on everything (small projects, benchmarks)
+    "val_fraction": Number(0.1, lo=0.0, hi=0.9),
+    "checkpoint_period": Number(500, lo=1, hi=1_000_000, integer=True),
+})
