@@ -8,7 +8,8 @@ Read top to bottom, this module is the chain from reads to models::
     run created           -> its task queued (consensus, prelabel, training)
     consensus done        -> adjudication routed inside the run; retraining if due
     model trained         -> promoted if better on the gold set (evaluated in the run)
-    model promoted        -> pre-labelling of the reading tasks that show none yet
+    model promoted        -> pre-labelling of the AL pool (and of reading tasks that
+                             show no pre-label, where the project shows them)
     pre-labelling done    -> predictions pushed to the reading tasks
     batch created         -> each staged file ingested by a worker
 
@@ -143,18 +144,20 @@ def promote_if_better(event: ev.ModelTrained) -> None:
 
 @ev.subscribe(ev.ModelPromoted)
 def prelabel_with_promoted(event: ev.ModelPromoted) -> None:
-    """Readers who see pre-labels get the promoted model's on tasks that show none yet."""
+    """The promoted model scores the active-learning pool (unassigned, non-gold images:
+    the next round chooses from fresh scores) and, where the project shows pre-labels,
+    the reading tasks that show none yet; the push follows when the run is done."""
     project = Project.objects.get(pk=event.project_id)
-    if not project.show_prelabels:
-        return
-    images = list(project.images.filter(workspace_tasks__workspace__kind="reading",
-                                        workspace_tasks__prediction__isnull=True).distinct())
-    if not images:
+    scope = set(active_learning.pool_images(project))
+    if project.show_prelabels:
+        scope |= set(project.images.filter(workspace_tasks__workspace__kind="reading",
+                                           workspace_tasks__prediction__isnull=True))
+    if not scope:
         return
     version = ModelVersion.objects.get(pk=event.version_id)
     try:
         prelabeling.prelabel_run_create(project=project, model_version=version.name,
-                                        images=images)
+                                        images=sorted(scope, key=lambda i: i.pk))
     except DomainError as exc:  # e.g. the version's files are gone: promotion stands
         audit_record(action="prelabel.auto_start_skipped", project=project, target=version,
                      detail={"reason": exc.message})

@@ -200,3 +200,16 @@ def test_assignments_are_pushed_only_for_projects_that_read_in_label_studio(
     with django_capture_on_commit_callbacks() as queued:
         readers.assignments_create(project=project)
     assert len(queued) == 1
+
+
+def test_a_promotion_scores_the_pool_for_the_next_round_whatever_the_switch(
+        project, settings, tmp_path):
+    ingest_paths(project, [write_png(tmp_path / f"p{i}.png", seed=60 + i) for i in range(3)])
+    gold = project.images.order_by("id").first()
+    gold.is_gold = True
+    gold.save()
+    version = _version(project, settings, tmp_path)
+    version_promote(version=version, reason="test")
+    run = PrelabelRun.objects.get(project=project)
+    assert run.image_scope == sorted(project.images.filter(is_gold=False)
+                                     .values_list("pseudo_id", flat=True))
