@@ -45,7 +45,7 @@ class ReadsCompleted(Event):
 
 @dataclass(frozen=True)
 class RunCreated(Event):
-    """A background run (``kind``: consensus, prelabel, training) was created.
+    """A background run (``kind``: consensus, prelabel, training, reconcile) was created.
 
     ``dispatch`` False: its creator executes it in this process (a management
     command that waits), so no worker message is sent.
@@ -53,7 +53,7 @@ class RunCreated(Event):
 
     kind: str
     run_id: int
-    project_id: int
+    project_id: int | None  # None: a platform-wide run (reconcile)
     dispatch: bool = True
 
 
@@ -71,7 +71,7 @@ class RunFinished(Event):
 
     kind: str
     run_id: int
-    project_id: int
+    project_id: int | None
     status: str
 
 

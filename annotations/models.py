@@ -409,6 +409,33 @@ class ConsensusRun(Run):
         ordering = ["-id"]
 
 
+class ReconcileRun(Run):
+    """One pass over every Label Studio workspace, repairing what webhooks missed
+    (``label_studio_sync.reconcile_all``): what it repaired and which workspaces failed,
+    so an admin sees a workspace deleted behind the platform's back.  Not per project:
+    one pass covers them all, one at a time (a pass asked for while one is active joins
+    it)."""
+
+    KIND = "reconcile"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule"
+        MANUAL = "manual"
+
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.MANUAL)
+    #: Counts over all workspaces (created, unchanged, withdrawn, violation, ...).
+    stats = models.JSONField(default=dict, blank=True)
+    #: One entry per workspace that could not be reconciled: workspace, project, reader, error.
+    failed_workspaces = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-id"]
+
+
 class ConsensusImage(models.Model):
     """The consensus of one image in one run (boxes in ``boxes``)."""
 

@@ -14,7 +14,7 @@ from celery import Task, shared_task
 from django.db import IntegrityError
 
 from annotations.errors import DomainError
-from annotations.models import Project
+from annotations.models import Project, ReconcileRun
 from annotations.services import (
     consensus,
     ingest,
@@ -76,8 +76,18 @@ def webhook_event_process_task(event_id: int) -> None:
 
 @shared_task(name="annotations.tasks.label_studio_reconcile_task", acks_late=True)
 def label_studio_reconcile_task() -> None:
+    """Periodic (Celery beat): re-queue webhook events still pending, then one
+    reconcile pass (a run: its record says what it repaired and what failed)."""
     webhooks.webhook_events_sweep()
-    label_studio_sync.reconcile_all()
+    run = label_studio_sync.reconcile_run_create(
+        trigger=ReconcileRun.Trigger.SCHEDULE, dispatch=False)
+    label_studio_sync.reconcile_run_execute(run_id=run.pk)
+
+
+@shared_task(base=RunTask, run_kind="reconcile", name="annotations.tasks.reconcile_run_task",
+             autoretry_for=TRANSIENT, retry_backoff=5, max_retries=3, acks_late=True)
+def reconcile_run_task(run_id: int) -> None:
+    label_studio_sync.reconcile_run_execute(run_id=run_id)
 
 
 @shared_task(name="annotations.tasks.quarantine_purge_task", acks_late=True)

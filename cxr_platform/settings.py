@@ -276,6 +276,8 @@ RUN_TIMEOUTS = {
     "prelabel": env.get_int("RUN_TIMEOUT_PRELABEL", 600),
     "training": env.get_int("RUN_TIMEOUT_TRAINING", 900),
     "ingest": env.get_int("RUN_TIMEOUT_INGEST", 1800),
+    # a reconcile pass heartbeats after each workspace
+    "reconcile": env.get_int("RUN_TIMEOUT_RECONCILE", 600),
 }
 #: A pending run (or a batch's pending files) not started this long after it was
 #: queued is queued again: its message may have been lost (broker restart).

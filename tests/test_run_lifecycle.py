@@ -424,3 +424,29 @@ def test_a_best_effort_heartbeat_survives_a_database_blip(project, monkeypatch):
     monkeypatch.setattr(runs, "_mine", real)
     runs.run_heartbeat(run, best_effort=True, progress={"iteration": 1})
     assert TrainingRun.objects.get(pk=run.pk).progress == {"iteration": 1}
+
+
+# --- reconcile passes -----------------------------------------------------------------
+
+
+def test_a_reconcile_asked_for_while_one_is_active_joins_it(db):
+    from annotations.models import ReconcileRun
+    from annotations.services.label_studio_sync import reconcile_run_create
+
+    first = reconcile_run_create(dispatch=False)
+    assert reconcile_run_create(dispatch=False) == first
+    ReconcileRun.objects.filter(pk=first.pk).update(status=RunStatus.DONE)
+    assert reconcile_run_create(dispatch=False) != first
+
+
+def test_a_reconcile_pass_whose_worker_was_lost_is_queued_again_and_finishes(db):
+    from annotations.models import ReconcileRun
+    from annotations.services.label_studio_sync import reconcile_run_create, reconcile_run_execute
+
+    run = reconcile_run_create(dispatch=False)
+    ReconcileRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, attempts=1)
+    _age(run, 10_000)
+    report = runs.runs_sweep(timeouts={"reconcile": 60})
+    assert ("reconcile", run.pk) in report.requeued
+    run = reconcile_run_execute(run_id=run.pk)
+    assert (run.status, run.attempts, run.failed_workspaces) == (RunStatus.DONE, 2, [])

@@ -59,7 +59,11 @@ class LabelStudioReconcile(APIView):
 
     @extend_schema(request=None, responses={200: {"type": "object"}})
     def post(self, request):
-        return Response(sync.reconcile_all())
+        """One reconcile pass now (recorded as a run); its counts and failed workspaces."""
+        run = sync.reconcile_run_create(actor=request.user, dispatch=False)
+        run = sync.reconcile_run_execute(run_id=run.pk)
+        return Response({"run": run.pk, "status": run.status, "reason": run.reason,
+                         **run.stats, "failed_workspaces": run.failed_workspaces})
 
 
 class ViolationSerializer(serializers.ModelSerializer):

@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -45,9 +45,11 @@ from annotations.models import (
     ProtocolViolation,
     Reader,
     ReaderAnnotation,
+    ReconcileRun,
     Workspace,
     WorkspaceTask,
 )
+from annotations.services import runs
 from annotations.services.adjudication import adjudication_decide
 from annotations.services.annotating import (
     BoxIn,
@@ -348,12 +350,15 @@ def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None
     return counts
 
 
-def reconcile_all() -> dict[str, Any]:
+def reconcile_all(heartbeat: Callable[[], None] | None = None) -> dict[str, Any]:
     """Reconcile every workspace; one that fails (deleted behind our back, Label Studio
-    refusing) is reported and the others still get repaired."""
+    refusing) is reported and the others still get repaired.  ``heartbeat`` is called
+    before each workspace (a reconcile run's liveness)."""
     total: dict[str, Any] = {}
     failed: list[dict[str, Any]] = []
-    for ws in Workspace.objects.select_related("reader", "project"):
+    for ws in Workspace.objects.select_related("reader", "project").order_by("pk"):
+        if heartbeat is not None:
+            heartbeat()
         try:
             counts = workspace_reconcile(ws)
         except DomainError as exc:
@@ -367,6 +372,31 @@ def reconcile_all() -> dict[str, Any]:
             total[k] = total.get(k, 0) + v
     total["failed_workspaces"] = failed
     return total
+
+
+def reconcile_run_create(*, trigger: str = ReconcileRun.Trigger.MANUAL, actor: Any = None,
+                         dispatch: bool = True) -> ReconcileRun:
+    """A reconcile pass as a run (its record is what the admin reads); a pass asked for
+    while one is pending or running is that one (two passes at once would only repeat
+    each other's work)."""
+    active = ReconcileRun.objects.filter(status__in=runs.ACTIVE).order_by("pk").first()
+    if active is not None:
+        return active
+    run = ReconcileRun.objects.create(
+        trigger=trigger, created_by=actor if getattr(actor, "is_authenticated", False) else None)
+    runs.run_created(run, dispatch=dispatch)
+    return run
+
+
+def reconcile_run_execute(*, run_id: int) -> ReconcileRun:
+    """Claim and run one pass; heartbeats between workspaces, so a worker lost mid-way is
+    seen by the sweep and the pass re-queued (reconciling twice changes nothing)."""
+    def work(run: ReconcileRun) -> dict[str, Any]:
+        total = reconcile_all(heartbeat=lambda: runs.run_heartbeat(run, cancellable=False))
+        failed = total.pop("failed_workspaces")
+        return {"stats": total, "failed_workspaces": failed}
+
+    return runs.run_execute(ReconcileRun, run_id, work)
 
 
 # --- adjudication workspaces ----------------------------------------------------------

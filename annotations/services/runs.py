@@ -25,6 +25,7 @@ stopped longer than their kind's timeout (``settings.RUN_TIMEOUTS``) ago:
   one prediction per image and version, so a repeat updates rows, never
   duplicates them.
 * training is FAILED with reason "worker lost": see ``_fail_lost_training``.
+* a reconcile pass is re-queued: reconciling twice changes nothing.
 * an ingest batch has its pending files queued again (each file's task is
   idempotent: a file that is no longer pending is left alone), up to
   ``RUN_MAX_ATTEMPTS`` times; then those files are FAILED and the batch is done.
@@ -59,6 +60,7 @@ from annotations.models import (
     IngestBatch,
     IngestItem,
     PrelabelRun,
+    ReconcileRun,
     Run,
     RunStatus,
     TrainingRun,
@@ -76,10 +78,11 @@ ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 FINISHED = (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED)
 
 MODELS: dict[str, type[Run]] = {
-    m.KIND: m for m in (ConsensusRun, PrelabelRun, TrainingRun, IngestBatch)}
+    m.KIND: m for m in (ConsensusRun, PrelabelRun, TrainingRun, IngestBatch, ReconcileRun)}
 
 #: Kinds whose lost runs the sweep queues again (re-running them is safe).
-REQUEUE = {"consensus": True, "prelabel": True, "training": False, "ingest": True}
+REQUEUE = {"consensus": True, "prelabel": True, "training": False, "ingest": True,
+           "reconcile": True}
 
 _REASON_MAX = 2000
 
@@ -302,7 +305,8 @@ def _finish_quietly(run: Run, status: str, reason: str) -> bool:
 def run_created(run: Run, *, dispatch: bool = True) -> None:
     """Say that ``run`` exists (its task is queued by the handlers unless ``dispatch``
     is False: its creator executes it in this process)."""
-    events.emit(events.RunCreated(kind=run.KIND, run_id=run.pk, project_id=run.project_id,
+    events.emit(events.RunCreated(kind=run.KIND, run_id=run.pk,
+                                  project_id=getattr(run, "project_id", None),
                                   dispatch=dispatch))
 
 
@@ -311,7 +315,8 @@ def _requeued(run: Run) -> None:
 
 
 def _finished(run: Run) -> None:
-    events.emit(events.RunFinished(kind=run.KIND, run_id=run.pk, project_id=run.project_id,
+    events.emit(events.RunFinished(kind=run.KIND, run_id=run.pk,
+                                   project_id=getattr(run, "project_id", None),
                                    status=run.status))
 
 
@@ -340,7 +345,7 @@ def runs_sweep(*, timeouts: dict[str, float] | None = None,
     pending = timedelta(seconds=pending_timeout if pending_timeout is not None
                         else settings.RUN_PENDING_TIMEOUT)
     report = SweepReport()
-    for kind in ("consensus", "prelabel", "training"):
+    for kind in ("consensus", "prelabel", "training", "reconcile"):
         model = MODELS[kind]
         for run in _stale(model, RunStatus.RUNNING, now - limits[kind]):
             if REQUEUE[kind] and run.attempts < settings.RUN_MAX_ATTEMPTS:

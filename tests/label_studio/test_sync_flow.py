@@ -19,12 +19,14 @@ from annotations.models import (
     Image,
     ProtocolViolation,
     ReaderAnnotation,
+    ReconcileRun,
     WebhookEvent,
     Workspace,
 )
 from annotations.services import label_studio_sync as sync
 from annotations.services import readers
 from annotations.services.adjudication import project_adjudicator_add
+from annotations.tasks import label_studio_reconcile_task
 from tests.conftest import ingest_paths, write_png
 from tests.label_studio.readers_ls import reader_client
 
@@ -246,8 +248,10 @@ def test_workspace_deleted_behind_our_back_is_reported_and_the_others_repaired(
     _annotate(label_studio, r2, images[0], [30, 40, 120, 150])
     _annotate(label_studio, r3, images[0], [32, 44, 118, 149])
     assert not ReaderAnnotation.objects.exists()  # both events refused at the door
-    counts = sync.reconcile_all()
-    assert [f["reader"] for f in counts["failed_workspaces"]] == ["R1"]
-    assert counts["created"] == 2
+    label_studio_reconcile_task()  # what Celery beat runs: one recorded pass
+    run = ReconcileRun.objects.get()
+    assert (run.status, run.trigger) == ("done", "schedule")
+    assert [f["reader"] for f in run.failed_workspaces] == ["R1"]
+    assert run.stats["created"] == 2
     assert sorted(a.reader.code for a in ReaderAnnotation.objects.filter(is_current=True)) == [
         "R2", "R3"]
