@@ -26,7 +26,7 @@ from annotations.services import (
     overview,
     projects,
 )
-from annotations.services.prelabeling import prelabel_run_cancel
+from annotations.services.prelabeling import prelabel_run_cancel, prelabel_run_create
 from annotations.services.quick_read import quick_read
 
 OBJ = {200: {"type": "object"}}
@@ -161,6 +161,12 @@ class MyAgreement(APIView):
                          for p in project_list_visible(request.user).order_by("slug")])
 
 
+class PrelabelRunIn(serializers.Serializer):
+    model_version = serializers.CharField(required=False, max_length=128)
+    images = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
+                                   max_length=100_000)
+
+
 class PrelabelRuns(APIView):
     """Batch pre-labelling runs of a project (progress: done of total images)."""
 
@@ -170,6 +176,23 @@ class PrelabelRuns(APIView):
     def get(self, request, slug: str):
         project = projects.project_get(slug)
         return Response([_prelabel_run(r) for r in project.prelabel_runs.order_by("-id")[:20]])
+
+    @extend_schema(request=PrelabelRunIn, responses={202: {"type": "object"}})
+    def post(self, request, slug: str):
+        """Start pre-labelling (the promoted version unless one is named; every image of
+        the project unless ``images`` lists pseudonymous ids); a gpu worker runs it."""
+        project = projects.project_get(slug)
+        body = PrelabelRunIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        ids = body.validated_data.get("images")
+        images = None
+        if ids is not None:
+            images = list(project.images.filter(pseudo_id__in=ids))
+            if len(images) != len(set(ids)):
+                raise DomainError("not_found", "some images are not in this project")
+        run = prelabel_run_create(project=project, images=images, actor=request.user,
+                                  model_version=body.validated_data.get("model_version"))
+        return Response(_prelabel_run(run), status=202)
 
 
 def _prelabel_run(r) -> dict:
