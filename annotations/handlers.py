@@ -10,7 +10,7 @@ Read top to bottom, this module is the chain from reads to models::
     model trained         -> promoted if better on the gold set (evaluated in the run)
     model promoted        -> pre-labelling of the AL pool (and of reading tasks that
                              show no pre-label, where the project shows them)
-    pre-labelling done    -> predictions pushed to the reading tasks
+    pre-labelling done    -> predictions pushed to the reading tasks (a default worker)
     batch created         -> each staged file ingested by a worker
 
 It is the only module that enqueues Celery tasks (``task_enqueue``): services emit
@@ -33,7 +33,7 @@ from django.db import transaction
 
 from annotations import events as ev
 from annotations.errors import DomainError
-from annotations.models import ConsensusRun, ModelVersion, PrelabelRun, Project, RunStatus
+from annotations.models import ConsensusRun, ModelVersion, Prediction, Project, RunStatus
 from annotations.services import active_learning, consensus, model_registry, prelabeling
 from annotations.services.audit import audit_record
 
@@ -56,7 +56,11 @@ def task_enqueue(name: str, **kwargs: Any) -> None:
     if full not in registry:
         current_app.loader.import_default_modules()
     task = registry[full]
-    transaction.on_commit(lambda: task.delay(**kwargs))
+    # robust: a broker that is briefly away must not fail what already committed (Django
+    # logs it; the runs sweep queues a pending run again, the webhook sweep a pending
+    # event).  Eager (in-process) execution keeps the task's own error for its caller.
+    transaction.on_commit(lambda: task.delay(**kwargs),
+                          robust=not current_app.conf.task_always_eager)
 
 
 # --- reading ------------------------------------------------------------------------
@@ -102,7 +106,8 @@ def after_run(event: ev.RunFinished) -> None:
     if event.kind == "consensus":
         _retrain_if_due(event.project_id)
     elif event.kind == "prelabel":
-        _push_prelabels(event.run_id)
+        # Label Studio calls on the default queue, not on the one GPU worker
+        task_enqueue("prelabels_push_task", run_id=event.run_id)
 
 
 def _retrain_if_due(project_id: int) -> None:
@@ -113,22 +118,6 @@ def _retrain_if_due(project_id: int) -> None:
     except DomainError as exc:  # e.g. a training started meanwhile: not consensus's failure
         audit_record(action="training.auto_start_skipped", project=project,
                      detail={"reason": exc.message})
-
-
-def _push_prelabels(run_id: int) -> None:
-    """A finished pre-labelling shows its predictions in reading tasks that have none,
-    where the project's switch allows it (pre-labels bias a read)."""
-    run = PrelabelRun.objects.select_related("project").get(pk=run_id)
-    if not run.project.show_prelabels:
-        return
-    try:
-        pushed = prelabeling.prelabels_push(run.project, run.model_version)
-    except DomainError as exc:  # Label Studio away: the predictions are stored, push later
-        logger.warning("prelabel run %s: predictions not pushed (%s)", run_id, exc.code)
-        audit_record(action="prelabel.push_failed", project=run.project, target=run,
-                     detail={"reason": exc.message})
-        return
-    PrelabelRun.objects.filter(pk=run_id).update(pushed=pushed)
 
 
 # --- models ---------------------------------------------------------------------------
@@ -148,13 +137,19 @@ def prelabel_with_promoted(event: ev.ModelPromoted) -> None:
     the next round chooses from fresh scores) and, where the project shows pre-labels,
     the reading tasks that show none yet; the push follows when the run is done."""
     project = Project.objects.get(pk=event.project_id)
+    version = ModelVersion.objects.get(pk=event.version_id)
+    if project.prelabel_runs.filter(model_version=version.name,
+                                    status__in=(RunStatus.PENDING, RunStatus.RUNNING)).exists():
+        return  # a rollback back and forth: that run is on its way
     scope = set(active_learning.pool_images(project))
     if project.show_prelabels:
         scope |= set(project.images.filter(workspace_tasks__workspace__kind="reading",
                                            workspace_tasks__prediction__isnull=True))
+    done = set(Prediction.objects.filter(image__in=scope, model_version=version.name)
+               .values_list("image_id", flat=True))
+    scope = {i for i in scope if i.pk not in done}  # a version's predictions never change
     if not scope:
         return
-    version = ModelVersion.objects.get(pk=event.version_id)
     try:
         prelabeling.prelabel_run_create(project=project, model_version=version.name,
                                         images=sorted(scope, key=lambda i: i.pk))

@@ -125,3 +125,9 @@ def assignments_push_task(project_id: int) -> None:
     except DomainError as exc:
         logger.warning("project %s: tasks not pushed to Label Studio (%s)", project_id,
                        exc.code)
+
+
+@shared_task(name="annotations.tasks.prelabels_push_task", autoretry_for=TRANSIENT,
+             retry_backoff=2, max_retries=5, acks_late=True)
+def prelabels_push_task(run_id: int) -> None:
+    prelabeling.prelabel_run_push(run_id=run_id)

@@ -74,3 +74,12 @@ def ingest_paths(project, paths):
     for item_id in batch.items.order_by("seq").values_list("id", flat=True):
         ingest_file.delay(item_id=item_id)
     return batch
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault-injection table of ``tests/stack/test_stack_faults.py``, when it ran."""
+    from tests.stack.harness import FAULT_TABLE, fault_table
+
+    if FAULT_TABLE:
+        terminalreporter.section("faults against the stack")
+        terminalreporter.write_line(fault_table())

@@ -65,7 +65,8 @@ def test_every_event_has_its_reaction_in_the_handlers(kind):
 def test_events_carry_ids_never_rows():
     for kind in EVENT_KINDS:
         for f in dataclasses.fields(kind):
-            assert f.type in ("int", "str", "bool", "tuple[int, ...]"), (kind, f.name, f.type)
+            assert f.type in ("int", "int | None", "str", "bool", "tuple[int, ...]"), (
+                kind, f.name, f.type)
 
 
 def test_the_last_read_queues_one_consensus_run_when_it_commits(
@@ -213,3 +214,52 @@ def test_a_promotion_scores_the_pool_for_the_next_round_whatever_the_switch(
     run = PrelabelRun.objects.get(project=project)
     assert run.image_scope == sorted(project.images.filter(is_gold=False)
                                      .values_list("pseudo_id", flat=True))
+
+
+def test_promoting_the_serving_version_again_starts_no_new_prelabelling(
+        project, settings, tmp_path):
+    ingest_paths(project, [write_png(tmp_path / f"q{i}.png", seed=50 + i) for i in range(2)])
+    version = _version(project, settings, tmp_path)
+    version_promote(version=version, reason="test")
+    PrelabelRun.objects.update(status=RunStatus.DONE)
+    version_promote(version=version, reason="forced again")
+    assert PrelabelRun.objects.count() == 1
+
+
+def test_a_promotion_skips_images_the_version_already_scored(project, settings, tmp_path):
+    from annotations.models import Prediction
+
+    ingest_paths(project, [write_png(tmp_path / f"s{i}.png", seed=30 + i) for i in range(3)])
+    version = _version(project, settings, tmp_path)
+    scored = project.images.order_by("id").first()
+    Prediction.objects.create(image=scored, model_version=version.name, boxes=[], score=0.0,
+                              uncertainty={})
+    version_promote(version=version, reason="test")
+    run = PrelabelRun.objects.get()
+    assert scored.pseudo_id not in run.image_scope and len(run.image_scope) == 2
+
+
+@pytest.mark.parametrize("name", ["../other-project/v1", "/tmp/weights", "runs"])
+def test_the_prelabel_api_runs_only_this_projects_registered_versions(
+        project, settings, tmp_path, admin_user, name):
+    from rest_framework.test import APIClient
+
+    _version(project, settings, tmp_path)
+    (settings.MODEL_DIR / "runs").mkdir()
+    (settings.MODEL_DIR / "runs" / "config.yaml").write_text("{}\n")
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    r = client.post(f"/api/projects/{project.slug}/prelabel-runs/",
+                    {"model_version": name}, format="json")
+    assert r.status_code == 404, r.content
+    assert not PrelabelRun.objects.exists()
+    r = client.post(f"/api/projects/{project.slug}/prelabel-runs/",
+                    {"model_version": "v7", "images": []}, format="json")
+    assert r.status_code == 400 and not PrelabelRun.objects.exists()
+
+
+def test_a_finished_ingest_batch_says_so_once(project, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setitem(events._subscribers, events.RunFinished, [seen.append])
+    ingest_paths(project, [write_png(tmp_path / f"f{i}.png", seed=20 + i) for i in range(2)])
+    assert [(e.kind, e.status) for e in seen] == [("ingest", "done")]

@@ -164,7 +164,7 @@ class MyAgreement(APIView):
 class PrelabelRunIn(serializers.Serializer):
     model_version = serializers.CharField(required=False, max_length=128)
     images = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
-                                   max_length=100_000)
+                                   min_length=1, max_length=10_000)
 
 
 class PrelabelRuns(APIView):
@@ -184,6 +184,10 @@ class PrelabelRuns(APIView):
         project = projects.project_get(slug)
         body = PrelabelRunIn(data=request.data)
         body.is_valid(raise_exception=True)
+        name = body.validated_data.get("model_version")
+        if name is not None and not project.model_versions.filter(name=name).exists():
+            # only the registry's versions of this project (never a folder by name)
+            raise DomainError("not_found", f"no model version {name!r} in this project")
         ids = body.validated_data.get("images")
         images = None
         if ids is not None:
@@ -191,7 +195,7 @@ class PrelabelRuns(APIView):
             if len(images) != len(set(ids)):
                 raise DomainError("not_found", "some images are not in this project")
         run = prelabel_run_create(project=project, images=images, actor=request.user,
-                                  model_version=body.validated_data.get("model_version"))
+                                  model_version=name)
         return Response(_prelabel_run(run), status=202)
 
 

@@ -49,7 +49,7 @@ from annotations.models import (
     Workspace,
     WorkspaceTask,
 )
-from annotations.services import runs
+from annotations.services import locks, runs
 from annotations.services.adjudication import adjudication_decide
 from annotations.services.annotating import (
     BoxIn,
@@ -160,8 +160,15 @@ def _task_data(image: Image) -> dict[str, Any]:
 
 
 def assignments_push(project: Project, client: LabelStudioClient | None = None) -> int:
-    """Put every assigned image without a task into its reader's workspace."""
-    client = client or ls_client()
+    """Put every assigned image without a task into its reader's workspace.
+
+    One push per project at a time (the admin's Push, the worker after new assignments):
+    two at once would both see an image unplaced and make two Label Studio tasks of it."""
+    with locks.exclusive(f"assignments-push:{project.pk}"):
+        return _assignments_push(project, client or ls_client())
+
+
+def _assignments_push(project: Project, client: LabelStudioClient) -> int:
     pushed = 0
     by_reader: dict[int, list[Assignment]] = {}
     placed = set(WorkspaceTask.objects.filter(
@@ -317,16 +324,19 @@ def ls_annotation_withdraw(task: WorkspaceTask, ls_annotation_id: int) -> bool:
 # --- reconcile -----------------------------------------------------------------------
 
 
-def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None
-                        ) -> dict[str, int]:
-    """Make the platform hold exactly Label Studio's annotations for this workspace."""
+def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None,
+                        heartbeat: Callable[[], None] | None = None) -> dict[str, int]:
+    """Make the platform hold exactly Label Studio's annotations for this workspace
+    (``heartbeat``: called every 50 tasks, a long workspace's sign of life)."""
     client = client or ws_client(ws)
     tasks = {t.ls_task_id: t for t in ws.tasks.select_related("image", "workspace__reader",
                                                                "workspace__project",
                                                                "adjudication")}
     counts = {"created": 0, "unchanged": 0, "violation": 0, "adjudicated": 0, "withdrawn": 0,
               "rejected": 0}
-    for ls_task in client.export_project_annotations(ws.ls_project_id):
+    for n, ls_task in enumerate(client.export_project_annotations(ws.ls_project_id)):
+        if heartbeat is not None and n and n % 50 == 0:
+            heartbeat()
         task = tasks.get(int(ls_task["id"]))
         if task is None:
             continue
@@ -360,7 +370,7 @@ def reconcile_all(heartbeat: Callable[[], None] | None = None) -> dict[str, Any]
         if heartbeat is not None:
             heartbeat()
         try:
-            counts = workspace_reconcile(ws)
+            counts = workspace_reconcile(ws, heartbeat=heartbeat)
         except DomainError as exc:
             failed.append({"workspace": ws.pk, "project": ws.project.slug,
                            "reader": ws.reader.code, "error": exc.code})
@@ -379,12 +389,14 @@ def reconcile_run_create(*, trigger: str = ReconcileRun.Trigger.MANUAL, actor: A
     """A reconcile pass as a run (its record is what the admin reads); a pass asked for
     while one is pending or running is that one (two passes at once would only repeat
     each other's work)."""
-    active = ReconcileRun.objects.filter(status__in=runs.ACTIVE).order_by("pk").first()
-    if active is not None:
-        return active
-    run = ReconcileRun.objects.create(
-        trigger=trigger, created_by=actor if getattr(actor, "is_authenticated", False) else None)
-    runs.run_created(run, dispatch=dispatch)
+    with locks.exclusive("reconcile-run-create"):
+        active = ReconcileRun.objects.filter(status__in=runs.ACTIVE).order_by("pk").first()
+        if active is not None:
+            return active
+        run = ReconcileRun.objects.create(
+            trigger=trigger,
+            created_by=actor if getattr(actor, "is_authenticated", False) else None)
+        runs.run_created(run, dispatch=dispatch)
     return run
 
 

@@ -109,13 +109,15 @@ def version_promote(*, version: ModelVersion, actor: Any = None, reason: str = "
     """
     list(Project.objects.select_for_update().filter(pk=version.project_id).values_list(
         "pk", flat=True))
+    changed = not ModelVersion.objects.filter(pk=version.pk, promoted=True).exists()
     ModelVersion.objects.filter(project=version.project, promoted=True).update(promoted=False)
     ModelVersion.objects.filter(pk=version.pk).update(
         promoted=True, promoted_at=timezone.now(),
         promoted_by=actor if getattr(actor, "is_authenticated", False) else None)
     audit_record(action="model.promote", actor=actor, project=version.project,
                  target=version, detail={"reason": reason, "metrics": version.metrics})
-    events.emit(events.ModelPromoted(version_id=version.pk, project_id=version.project_id))
+    if changed:  # a forced re-promotion of the serving version changes nothing downstream
+        events.emit(events.ModelPromoted(version_id=version.pk, project_id=version.project_id))
 
 
 def version_rollback(*, project: Project, actor: Any = None) -> ModelVersion:

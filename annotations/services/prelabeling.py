@@ -51,6 +51,8 @@ def promoted_version(project: Project) -> str | None:
 
 
 def _version_dir(version: str) -> Path:
+    if not version or "/" in version or "\\" in version or version.startswith("."):
+        raise DomainError("invalid", "a model version is a name, not a path")
     path = Path(settings.MODEL_DIR) / version
     if not (path / "config.yaml").is_file():
         raise DomainError("not_found", f"no model version {version!r}")
@@ -189,6 +191,25 @@ def prelabel_run_cancel(*, run: PrelabelRun, actor: Any = None) -> PrelabelRun:
     run = runs.run_cancel(run)
     audit_record(action="prelabel.run_cancel", actor=actor, project=run.project, target=run)
     return run
+
+
+def prelabel_run_push(*, run_id: int) -> int:
+    """A finished pre-labelling shows its predictions in reading tasks that have none,
+    where the project's switch allows it (pre-labels bias a read).  Label Studio being
+    away is audited and the run stays done: the predictions are stored, a later run or
+    push shows them.  How many tasks got one."""
+    run = PrelabelRun.objects.select_related("project").get(pk=run_id)
+    if not run.project.show_prelabels:
+        return 0
+    try:
+        pushed = prelabels_push(run.project, run.model_version)
+    except DomainError as exc:
+        logger.warning("prelabel run %s: predictions not pushed (%s)", run_id, exc.code)
+        audit_record(action="prelabel.push_failed", project=run.project, target=run,
+                     detail={"reason": exc.message})
+        return 0
+    PrelabelRun.objects.filter(pk=run_id).update(pushed=pushed)
+    return pushed
 
 
 def prelabels_push(project: Project, model_version: str) -> int:

@@ -424,6 +424,7 @@ def _sweep_ingest(now: datetime, limit: timedelta, report: SweepReport) -> None:
     for pk in settled.values_list("pk", flat=True):
         if settled.filter(pk=pk).update(status=RunStatus.DONE, finished_at=now):
             report.finished.append(("ingest", pk))
+            _finished(IngestBatch.objects.get(pk=pk))
     for batch in _stale(IngestBatch, RunStatus.RUNNING, now - limit):
         items = list(batch.items.filter(status=IngestItem.Status.PENDING)
                      .values_list("pk", flat=True))
@@ -440,6 +441,8 @@ def _sweep_ingest(now: datetime, limit: timedelta, report: SweepReport) -> None:
                 status=IngestItem.Status.FAILED, reason="worker_lost", updated_at=now,
                 detail=f"no worker processed this file after {batch.attempts} re-queues")
             report.failed.append(("ingest", batch.pk))
+            batch.refresh_from_db()
+            _finished(batch)
 
 
 def ingest_batch_progress(*, batch_id: int) -> None:
@@ -447,7 +450,8 @@ def ingest_batch_progress(*, batch_id: int) -> None:
     file is pending any more."""
     now = timezone.now()
     IngestBatch.objects.filter(pk=batch_id, status=RunStatus.RUNNING).update(heartbeat_at=now)
-    IngestBatch.objects.filter(pk=batch_id, status=RunStatus.RUNNING).exclude(
+    if IngestBatch.objects.filter(pk=batch_id, status=RunStatus.RUNNING).exclude(
         Exists(IngestItem.objects.filter(batch=OuterRef("pk"), status=IngestItem.Status.PENDING))
-    ).update(status=RunStatus.DONE, finished_at=now)
+    ).update(status=RunStatus.DONE, finished_at=now):
+        _finished(IngestBatch.objects.get(pk=batch_id))
 

@@ -194,7 +194,9 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
             label_sources={i.pseudo_id: labels[i.pseudo_id].meta for i in train}),
             detail={"images": len(train), "validation": len(val)})
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # not registered: no version folder either
+        # not registered: no version folder either (a version that committed keeps its files)
+        if not ModelVersion.objects.filter(name=name).exists():
+            shutil.rmtree(folder, ignore_errors=True)
         raise
 
 
