@@ -299,7 +299,8 @@ class Stack:
     def down(self) -> None:
         """Stop every service of this stack (reverse start order); databases are kept."""
         state = read_state(self.root)
-        pids = {**{k: v["pid"] for k, v in state.get("services", {}).items()}, **self._pids}
+        pids = {**{k: v["pid"] for k, v in state.get("services", {}).items()
+                   if processes.ours(int(v["pid"]), v.get("started"))}, **self._pids}
         for name in reversed(list(pids)):
             processes.stop(pids[name], self._procs.get(name))
         self._procs.clear()
@@ -347,7 +348,8 @@ class Stack:
         plan = self._plan
         state = {
             "databases": self.db_names,
-            "services": {name: {"pid": pid, "log": str(self.log_path(name)),
+            "services": {name: {"pid": pid, "started": processes.started(pid),
+                                "log": str(self.log_path(name)),
                                 "url": self.url(name) if plan and plan.processes[name].port
                                 else None}
                          for name, pid in self._pids.items()},
@@ -377,7 +379,9 @@ def down_from_state(root: Path, timeout: float = 20.0) -> list[str]:
     state = read_state(root)
     names = list(state.get("services", {}))
     for name in reversed(names):
-        processes.stop(int(state["services"][name]["pid"]), None, timeout)
+        info = state["services"][name]
+        if processes.ours(int(info["pid"]), info.get("started")):  # never a reused pid
+            processes.stop(int(info["pid"]), None, timeout)
     if state:
         state["services"] = {}
         (Path(root) / "stack.json").write_text(json.dumps(state, indent=2))
@@ -386,7 +390,7 @@ def down_from_state(root: Path, timeout: float = 20.0) -> list[str]:
 
 def status_from_state(root: Path) -> dict[str, dict]:
     state = read_state(root)
-    return {name: {**info, "alive": processes.alive(int(info["pid"]))}
+    return {name: {**info, "alive": processes.alive(int(info["pid"]), info.get("started"))}
             for name, info in state.get("services", {}).items()}
 
 

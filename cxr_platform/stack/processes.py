@@ -140,14 +140,31 @@ def wait_ready(plans: list[ProcessPlan], procs: dict[str, subprocess.Popen[bytes
     return took
 
 
-def alive(pid: int) -> bool:
+def started(pid: int) -> str | None:
+    """When the process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field
+    22), or None: with the pid, it names one process, so a pid reused later is not it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def alive(pid: int, start: str | None = None) -> bool:
+    """The process runs (and, with ``start``, is the one that started then)."""
     try:
         os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False  # PermissionError: another user's process, never one of ours
+    return start is None or started(pid) == start
+
+
+def ours(pid: int, start: str | None) -> bool:
+    """A recorded group leader that is still the stack's: same process, still leading."""
+    try:
+        return alive(pid, start) and os.getpgid(pid) == pid
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def signal_group(pid: int, sig: int) -> bool:

@@ -38,7 +38,30 @@ def wait(what: Callable[[], Any], timeout: float, stack, service: str,
         if value := what():
             return value
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout} s; {service} log:\n{stack.logs(service, 60)}")
+    pytest.fail(f"timed out after {timeout} s; {service} log:\n{stack.logs(service, 60)}\n"
+                f"{diagnose(stack)}")
+
+
+def diagnose(stack) -> str:
+    """What the platform's database says when a wait timed out: work by state, and what
+    each database session is doing (a worker stuck on a lock shows here)."""
+    lines = []
+    for table in ("annotations_webhookevent", "annotations_consensusrun",
+                  "annotations_prelabelrun", "annotations_trainingrun",
+                  "annotations_reconcilerun"):
+        try:
+            rows = query(stack, f"SELECT status, count(*) FROM {table} GROUP BY status")  # noqa: S608
+        except psycopg2.Error as exc:
+            rows = [("unreadable", str(exc).strip())]
+        lines.append(f"{table}: {dict(rows)}")
+    try:
+        for row in query(stack, "SELECT pid, state, wait_event_type, wait_event, "
+                         "left(query, 120) FROM pg_stat_activity WHERE datname = "
+                         "current_database() AND pid <> pg_backend_pid()"):
+            lines.append(f"session {row}")
+    except psycopg2.Error as exc:
+        lines.append(f"sessions unreadable: {exc}")
+    return "\n".join(lines)
 
 
 def query(stack, sql: str, *args: Any, service: str = "platform") -> list[tuple]:
