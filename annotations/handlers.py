@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: The one dispatch table: run kind -> its task in ``annotations.tasks``.
 RUN_TASKS = {"consensus": "consensus_run_execute_task", "prelabel": "gpu_prelabel_task",
-             "training": "gpu_training_task", "reconcile": "reconcile_run_task"}
+             "training": "gpu_training_task", "reconcile": "reconcile_run_task",
+             "al_round": "gpu_al_round_task"}
 
 
 def task_enqueue(name: str, **kwargs: Any) -> None:

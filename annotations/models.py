@@ -777,12 +777,17 @@ class ModelVersion(models.Model):
         ordering = ["-id"]
 
 
-class ActiveLearningRound(models.Model):
+class ActiveLearningRound(Run):
     """One round: score the pool with the promoted model, select B images, assign
-    them to k readers; reads, consensus and retraining follow."""
+    them to k readers; reads, consensus and retraining follow.  A run on the gpu queue
+    (scoring is inference); ``number`` is given when the round assigns, so failed or
+    cancelled rounds leave no gap in the learning curve."""
+
+    KIND = "al_round"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="al_rounds")
-    number = models.PositiveIntegerField()
+    number = models.PositiveIntegerField(null=True, blank=True)
+    seed = models.IntegerField(default=0)
     strategy = models.CharField(max_length=64)
     params = models.JSONField(default=dict, blank=True)
     budget = models.PositiveIntegerField()
@@ -793,10 +798,9 @@ class ActiveLearningRound(models.Model):
     labeled_before = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["project", "number"]
+        ordering = ["project", "number", "id"]
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="uniq_al_round"),
         ]

@@ -16,6 +16,7 @@ from django.db import IntegrityError
 from annotations.errors import DomainError
 from annotations.models import Project, ReconcileRun
 from annotations.services import (
+    active_learning,
     consensus,
     ingest,
     label_studio_sync,
@@ -131,3 +132,9 @@ def assignments_push_task(project_id: int) -> None:
              retry_backoff=2, max_retries=5, acks_late=True)
 def prelabels_push_task(run_id: int) -> None:
     prelabeling.prelabel_run_push(run_id=run_id)
+
+
+@shared_task(base=RunTask, run_kind="al_round", name="annotations.tasks.gpu_al_round_task",
+             autoretry_for=TRANSIENT, retry_backoff=5, max_retries=3, acks_late=True)
+def gpu_al_round_task(run_id: int) -> None:
+    active_learning.al_round_execute(run_id=run_id)

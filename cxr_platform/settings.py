@@ -276,6 +276,8 @@ RUN_TIMEOUTS = {
     "prelabel": env.get_int("RUN_TIMEOUT_PRELABEL", 600),
     "training": env.get_int("RUN_TIMEOUT_TRAINING", 900),
     "ingest": env.get_int("RUN_TIMEOUT_INGEST", 1800),
+    # an active-learning round heartbeats with every scored batch
+    "al_round": env.get_int("RUN_TIMEOUT_AL_ROUND", 600),
     # a reconcile pass heartbeats after each workspace
     "reconcile": env.get_int("RUN_TIMEOUT_RECONCILE", 600),
 }

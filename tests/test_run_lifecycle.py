@@ -450,3 +450,61 @@ def test_a_reconcile_pass_whose_worker_was_lost_is_queued_again_and_finishes(db)
     assert ("reconcile", run.pk) in report.requeued
     run = reconcile_run_execute(run_id=run.pk)
     assert (run.status, run.attempts, run.failed_workspaces) == (RunStatus.DONE, 2, [])
+
+
+# --- active-learning rounds ---------------------------------------------------------
+
+
+@pytest.fixture
+def al_project(project, settings, tmp_path):
+    """A promoted version whose files cannot score (no weights): rounds are created and
+    claimed, and their scoring fails the way a broken model would."""
+    from annotations.models import ModelVersion
+    from annotations.services.model_registry import version_promote
+
+    ingest_paths(project, [write_png(tmp_path / f"al{i}.png", seed=80 + i) for i in range(3)])
+    settings.MODEL_DIR = tmp_path / "models"
+    (settings.MODEL_DIR / "v1").mkdir(parents=True)
+    (settings.MODEL_DIR / "v1" / "config.yaml").write_text("{}\n")
+    version = ModelVersion.objects.create(project=project, name="v1", sha256="0" * 64,
+                                          config="")
+    version_promote(version=version, reason="test")
+    return project
+
+
+def test_a_round_with_a_bad_strategy_is_refused_before_it_exists(al_project):
+    from annotations.models import ActiveLearningRound
+    from annotations.services.active_learning import al_round_create
+
+    with pytest.raises(DomainError):
+        al_round_create(project=al_project, strategy="clairvoyance", budget=2, enqueue=False)
+    assert not ActiveLearningRound.objects.exists()
+
+
+def test_a_round_whose_scoring_fails_ends_failed_and_assigns_nothing(al_project):
+    from annotations.models import Assignment
+    from annotations.services.active_learning import al_round_run
+
+    rnd = al_round_run(project=al_project, strategy="entropy", budget=2)
+    assert rnd.status == RunStatus.FAILED and "scoring" in rnd.reason
+    assert rnd.number is None and not Assignment.objects.exists()
+
+
+def test_a_round_whose_worker_was_lost_is_queued_again(al_project):
+    from annotations.models import ActiveLearningRound
+    from annotations.services.active_learning import al_round_create
+
+    rnd = al_round_create(project=al_project, strategy="entropy", budget=2, enqueue=False)
+    ActiveLearningRound.objects.filter(pk=rnd.pk).update(status=RunStatus.RUNNING, attempts=1)
+    _age(rnd, 10_000)
+    assert ("al_round", rnd.pk) in runs.runs_sweep(timeouts={"al_round": 60}).requeued
+    rnd.refresh_from_db()
+    assert rnd.status == RunStatus.PENDING
+
+
+def test_a_cancelled_pending_round_never_runs(al_project):
+    from annotations.services.active_learning import al_round_create, al_round_execute
+
+    rnd = al_round_create(project=al_project, strategy="entropy", budget=2, enqueue=False)
+    runs.run_cancel(rnd)
+    assert al_round_execute(run_id=rnd.pk).status == RunStatus.CANCELLED

@@ -118,8 +118,9 @@ class ActiveLearningRoundSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ActiveLearningRound
-        fields = ["number", "strategy", "params", "budget", "model_version", "selected",
-                  "scores", "labeled_before", "created_at"]
+        fields = ["id", "number", "status", "reason", "strategy", "params", "budget",
+                  "model_version", "selected", "scores", "labeled_before", "created_at",
+                  "finished_at"]
 
 
 class ActiveLearningRoundStart(serializers.Serializer):
@@ -140,10 +141,12 @@ class ActiveLearningRounds(generics.ListAPIView):
                                                   ).select_related("model_version")
 
     @extend_schema(request=ActiveLearningRoundStart,
-                   responses={201: ActiveLearningRoundSerializer})
+                   responses={202: ActiveLearningRoundSerializer})
     def post(self, request, slug: str):
+        """Start a round: validated now, scored and assigned by a gpu worker (poll the
+        list: the round's ``status``)."""
         data = ActiveLearningRoundStart(data=request.data)
         data.is_valid(raise_exception=True)
-        rnd = active_learning.al_round_run(project=projects.project_get(slug),
-                                           actor=request.user, **data.validated_data)
-        return Response(ActiveLearningRoundSerializer(rnd).data, status=status.HTTP_201_CREATED)
+        rnd = active_learning.al_round_create(project=projects.project_get(slug),
+                                              actor=request.user, **data.validated_data)
+        return Response(ActiveLearningRoundSerializer(rnd).data, status=status.HTTP_202_ACCEPTED)

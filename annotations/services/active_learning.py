@@ -1,7 +1,8 @@
 """Active-learning rounds: which unlabeled images readers see next.
 
-A round scores the pool (project images with no reader assigned, gold excluded)
-with the promoted model version through the pre-labelling pass (uncertainty,
+A round is a run (``services.runs``; a gpu worker executes it).  It scores the pool
+(project images with no reader assigned, gold excluded) with the promoted model
+version through the pre-labelling pass (uncertainty,
 and TTA disagreement plus pooled features when the strategy needs them), selects
 ``budget`` images with a registered strategy over the stored scores, and assigns
 them to k readers each (the handlers push them into the readers' Label Studio
@@ -27,6 +28,7 @@ from annotations.models import (
     Project,
     TrainingRun,
 )
+from annotations.services import runs
 from annotations.services.audit import audit_record
 from annotations.services.labels import final_results
 from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
@@ -67,40 +69,74 @@ def _pool_scores(version: ModelVersion, pool: list[Image], labeled: list[Image],
     )
 
 
-def al_round_run(*, project: Project, strategy: str, budget: int, params: dict | None = None,
-                 seed: int = 0, actor: Any = None) -> ActiveLearningRound:
+def al_round_create(*, project: Project, strategy: str, budget: int,
+                    params: dict | None = None, seed: int = 0, actor: Any = None,
+                    enqueue: bool = True) -> ActiveLearningRound:
+    """Validate now (a clear 400 or 404), score and select in a gpu worker."""
     from training.active_learning import build
 
-    chooser = build(strategy, params or {})
+    build(strategy, params or {})
     version = ModelVersion.objects.filter(project=project, promoted=True).first()
     if version is None:
         raise DomainError("not_found", "active learning needs a promoted model version")
+    if not pool_images(project):
+        raise DomainError("conflict", "no unlabeled images left in the pool")
+    rnd = ActiveLearningRound.objects.create(
+        project=project, strategy=strategy, params=params or {}, budget=budget, seed=seed,
+        model_version=version,
+        created_by=actor if getattr(actor, "is_authenticated", False) else None)
+    audit_record(action="al.round_create", actor=actor, project=project, target=rnd,
+                 detail={"strategy": strategy, "budget": budget})
+    runs.run_created(rnd, dispatch=enqueue)
+    return rnd
+
+
+def al_round_execute(*, run_id: int) -> ActiveLearningRound:
+    """Claim the round, score the pool (an in-process pre-labelling run, heartbeating
+    the round after every batch), select and assign in one transaction with the round's
+    number.  Idempotent up to that transaction (predictions are upserted), so a round
+    whose worker was lost is queued again."""
+    return runs.run_execute(ActiveLearningRound, run_id, _round)
+
+
+def al_round_run(**kwargs: Any) -> ActiveLearningRound:
+    """Create and execute a round in this process (commands, tests)."""
+    rnd = al_round_create(**kwargs, enqueue=False)
+    return al_round_execute(run_id=rnd.pk)
+
+
+def _round(rnd: ActiveLearningRound) -> None:
+    from training.active_learning import build
+
+    project, version = rnd.project, rnd.model_version
+    chooser = build(rnd.strategy, rnd.params)
     pool = pool_images(project)
     if not pool:
         raise DomainError("conflict", "no unlabeled images left in the pool")
     labeled = list(Image.objects.filter(project=project, assignments__isnull=False).distinct())
     needs_model_scores = bool(chooser.requires & {"tta", "features"})
-    run = prelabel_run_create(project=project, model_version=version.name,
-                              images=pool + (labeled if needs_model_scores else []),
-                              actor=actor, enqueue=False)
-    run = prelabel_run_execute(run_id=run.pk, al_scores=needs_model_scores)
-    if run.status != "done":
-        raise DomainError("scoring_failed", f"scoring the pool failed: {run.reason}")
+    scoring = prelabel_run_create(project=project, model_version=version.name,
+                                  images=pool + (labeled if needs_model_scores else []),
+                                  actor=rnd.created_by, enqueue=False)
+    scoring = prelabel_run_execute(run_id=scoring.pk, al_scores=needs_model_scores,
+                                   progress=lambda done, total: runs.run_heartbeat(rnd))
+    runs.run_heartbeat(rnd)  # still this attempt's, not cancelled: now select and assign
+    if scoring.status != "done":
+        raise DomainError("scoring_failed", f"scoring the pool failed: {scoring.reason}")
     scores = _pool_scores(version, pool, labeled)
-    selected = chooser.select(scores, budget, seed=seed)
+    selected = chooser.select(scores, rnd.budget, seed=rnd.seed)
     by_id = {i.pseudo_id: i for i in pool}
     with transaction.atomic():
+        list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk"))
         number = (project.al_rounds.aggregate(n=Max("number"))["n"] or 0) + 1
-        rnd = ActiveLearningRound.objects.create(
-            project=project, number=number, strategy=strategy, params=params or {},
-            budget=budget, model_version=version, selected=selected,
-            scores={i: scores.uncertainty.get(i, {}) for i in selected},
-            labeled_before=len(final_results(project)),
-            created_by=actor if getattr(actor, "is_authenticated", False) else None)
-        assignments_create(project=project, images=[by_id[i] for i in selected], actor=actor)
-        audit_record(action="al.round", actor=actor, project=project, target=rnd,
-                     detail={"strategy": strategy, "budget": budget, "selected": len(selected)})
-    return rnd
+        assignments_create(project=project, images=[by_id[i] for i in selected],
+                           actor=rnd.created_by)
+        audit_record(action="al.round", actor=rnd.created_by, project=project, target=rnd,
+                     detail={"strategy": rnd.strategy, "budget": rnd.budget,
+                             "selected": len(selected)})
+        runs.run_finish(rnd, number=number, selected=selected,
+                        scores={i: scores.uncertainty.get(i, {}) for i in selected},
+                        labeled_before=len(final_results(project)))
 
 
 def retrain_if_due(project: Project) -> TrainingRun | None:

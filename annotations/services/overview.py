@@ -194,5 +194,6 @@ def learning_curve(project: Project) -> dict[str, Any]:
                "labeled_before": r.labeled_before, "selected": len(r.selected),
                "model_version": r.model_version.name if r.model_version else None,
                "created_at": r.created_at.isoformat()}
-              for r in project.al_rounds.select_related("model_version").order_by("number")]
+              for r in project.al_rounds.filter(status="done").select_related("model_version")
+              .order_by("number")]
     return {"versions": versions, "rounds": rounds}

@@ -26,6 +26,8 @@ stopped longer than their kind's timeout (``settings.RUN_TIMEOUTS``) ago:
   duplicates them.
 * training is FAILED with reason "worker lost": see ``_fail_lost_training``.
 * a reconcile pass is re-queued: reconciling twice changes nothing.
+* an active-learning round is re-queued: its scoring upserts predictions and it
+  selects and assigns in the one transaction that finishes it.
 * an ingest batch has its pending files queued again (each file's task is
   idempotent: a file that is no longer pending is left alone), up to
   ``RUN_MAX_ATTEMPTS`` times; then those files are FAILED and the batch is done.
@@ -56,6 +58,7 @@ from django.utils import timezone
 from annotations import events
 from annotations.errors import DomainError
 from annotations.models import (
+    ActiveLearningRound,
     ConsensusRun,
     IngestBatch,
     IngestItem,
@@ -78,11 +81,12 @@ ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 FINISHED = (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED)
 
 MODELS: dict[str, type[Run]] = {
-    m.KIND: m for m in (ConsensusRun, PrelabelRun, TrainingRun, IngestBatch, ReconcileRun)}
+    m.KIND: m for m in (ConsensusRun, PrelabelRun, TrainingRun, IngestBatch, ReconcileRun,
+                        ActiveLearningRound)}
 
 #: Kinds whose lost runs the sweep queues again (re-running them is safe).
 REQUEUE = {"consensus": True, "prelabel": True, "training": False, "ingest": True,
-           "reconcile": True}
+           "reconcile": True, "al_round": True}
 
 _REASON_MAX = 2000
 
@@ -345,7 +349,7 @@ def runs_sweep(*, timeouts: dict[str, float] | None = None,
     pending = timedelta(seconds=pending_timeout if pending_timeout is not None
                         else settings.RUN_PENDING_TIMEOUT)
     report = SweepReport()
-    for kind in ("consensus", "prelabel", "training", "reconcile"):
+    for kind in ("consensus", "prelabel", "training", "reconcile", "al_round"):
         model = MODELS[kind]
         for run in _stale(model, RunStatus.RUNNING, now - limits[kind]):
             if REQUEUE[kind] and run.attempts < settings.RUN_MAX_ATTEMPTS:

@@ -46,7 +46,14 @@
     const btn = document.getElementById("start-round"), out = document.getElementById("round-result");
     btn.disabled = true; out.replaceChildren(el("span", { class: "spinner" }), " scoring the pool and selecting…");
     try {
-      const r = await api(`/api/projects/${slug}/al-rounds/`, { method: "POST", body: { strategy: document.getElementById("strategy").value, budget: Number(document.getElementById("budget").value) } });
+      let r = await api(`/api/projects/${slug}/al-rounds/`, { method: "POST", body: { strategy: document.getElementById("strategy").value, budget: Number(document.getElementById("budget").value) } });
+      // a gpu worker scores the pool and assigns: follow the round until it ends
+      while (r.status === "pending" || r.status === "running") {
+        await new Promise((ok) => setTimeout(ok, 2000));
+        const list = await api(`/api/projects/${slug}/al-rounds/`);
+        r = (list.results || list).find((x) => x.id === r.id) || r;
+      }
+      if (r.status !== "done") throw new Error(`round ${r.status}: ${r.reason}`);
       out.replaceChildren(el("span", { class: "badge ok" }, `round ${r.number}`), ` ${r.selected.length} images assigned to readers.`);
     } catch (err) { out.replaceChildren(el("span", { class: "badge bad" }, "not started"), ` ${err.message}`); }
     btn.disabled = false; curve(); preview();
