@@ -75,6 +75,7 @@ READ_MATRIX = [
     ("get", "/api/projects/test/al-rounds/", {"anon": 401, "r1": 403, "admin": 200}),
     ("post", "/api/projects/test/al-rounds/", {"anon": 401, "r1": 403, "admin": 404}),
     ("get", "/api/projects/test/feedback/", {"anon": 401, "r1": 403, "admin": 200}),
+    ("get", "/api/al-rounds/999/", {"anon": 401, "r1": 403, "admin": 404}),
     # no model promoted in the test project: 404 for the admin, never a run for a reader
     ("post", "/api/projects/test/prelabel-runs/", {"anon": 401, "r1": 403, "admin": 404}),
     ("post", "/api/ml/training-requests/", {"anon": 401, "r1": 403, "admin": 400}),

@@ -463,6 +463,8 @@ def al_project(project, settings, tmp_path):
     from annotations.services.model_registry import version_promote
 
     ingest_paths(project, [write_png(tmp_path / f"al{i}.png", seed=80 + i) for i in range(3)])
+    for i in range(project.readers_per_image):
+        readers.reader_create(email=f"al{i}@example.org", code=f"AL{i}")
     settings.MODEL_DIR = tmp_path / "models"
     (settings.MODEL_DIR / "v1").mkdir(parents=True)
     (settings.MODEL_DIR / "v1" / "config.yaml").write_text("{}\n")
@@ -482,12 +484,57 @@ def test_a_round_with_a_bad_strategy_is_refused_before_it_exists(al_project):
 
 
 def test_a_round_whose_scoring_fails_ends_failed_and_assigns_nothing(al_project):
-    from annotations.models import Assignment
+    from annotations.models import ActiveLearningRound, Assignment
     from annotations.services.active_learning import al_round_run
 
-    rnd = al_round_run(project=al_project, strategy="entropy", budget=2)
+    promoted = set(PrelabelRun.objects.values_list("pk", flat=True))  # the promotion's own
+    with pytest.raises(DomainError) as err:
+        al_round_run(project=al_project, strategy="entropy", budget=2)
+    assert err.value.code == "round_failed"
+    rnd = ActiveLearningRound.objects.get()
     assert rnd.status == RunStatus.FAILED and "scoring" in rnd.reason
     assert rnd.number is None and not Assignment.objects.exists()
+    assert not PrelabelRun.objects.filter(status__in=runs.ACTIVE).exclude(pk__in=promoted)
+
+
+def test_a_second_round_while_one_is_on_its_way_is_refused(al_project):
+    from annotations.services.active_learning import al_round_create
+
+    al_round_create(project=al_project, strategy="entropy", budget=2, enqueue=False)
+    with pytest.raises(DomainError) as err:
+        al_round_create(project=al_project, strategy="entropy", budget=2, enqueue=False)
+    assert err.value.code == "conflict"
+
+
+@pytest.mark.parametrize("stop", ["cancelled", "overtaken"])
+def test_a_round_stopped_mid_scoring_leaves_no_scoring_run_behind(al_project, monkeypatch,
+                                                                   stop):
+    """The round's heartbeat runs inside its scoring run: whatever stops the round ends
+    the scoring run too (else the sweep would later re-queue it on its own)."""
+    from django.db.models import F
+
+    from annotations.models import ActiveLearningRound
+    from annotations.services import active_learning, prelabeling
+
+    promoted = set(PrelabelRun.objects.values_list("pk", flat=True))  # the promotion's own
+    rnd = active_learning.al_round_create(project=al_project, strategy="entropy", budget=2,
+                                          enqueue=False)
+
+    def scoring(*, run_id, progress, **kwargs):
+        def work(run):
+            mine = ActiveLearningRound.objects.filter(pk=rnd.pk)
+            if stop == "cancelled":
+                mine.update(cancel_requested=True)
+            else:  # another attempt claimed the round meanwhile
+                mine.update(attempts=F("attempts") + 1)
+            progress(1, 3)  # the round's heartbeat
+        return runs.run_execute(PrelabelRun, run_id, work)
+
+    monkeypatch.setattr(active_learning, "prelabel_run_execute", scoring)
+    monkeypatch.setattr(prelabeling, "version_files", lambda name: None)
+    ended = active_learning.al_round_execute(run_id=rnd.pk)
+    assert ended.status == (RunStatus.CANCELLED if stop == "cancelled" else RunStatus.RUNNING)
+    assert not PrelabelRun.objects.filter(status__in=runs.ACTIVE).exclude(pk__in=promoted)
 
 
 def test_a_round_whose_worker_was_lost_is_queued_again(al_project):

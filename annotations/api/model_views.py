@@ -123,6 +123,14 @@ class ActiveLearningRoundSerializer(serializers.ModelSerializer):
                   "finished_at"]
 
 
+class ActiveLearningRoundDetail(generics.RetrieveAPIView):
+    """One round, as it goes (``status``: pending, running, done, failed, cancelled)."""
+
+    permission_classes = [IsPlatformAdmin]
+    serializer_class = ActiveLearningRoundSerializer
+    queryset = ActiveLearningRound.objects.select_related("model_version")
+
+
 class ActiveLearningRoundStart(serializers.Serializer):
     strategy = serializers.CharField()
     budget = serializers.IntegerField(min_value=1, max_value=10000)

@@ -61,6 +61,7 @@ urlpatterns = [
          name="model-rollback"),
     path("projects/<slug:slug>/al-rounds/", mv.ActiveLearningRounds.as_view(),
          name="al-rounds"),
+    path("al-rounds/<int:pk>/", mv.ActiveLearningRoundDetail.as_view(), name="al-round"),
     path("model-versions/<str:name>/promote/", mv.ModelVersionPromote.as_view(),
          name="model-promote"),
     path("images/<str:image_id>/", v.ImageDetail.as_view(), name="image-detail"),

@@ -25,14 +25,19 @@ from annotations.models import (
     Image,
     ModelVersion,
     Prediction,
+    PrelabelRun,
     Project,
     TrainingRun,
 )
 from annotations.services import runs
 from annotations.services.audit import audit_record
 from annotations.services.labels import final_results
-from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
-from annotations.services.readers import assignments_create
+from annotations.services.prelabeling import (
+    prelabel_run_create,
+    prelabel_run_execute,
+    version_files,
+)
+from annotations.services.readers import assignments_create, readers_enough
 from annotations.services.signing import signed_image_path
 from annotations.services.training import training_run_create
 
@@ -72,22 +77,30 @@ def _pool_scores(version: ModelVersion, pool: list[Image], labeled: list[Image],
 def al_round_create(*, project: Project, strategy: str, budget: int,
                     params: dict | None = None, seed: int = 0, actor: Any = None,
                     enqueue: bool = True) -> ActiveLearningRound:
-    """Validate now (a clear 400 or 404), score and select in a gpu worker."""
+    """Validate now (a clear 4xx for everything knowable before scoring), score and
+    select in a gpu worker.  One round per project at a time: a second one would select
+    from the same pool."""
     from training.active_learning import build
 
     build(strategy, params or {})
     version = ModelVersion.objects.filter(project=project, promoted=True).first()
     if version is None:
         raise DomainError("not_found", "active learning needs a promoted model version")
+    version_files(version.name)
+    readers_enough(project)
     if not pool_images(project):
         raise DomainError("conflict", "no unlabeled images left in the pool")
-    rnd = ActiveLearningRound.objects.create(
-        project=project, strategy=strategy, params=params or {}, budget=budget, seed=seed,
-        model_version=version,
-        created_by=actor if getattr(actor, "is_authenticated", False) else None)
-    audit_record(action="al.round_create", actor=actor, project=project, target=rnd,
-                 detail={"strategy": strategy, "budget": budget})
-    runs.run_created(rnd, dispatch=enqueue)
+    with transaction.atomic():
+        list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk"))
+        if project.al_rounds.filter(status__in=runs.ACTIVE).exists():
+            raise DomainError("conflict", "an active-learning round is already on its way")
+        rnd = ActiveLearningRound.objects.create(
+            project=project, strategy=strategy, params=params or {}, budget=budget, seed=seed,
+            model_version=version,
+            created_by=actor if getattr(actor, "is_authenticated", False) else None)
+        audit_record(action="al.round_create", actor=actor, project=project, target=rnd,
+                     detail={"strategy": strategy, "budget": budget})
+        runs.run_created(rnd, dispatch=enqueue)
     return rnd
 
 
@@ -100,34 +113,63 @@ def al_round_execute(*, run_id: int) -> ActiveLearningRound:
 
 
 def al_round_run(**kwargs: Any) -> ActiveLearningRound:
-    """Create and execute a round in this process (commands, tests)."""
-    rnd = al_round_create(**kwargs, enqueue=False)
-    return al_round_execute(run_id=rnd.pk)
+    """Create and execute a round in this process (commands, benchmarks, tests); a
+    round that did not finish is an error here, as it was when rounds were synchronous."""
+    rnd = al_round_execute(run_id=al_round_create(**kwargs, enqueue=False).pk)
+    if rnd.status != "done":
+        raise DomainError("round_failed", f"the round ended {rnd.status}: {rnd.reason}")
+    return rnd
+
+
+class _RoundStopped(Exception):
+    """The round (not its scoring run) was cancelled or overtaken: the scoring run ends
+    failed, and the round's own heartbeat then says which."""
+
+
+def _score(rnd: ActiveLearningRound, images: list[Image], al_scores: bool):
+    """The pool's scores through a pre-labelling run executed here, never left behind:
+    whatever stops the round ends its scoring run too (else the sweep would re-queue it
+    on its own)."""
+    def beat(done: int, total: int) -> None:
+        try:
+            runs.run_heartbeat(rnd)
+        except (runs.RunLost, runs.RunCancelled) as exc:
+            raise _RoundStopped(type(exc).__name__) from exc
+
+    scoring = prelabel_run_create(project=rnd.project, model_version=rnd.model_version.name,
+                                  images=images, actor=rnd.created_by, enqueue=False)
+    try:
+        return prelabel_run_execute(run_id=scoring.pk, al_scores=al_scores, progress=beat)
+    finally:
+        runs.run_fail(PrelabelRun, scoring.pk, reason="its active-learning round stopped")
 
 
 def _round(rnd: ActiveLearningRound) -> None:
     from training.active_learning import build
 
     project, version = rnd.project, rnd.model_version
+    if version is None:
+        raise DomainError("not_found", "the round's model version was deleted")
     chooser = build(rnd.strategy, rnd.params)
     pool = pool_images(project)
     if not pool:
         raise DomainError("conflict", "no unlabeled images left in the pool")
     labeled = list(Image.objects.filter(project=project, assignments__isnull=False).distinct())
     needs_model_scores = bool(chooser.requires & {"tta", "features"})
-    scoring = prelabel_run_create(project=project, model_version=version.name,
-                                  images=pool + (labeled if needs_model_scores else []),
-                                  actor=rnd.created_by, enqueue=False)
-    scoring = prelabel_run_execute(run_id=scoring.pk, al_scores=needs_model_scores,
-                                   progress=lambda done, total: runs.run_heartbeat(rnd))
+    scoring = _score(rnd, pool + (labeled if needs_model_scores else []), needs_model_scores)
     runs.run_heartbeat(rnd)  # still this attempt's, not cancelled: now select and assign
     if scoring.status != "done":
         raise DomainError("scoring_failed", f"scoring the pool failed: {scoring.reason}")
     scores = _pool_scores(version, pool, labeled)
     selected = chooser.select(scores, rnd.budget, seed=rnd.seed)
+    labeled_before = len(final_results(project))
+    runs.run_heartbeat(rnd)
     by_id = {i.pseudo_id: i for i in pool}
     with transaction.atomic():
         list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk"))
+        taken = set(Image.objects.filter(pseudo_id__in=selected, assignments__isnull=False)
+                    .values_list("pseudo_id", flat=True))  # assigned meanwhile by an admin
+        selected = [i for i in selected if i not in taken]
         number = (project.al_rounds.aggregate(n=Max("number"))["n"] or 0) + 1
         assignments_create(project=project, images=[by_id[i] for i in selected],
                            actor=rnd.created_by)
@@ -136,7 +178,7 @@ def _round(rnd: ActiveLearningRound) -> None:
                              "selected": len(selected)})
         runs.run_finish(rnd, number=number, selected=selected,
                         scores={i: scores.uncertainty.get(i, {}) for i in selected},
-                        labeled_before=len(final_results(project)))
+                        labeled_before=labeled_before)
 
 
 def retrain_if_due(project: Project) -> TrainingRun | None:

@@ -28,10 +28,20 @@ def exclusive(name: str) -> Iterator[None]:
         yield
         return
     key = _key(name)
+    if connection.in_atomic_block:
+        # held to the end of the transaction, released by its commit or rollback (a
+        # session lock would be released before the commit, or leak after an abort)
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+        yield
+        return
     with connection.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(%s)", [key])
     try:
         yield
     finally:
-        with connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(%s)", [key])
+        try:
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", [key])
+        except Exception:  # the session is unusable: ending it releases the lock
+            connection.close()

@@ -34,7 +34,7 @@ from annotations.models import (
     WorkspaceTask,
 )
 from annotations.selectors import model_version_promoted
-from annotations.services import runs
+from annotations.services import locks, runs
 from annotations.services.audit import audit_record
 from annotations.services.label_studio_sync import ws_client
 from annotations.services.prelabels import prelabel_for
@@ -50,7 +50,8 @@ def promoted_version(project: Project) -> str | None:
     return version.name if version else None
 
 
-def _version_dir(version: str) -> Path:
+def version_files(version: str) -> Path:
+    """The folder of a model version by name; a clear error when it is not there."""
     if not version or "/" in version or "\\" in version or version.startswith("."):
         raise DomainError("invalid", "a model version is a name, not a path")
     path = Path(settings.MODEL_DIR) / version
@@ -68,7 +69,7 @@ def prelabel_run_create(*, project: Project, model_version: str | None = None,
                           "has none promoted")
     if ModelVersion.objects.filter(name=version).exclude(project=project).exists():
         raise DomainError("invalid", f"model version {version!r} belongs to another project")
-    _version_dir(version)
+    version_files(version)
     run = PrelabelRun.objects.create(
         project=project, model_version=version,
         image_scope=sorted(i.pseudo_id for i in images) if images is not None else [],
@@ -116,7 +117,7 @@ _DETECTORS: dict[tuple[str, float], Any] = {}
 def _detector(version: str, batch_size: int) -> Any:
     from training.detector import Detector
 
-    path = str(_version_dir(version))
+    path = str(version_files(version))
     thresh = settings.PRELABEL_SCORE_THRESH
     if (path, thresh) not in _DETECTORS:
         _DETECTORS.clear()  # keep one model in memory
@@ -202,7 +203,9 @@ def prelabel_run_push(*, run_id: int) -> int:
     if not run.project.show_prelabels:
         return 0
     try:
-        pushed = prelabels_push(run.project, run.model_version)
+        # the same lock as the assignments push: both give tasks their one pre-label
+        with locks.exclusive(f"assignments-push:{run.project_id}"):
+            pushed = prelabels_push(run.project, run.model_version)
     except DomainError as exc:
         logger.warning("prelabel run %s: predictions not pushed (%s)", run_id, exc.code)
         audit_record(action="prelabel.push_failed", project=run.project, target=run,

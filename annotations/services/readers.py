@@ -46,6 +46,15 @@ def reader_create(*, email: str, code: str, password: str | None = None,
 
 
 @transaction.atomic
+def readers_enough(project: Project) -> list[Reader]:
+    """The active readers, when there are enough for ``readers_per_image``."""
+    readers = list(Reader.objects.filter(active=True).order_by("code"))
+    if len(readers) < project.readers_per_image:
+        raise DomainError("not_enough_readers", f"{project.readers_per_image} readers per "
+                          f"image needed, {len(readers)} active")
+    return readers
+
+
 def assignments_create(*, project: Project, images: list[Image] | None = None,
                        actor: Any = None) -> list[Assignment]:
     """Give each image ``project.readers_per_image`` distinct readers, load balanced.
@@ -55,10 +64,7 @@ def assignments_create(*, project: Project, images: list[Image] | None = None,
     readers are left alone.
     """
     k = project.readers_per_image
-    readers = list(Reader.objects.filter(active=True).order_by("code"))
-    if len(readers) < k:
-        raise DomainError("not_enough_readers",
-                          f"{k} readers per image needed, {len(readers)} active")
+    readers = readers_enough(project)
     load = dict(
         Assignment.objects.filter(image__project=project).values_list("reader_id")
         .annotate(n=Count("id")).values_list("reader_id", "n")

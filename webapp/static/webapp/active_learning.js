@@ -47,12 +47,14 @@
     btn.disabled = true; out.replaceChildren(el("span", { class: "spinner" }), " scoring the pool and selecting…");
     try {
       let r = await api(`/api/projects/${slug}/al-rounds/`, { method: "POST", body: { strategy: document.getElementById("strategy").value, budget: Number(document.getElementById("budget").value) } });
-      // a gpu worker scores the pool and assigns: follow the round until it ends
-      while (r.status === "pending" || r.status === "running") {
+      // a gpu worker scores the pool and assigns: follow the round (for an hour at most)
+      const until = Date.now() + 3600 * 1000;
+      while ((r.status === "pending" || r.status === "running") && Date.now() < until) {
+        out.replaceChildren(el("span", { class: "spinner" }), ` round ${r.status}: scoring the pool and selecting…`);
         await new Promise((ok) => setTimeout(ok, 2000));
-        const list = await api(`/api/projects/${slug}/al-rounds/`);
-        r = (list.results || list).find((x) => x.id === r.id) || r;
+        r = await api(`/api/al-rounds/${r.id}/`);
       }
+      if (r.status === "pending" || r.status === "running") throw new Error("still running: see the rounds below later");
       if (r.status !== "done") throw new Error(`round ${r.status}: ${r.reason}`);
       out.replaceChildren(el("span", { class: "badge ok" }, `round ${r.number}`), ` ${r.selected.length} images assigned to readers.`);
     } catch (err) { out.replaceChildren(el("span", { class: "badge bad" }, "not started"), ` ${err.message}`); }
