@@ -261,6 +261,7 @@ def run_execute(model: type[R], run_id: int, work: Callable[[R], dict[str, Any] 
     run.refresh_from_db()
     if ended:
         _finished(run)
+        run.refresh_from_db()  # what reactions that ran at once wrote (e.g. ``pushed``)
     return run
 
 
