@@ -189,6 +189,14 @@ def open_tasks(stack, reader: Reader, slug: str) -> list[dict[str, Any]]:
     return [t for t in tasks if not t.get("total_annotations")]
 
 
+def image_sizes(stack, tasks: Sequence[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Each task's image size, read before a fault that takes the platform's database
+    away (``annotate`` then needs no query)."""
+    return {t["data"]["image_id"]: query(stack, "SELECT width, height FROM annotations_image "
+                                         "WHERE pseudo_id = %s", t["data"]["image_id"])[0]
+            for t in tasks}
+
+
 def annotate(stack, reader: Reader, slug: str, task: dict[str, Any], shift: int = 0,
              size: tuple[int, int] | None = None) -> requests.Response:
     """One read in Label Studio: the film's lesion, shifted by ``shift`` pixels (``size``:

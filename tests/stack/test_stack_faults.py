@@ -32,6 +32,7 @@ from tests.stack.harness import (
     FaultRow,
     admin_session,
     annotate,
+    image_sizes,
     images_of,
     ls_project_of,
     ls_reads,
@@ -305,9 +306,7 @@ def test_redis_lost_with_tasks_queued_the_sweep_requeues_them_and_every_run_fini
 def test_postgresql_restart_during_a_webhook_burst_loses_no_annotation(stack, world):
     assign_and_push(stack, world, range(430, 434))
     tasks = {rd.code: open_tasks(stack, rd, SLUG) for rd in world.readers}
-    sizes = {t["data"]["image_id"]: query(stack, "SELECT width, height FROM annotations_image "
-                                          "WHERE pseudo_id = %s", t["data"]["image_id"])[0]
-             for ts in tasks.values() for t in ts}
+    sizes = image_sizes(stack, [t for ts in tasks.values() for t in ts])
     ws = scalar(stack, "SELECT w.id FROM annotations_workspace w JOIN annotations_project p ON "
                 "p.id = w.project_id WHERE p.slug = %s AND w.kind = 'reading' LIMIT 1", SLUG)
     platform_db = [stack.db_names["platform"]]
@@ -344,9 +343,7 @@ def test_label_studio_stopped_while_readers_annotate_then_reconciled(stack, worl
     assign_and_push(stack, world, range(440, 444))
     first, second = world.readers
     tasks = {rd.code: open_tasks(stack, rd, SLUG) for rd in world.readers}
-    sizes = {t["data"]["image_id"]: query(stack, "SELECT width, height FROM annotations_image "
-                                          "WHERE pseudo_id = %s", t["data"]["image_id"])[0]
-             for ts in tasks.values() for t in ts}
+    sizes = image_sizes(stack, [t for ts in tasks.values() for t in ts])
 
     def read(reader, task, j):
         return annotate(stack, reader, SLUG, task, shift=j, size=sizes[task["data"]["image_id"]])
@@ -433,9 +430,7 @@ def test_a_workspace_deleted_behind_the_platforms_back_is_reported_and_the_rest_
                               headers={"Authorization": f"Token {token}"}, timeout=60)
     assert deleted.status_code == 204, deleted.text
     tasks = open_tasks(stack, second, SLUG)
-    sizes = {t["data"]["image_id"]: query(stack, "SELECT width, height FROM annotations_image "
-                                          "WHERE pseudo_id = %s", t["data"]["image_id"])[0]
-             for t in tasks}
+    sizes = image_sizes(stack, tasks)
     t0 = time.monotonic()
     stack.stop("platform")  # the second reader's webhooks fail: reconcile must repair them
     for task in tasks:
