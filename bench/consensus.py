@@ -17,16 +17,12 @@ from ensemble_boxes import weighted_boxes_fusion
 
 from annotations.consensus import agreement, build
 from annotations.consensus.flat import FlatReads
-from annotations.consensus.simulate import (
-    NOISY_GOOD_READERS,
-    UNEQUAL_READERS,
-    f1_against_truth,
-    simulate,
-)
 from annotations.consensus.wbf import reference_inputs
 from annotations.consensus.wbf_core import CONF_TYPES
 from annotations.formats.vinbigdata import parse_csv
 from annotations.public_data import VINBIGDATA_CSV, read_text
+from bench.consensus_grid import print_grid
+from bench.consensus_heldout import print_vinbigdata
 
 IOU = 0.4
 PRIORITY = {"readers": ["R9", "R10", "R8"], "fallback": {"strategy": "majority"}}
@@ -57,24 +53,6 @@ def _compare(flat: FlatReads, conf_type: str, refs) -> tuple[float, float, int]:
     return d_box, d_score, mismatched
 
 
-def _simulated(title: str, readers, runs) -> None:
-    print(f"\nsimulated readers ({title}), consensus vs truth, 2000 images:")
-    sim, truth = simulate(readers, n_images=2000, seed=1)
-    for r in readers:
-        print(f"  reader {r.code}: sensitivity {r.sensitivity}, FP/image {r.fp_per_image}, "
-              f"jitter {r.jitter}")
-    sim_runs = runs[:2] + [("reader_priority", {"readers": ["A"]}), runs[3]]
-    for name, params in sim_runs:
-        strategy = build(name, params)
-        m = f1_against_truth(strategy.run(sim), truth, IOU)
-        print(f"  {name:<16} F1 {m['f1']:.3f}  precision {m['precision']:.3f}  "
-              f"recall {m['recall']:.3f}")
-        if name == "reader_weighted":
-            est = {c: (round(v["sensitivity"], 2), round(v["precision"], 2))
-                   for c, v in strategy.reader_estimates.items()}
-            print(f"  estimated (sensitivity, precision): {est}")
-
-
 def main() -> None:
     warnings.simplefilter("ignore")  # ensemble-boxes warns on every clipped box
     text = read_text(VINBIGDATA_CSV)
@@ -100,7 +78,8 @@ def main() -> None:
     print("\nwhole set, end to end from ImageReads (best of 3):")
     total = 0.0
     runs = [("wbf", {"iou_thr": IOU}), ("majority", {"iou_thr": IOU}),
-            ("reader_priority", PRIORITY), ("reader_weighted", {"iou_thr": IOU})]
+            ("reader_priority", PRIORITY), ("reader_weighted", {"iou_thr": IOU}),
+            ("reader_model", {"iou_thr": IOU})]
     results = {}
     for name, params in runs:
         strategy = build(name, params)
@@ -122,9 +101,8 @@ def main() -> None:
     print("  kappa per class: " + ", ".join(
         f"{k.class_id}:{k.kappa:.2f}" for k in kappas if k.kappa is not None))
 
-    for title, readers in [("careful A, B; much worse C", UNEQUAL_READERS),
-                           ("noisier A, B; much worse C", NOISY_GOOD_READERS)]:
-        _simulated(title, readers, runs)
+    print_grid()
+    print_vinbigdata(images)
 
     ours, ref = ours_t["avg"], ref_t["avg"]
     print(f"\nwbf speedup vs ensemble-boxes: {ref / ours:.1f}x "

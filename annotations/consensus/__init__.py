@@ -10,6 +10,7 @@ importing this package imports every strategy module so they are available::
 from annotations.consensus import (  # noqa: F401  (importing registers the strategies)
     majority,
     priority,
+    reader_model,
     reader_weighted,
     wbf,
 )

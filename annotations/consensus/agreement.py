@@ -99,17 +99,23 @@ class ReaderVsConsensus:
         return {**asdict(self), "sensitivity": self.sensitivity, "precision": self.precision}
 
 
-def optimal_match_count(a: np.ndarray, b: np.ndarray, thr: float) -> int:
-    """Size of a maximum one-to-one matching of boxes a, b with IoU >= thr."""
+def matched_rows(a: np.ndarray, b: np.ndarray, thr: float) -> np.ndarray:
+    """Rows of ``a`` in a maximum one-to-one matching of boxes a, b with IoU >= thr
+    (ties broken towards higher IoU)."""
     if not len(a) or not len(b):
-        return 0
+        return np.zeros(0, dtype=np.int64)
     iou = iou_matrix(a, b)
     ok = iou >= thr
     if not ok.any():
-        return 0
+        return np.zeros(0, dtype=np.int64)
     weight = np.where(ok, (min(len(a), len(b)) + 1) + iou, 0.0)
     rows, cols = linear_sum_assignment(weight, maximize=True)
-    return int(ok[rows, cols].sum())
+    return rows[ok[rows, cols]].astype(np.int64)
+
+
+def optimal_match_count(a: np.ndarray, b: np.ndarray, thr: float) -> int:
+    """Size of a maximum one-to-one matching of boxes a, b with IoU >= thr."""
+    return len(matched_rows(a, b, thr))
 
 
 def _group_match_counts(

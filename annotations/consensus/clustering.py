@@ -109,3 +109,20 @@ def cluster_boxes(flat: FlatReads, thresholds: ClassThresholds) -> Clusters:
         member_start=np.concatenate(([0], np.cumsum(size))).astype(np.int64),
         members=members_sorted,
     )
+
+
+def reader_pairs(flat: FlatReads, clusters: Clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One row per (cluster, reader of the cluster's image): (cluster, reader, drew).
+
+    ``drew`` says whether that reader has a box in the cluster: the observation
+    that reader-reliability models explain.
+    """
+    n_readers = len(flat.readers)
+    k = flat.reads_per_image()[clusters.image]
+    cand = np.repeat(np.arange(clusters.n), k)
+    first_read = flat.image_read_start[clusters.image]
+    read_rows = np.repeat(first_read, k) + (np.arange(len(cand)) - np.repeat(np.cumsum(k) - k, k))
+    pair_reader = flat.read_reader[read_rows]
+    drew = np.isin(cand * n_readers + pair_reader,
+                   clusters.cluster_of * n_readers + flat.box_reader)
+    return cand, pair_reader, drew

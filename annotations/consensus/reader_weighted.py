@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from annotations.consensus.clustering import cluster_boxes
+from annotations.consensus.clustering import cluster_boxes, reader_pairs
 from annotations.consensus.flat import FlatReads
 from annotations.consensus.majority import emit_clusters
 from annotations.consensus.params import ParamReader
@@ -114,17 +114,8 @@ class ReaderWeighted(Strategy):
         n_readers = len(flat.readers)
         read_matrix = np.zeros((flat.n_images, n_readers), dtype=bool)
         read_matrix[flat.read_image, flat.read_reader] = True
-        # sparse (candidate, reader) pairs over the readers of each candidate's image
         k = flat.reads_per_image()[clusters.image]
-        cand = np.repeat(np.arange(clusters.n), k)
-        first_read = flat.image_read_start[clusters.image]
-        read_rows = np.repeat(first_read, k) + (
-            np.arange(len(cand)) - np.repeat(np.cumsum(k) - k, k)
-        )
-        pair_reader = flat.read_reader[read_rows]
-        drew = np.isin(
-            cand * n_readers + pair_reader, clusters.cluster_of * n_readers + flat.box_reader
-        )
+        cand, pair_reader, drew = reader_pairs(flat, clusters)
         post, sens, fa, prior, iters = em_reliability(
             cand, pair_reader, drew, clusters.n, n_readers,
             clusters.size / np.maximum(k, 1), self.max_iter, self.tol,

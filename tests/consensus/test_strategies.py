@@ -14,7 +14,8 @@ NF = frozenset({NO_FINDING})
 
 
 def test_registry_lists_all_strategies_and_rejects_unknown():
-    assert {"wbf", "majority", "reader_priority", "reader_weighted"} <= set(available())
+    assert {"wbf", "majority", "reader_priority", "reader_weighted", "reader_model"} <= set(
+        available())
     with pytest.raises(DomainError) as err:
         get_strategy("nope")
     assert err.value.code == "unknown_strategy"
@@ -126,7 +127,9 @@ def test_reader_priority_invalid_params(params):
 @pytest.mark.parametrize(
     ("name", "params"),
     [("majority", {"quorum": 0}), ("majority", {"iou_thr": {"x": 0.5}}),
-     ("reader_weighted", {"threshold": 2}), ("majority", {"default_iou_thr": 0.5})],
+     ("reader_weighted", {"threshold": 2}), ("majority", {"default_iou_thr": 0.5}),
+     ("reader_model", {"decision": "best"}), ("reader_model", {"prior_fp": 0}),
+     ("reader_model", {"strength": 3})],
 )
 def test_invalid_params(name, params):
     with pytest.raises(DomainError) as err:
@@ -148,7 +151,7 @@ def _shuffled(images, seed):
 @pytest.mark.parametrize(
     ("name", "params"),
     [("wbf", {}), ("wbf", {"conf_type": "box_and_model_avg", "weights": {"R9": 2}}),
-     ("majority", {}), ("reader_weighted", {}),
+     ("majority", {}), ("reader_weighted", {}), ("reader_model", {}),
      ("reader_priority", {"readers": ["R9", "R10"], "fallback": {"strategy": "wbf"}})],
 )
 def test_determinism_under_shuffling(vinbigdata_images, name, params):
