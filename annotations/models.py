@@ -56,6 +56,9 @@ class Project(models.Model):
     #: Images whose reader agreement (mean pairwise F1) falls below this go to an
     #: adjudicator; None turns adjudication off.
     adjudication_threshold = models.FloatField(null=True, blank=True, default=0.5)
+    #: With a strategy that gives posteriors (``reader_model``): route the images most
+    #: likely to be wrong, at most this many cases per 7 days, instead of the threshold.
+    adjudication_budget_per_week = models.PositiveIntegerField(null=True, blank=True)
     #: Whether Label Studio's "Start training" (via the ML backend) may retrain.
     allow_label_studio_training = models.BooleanField(default=False)
     #: A new model version is promoted only if its gold-set mAP@0.4 beats the
@@ -488,6 +491,8 @@ class Adjudication(models.Model):
     consensus_run = models.ForeignKey(ConsensusRun, null=True, blank=True,
                                       on_delete=models.SET_NULL, related_name="+")
     agreement = models.FloatField(null=True, blank=True)
+    #: Posterior probability that the consensus of the image is wrong (when routed by it).
+    p_error = models.FloatField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING,
                               db_index=True)
     adjudicator = models.ForeignKey(Reader, null=True, blank=True, on_delete=models.SET_NULL,

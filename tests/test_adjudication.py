@@ -11,7 +11,11 @@ from annotations.models import Adjudication, ConsensusImage, Image
 from annotations.services import readers
 from annotations.services.adjudication import project_adjudicator_add
 from annotations.services.annotating import BoxIn, reader_annotation_record
-from annotations.services.consensus import consensus_run_create, consensus_run_execute
+from annotations.services.consensus import (
+    consensus_run_create,
+    consensus_run_execute,
+    consensus_run_replay,
+)
 from annotations.services.image_state import consensus_is_final as is_final
 from tests.conftest import ingest_paths
 
@@ -140,3 +144,38 @@ def test_unknown_label_in_decision_stores_nothing(case):
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "unknown_label"
     assert Adjudication.objects.get().status == "pending"
     assert not judge.annotations.exists()
+
+
+def test_budget_routes_the_most_uncertain_images_and_never_exceeds_the_week(case):
+    """With reader_model and a weekly budget of 1, the one case opened is the image whose
+    consensus is least certain; a second run in the same week opens nothing more."""
+    project, _rs, _judge, agree, disagree, _run = case
+    Adjudication.objects.all().delete()
+    project.adjudication_budget_per_week = 1
+    project.save(update_fields=["adjudication_budget_per_week"])
+    run = consensus_run_execute(run_id=consensus_run_create(
+        project=project, strategy="reader_model", enqueue=False).pk)
+    p_error = {r.image_id: r.meta["p_error"] for r in ConsensusImage.objects.filter(run=run)}
+    assert p_error[disagree.pk] > p_error[agree.pk]
+    adj = Adjudication.objects.get()
+    assert adj.image == disagree and adj.p_error == pytest.approx(p_error[disagree.pk])
+    consensus_run_execute(run_id=consensus_run_create(
+        project=project, strategy="reader_model", enqueue=False).pk)
+    assert Adjudication.objects.count() == 1  # budget spent for this week
+    # another strategy has no posteriors: the agreement threshold applies again
+    consensus_run_execute(run_id=consensus_run_create(
+        project=project, strategy="majority", enqueue=False).pk)
+    assert Adjudication.objects.count() == 1  # the disputed image already has its case
+
+
+def test_scoped_reader_model_run_learns_from_every_read_but_stores_its_scope(case):
+    """A reads-complete run covers one image; a reader's skill cannot be learnt from it,
+    so the fit sees the whole project while only the scoped image is stored, and the
+    run replays to the same digest from the versions it recorded."""
+    project, _rs, _judge, _agree, disagree, _run = case
+    run = consensus_run_execute(run_id=consensus_run_create(
+        project=project, strategy="reader_model", images=[disagree], enqueue=False).pk)
+    assert list(ConsensusImage.objects.filter(run=run).values_list("image_id", flat=True)) \
+        == [disagree.pk]
+    assert run.annotations.count() == 6  # both images' reads
+    assert consensus_run_replay(run) == run.digest

@@ -77,6 +77,8 @@ class ProjectUpdateSerializer(serializers.Serializer):
     clahe = serializers.BooleanField()
     adjudication_threshold = serializers.FloatField(min_value=0.0, max_value=1.0,
                                                     allow_null=True)
+    adjudication_budget_per_week = serializers.IntegerField(min_value=1, max_value=100000,
+                                                            allow_null=True)
     promotion_threshold = serializers.FloatField()
     auto_retrain_after = serializers.IntegerField(min_value=1, allow_null=True)
     anatomy_policy = serializers.ChoiceField(choices=Project.AnatomyPolicy.values)

@@ -85,6 +85,8 @@ def _interval(dist: Any) -> list[float]:
 
 @register("reader_model")
 class ReaderModel(Strategy):
+    learns_from_panel = True
+
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(params)
         p = ParamReader("reader_model", params)

@@ -97,6 +97,8 @@ def em_reliability(
 
 @register("reader_weighted")
 class ReaderWeighted(Strategy):
+    learns_from_panel = True
+
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(params)
         p = ParamReader("reader_weighted", params)

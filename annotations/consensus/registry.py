@@ -25,6 +25,10 @@ class Strategy(ABC):
     """Base class; subclasses set ``name`` (via ``register``) and implement ``run``."""
 
     name: ClassVar[str] = ""
+    #: True when the strategy estimates the readers from the whole set: a run scoped to
+    #: a few images then still learns from every read of the project (and stores only
+    #: the scoped images), since a reader's skill cannot be learnt from one image.
+    learns_from_panel: ClassVar[bool] = False
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         self.params = dict(params or {})

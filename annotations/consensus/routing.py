@@ -12,16 +12,16 @@ errors per case.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from annotations.consensus.types import ConsensusResult
 
-
-def by_uncertainty(results: Mapping[str, ConsensusResult], budget: int) -> list[str]:
-    """Up to ``budget`` image ids, most likely wrong first (images without a
-    ``p_error`` are not ranked: their strategy gives no posterior)."""
+def by_uncertainty(metas: Mapping[str, Mapping[str, Any]], budget: int) -> list[str]:
+    """Up to ``budget`` image ids, most likely wrong first, from each image's result
+    ``meta`` (images without a ``p_error`` are not ranked: their strategy gives no
+    posterior)."""
     ranked = sorted(
-        ((float(r.meta["p_error"]), float(r.meta.get("expected_errors", 0.0)), image_id)
-         for image_id, r in results.items() if "p_error" in r.meta),
+        ((float(m["p_error"]), float(m.get("expected_errors", 0.0)), image_id)
+         for image_id, m in metas.items() if "p_error" in m),
         key=lambda t: (-t[0], -t[1], t[2]),
     )
     return [image_id for p, _e, image_id in ranked[:max(budget, 0)] if p > 0]

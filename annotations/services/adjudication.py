@@ -3,6 +3,9 @@ then overrides the consensus for that image and is kept as such.
 
 Routing happens after every consensus run: an image with agreement below the
 project's ``adjudication_threshold`` gets one open ``Adjudication`` (never two).
+With a weekly budget and a strategy that gives posteriors (``reader_model``),
+the images most likely to be wrong are routed instead, at most the budget per
+7 days (``annotations.consensus.routing``).
 The adjudicator sees every reader's boxes and the consensus; an adjudicator who
 read the image themselves cannot decide it.
 """
@@ -10,11 +13,13 @@ read the image themselves cannot decide it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
+from annotations.consensus.routing import by_uncertainty
 from annotations.errors import DomainError
 from annotations.models import (
     Adjudication,
@@ -30,20 +35,52 @@ from annotations.services.audit import audit_record
 
 
 def adjudications_route(*, run: ConsensusRun) -> list[Adjudication]:
-    threshold = run.project.adjudication_threshold
+    """Open cases for this run's images: by posterior within the weekly budget when the
+    project sets one and the strategy gives posteriors, else below the agreement
+    threshold."""
+    project = run.project
+    open_or_done = set(Adjudication.objects.filter(project=project).exclude(
+        status=Adjudication.Status.CANCELLED).values_list("image_id", flat=True))
+    if project.adjudication_budget_per_week is not None:
+        scored = list(ConsensusImage.objects.filter(run=run, meta__has_key="p_error")
+                      .select_related("image"))
+        if scored:
+            return _route_by_uncertainty(run, scored, open_or_done)
+    threshold = project.adjudication_threshold
     if threshold is None:
         return []
     low = ConsensusImage.objects.filter(run=run, agreement__lt=threshold).select_related("image")
-    open_or_done = set(Adjudication.objects.filter(project=run.project).exclude(
-        status=Adjudication.Status.CANCELLED).values_list("image_id", flat=True))
     created = [
-        Adjudication.objects.create(project=run.project, image=row.image, consensus_run=run,
+        Adjudication.objects.create(project=project, image=row.image, consensus_run=run,
                                     agreement=row.agreement)
         for row in low if row.image_id not in open_or_done
     ]
     if created:
-        audit_record(action="adjudication.route", project=run.project, target=run,
+        audit_record(action="adjudication.route", project=project, target=run,
                      detail={"images": len(created), "threshold": threshold})
+    return created
+
+
+def _route_by_uncertainty(run: ConsensusRun, scored: list[ConsensusImage],
+                          open_or_done: set[int]) -> list[Adjudication]:
+    project = run.project
+    budget = project.adjudication_budget_per_week
+    week_ago = timezone.now() - timedelta(days=7)
+    used = Adjudication.objects.filter(project=project, created_at__gte=week_ago).exclude(
+        status=Adjudication.Status.CANCELLED).count()
+    results = {row.image.pseudo_id: row for row in scored if row.image_id not in open_or_done}
+    chosen = by_uncertainty({pid: row.meta for pid, row in results.items()},
+                            max(budget - used, 0))
+    created = [
+        Adjudication.objects.create(project=project, image=results[pid].image,
+                                    consensus_run=run, agreement=results[pid].agreement,
+                                    p_error=float(results[pid].meta["p_error"]))
+        for pid in chosen
+    ]
+    if created:
+        audit_record(action="adjudication.route", project=project, target=run,
+                     detail={"images": len(created), "budget_per_week": budget,
+                             "used_this_week": used, "by": "p_error"})
     return created
 
 

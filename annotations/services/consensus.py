@@ -124,7 +124,9 @@ def consensus_run_execute(*, run_id: int) -> ConsensusRun:
 
 
 def _execute(run: ConsensusRun) -> None:
-    annotations = list(usable_annotations(run.project, _scope_images(run)))
+    scope = _scope_images(run)
+    panel_wide = engine.get_strategy(run.strategy).learns_from_panel
+    annotations = list(usable_annotations(run.project, None if panel_wide else scope))
     results, reads = _compute(run, annotations)
     runs.run_heartbeat(run, cancellable=False)  # computed; storing is one transaction
     with transaction.atomic():
@@ -138,8 +140,14 @@ def _execute(run: ConsensusRun) -> None:
 
 
 def _compute(run: ConsensusRun, annotations: Sequence[ReaderAnnotation]):
+    """Results (and reads) of the run's scope; a strategy that learns from the panel
+    has seen every annotation given, but only the scoped images are kept."""
     reads = reads_from_annotations(annotations)
     results = engine.build(run.strategy, run.params).run(reads)
+    if run.image_scope:
+        scope = set(run.image_scope)
+        results = {k: v for k, v in results.items() if k in scope}
+        reads = [r for r in reads if r.image_id in scope]
     return results, reads
 
 

@@ -72,6 +72,7 @@ def project_get(slug: str) -> Project:
 #: reading starts: changing them would orphan stored reads).
 UPDATABLE = frozenset({"name", "description", "consensus_strategy", "consensus_params",
                        "show_prelabels", "clahe", "adjudication_threshold",
+                       "adjudication_budget_per_week",
                        "promotion_threshold", "auto_retrain_after", "anatomy_policy"})
 
 

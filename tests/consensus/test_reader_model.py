@@ -108,7 +108,7 @@ def test_routing_by_uncertainty_finds_wrong_images_first(panel):
         m = f1_against_truth({image_id: results[image_id]}, {image_id: (t_boxes, t_cls)})
         wrong[image_id] = m["tp"] < max(m["n_pred"], m["n_true"])
     budget = 150
-    chosen = by_uncertainty(results, budget)
+    chosen = by_uncertainty({i: r.meta for i, r in results.items()}, budget)
     by_agreement = sorted(
         (a if (a := image_agreement(im, 0.4)) is not None else 1.0, im.image_id)
         for im in images)
