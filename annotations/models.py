@@ -17,7 +17,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class Project(models.Model):
@@ -503,7 +503,8 @@ class Adjudication(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["agreement", "id"]
+        #: Most likely wrong first (cases routed by posterior), then least agreed.
+        ordering = [F("p_error").desc(nulls_last=True), "agreement", "id"]
         constraints = [
             models.UniqueConstraint(fields=["image"], condition=~Q(status="cancelled"),
                                     name="one_open_adjudication"),

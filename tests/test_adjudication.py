@@ -179,3 +179,14 @@ def test_scoped_reader_model_run_learns_from_every_read_but_stores_its_scope(cas
         == [disagree.pk]
     assert run.annotations.count() == 6  # both images' reads
     assert consensus_run_replay(run) == run.digest
+
+
+def test_queue_lists_the_most_likely_wrong_case_first(case):
+    project, _rs, _judge, agree, disagree, _run = case
+    Adjudication.objects.all().delete()
+    low = Adjudication.objects.create(project=project, image=agree, agreement=0.9, p_error=0.8)
+    high = Adjudication.objects.create(project=project, image=disagree, agreement=0.0,
+                                       p_error=0.1)
+    assert list(Adjudication.objects.all()) == [low, high]
+    Adjudication.objects.filter(pk=low.pk).update(p_error=None)
+    assert list(Adjudication.objects.all()) == [high, low]  # unscored cases after scored
