@@ -149,7 +149,7 @@ def test_unknown_label_in_decision_stores_nothing(case):
 def test_budget_routes_the_most_uncertain_images_and_never_exceeds_the_week(case):
     """With reader_model and a weekly budget of 1, the one case opened is the image whose
     consensus is least certain; a second run in the same week opens nothing more."""
-    project, _rs, _judge, agree, disagree, _run = case
+    project, rs, _judge, agree, disagree, _run = case
     Adjudication.objects.all().delete()
     project.adjudication_budget_per_week = 1
     project.save(update_fields=["adjudication_budget_per_week"])
@@ -159,6 +159,12 @@ def test_budget_routes_the_most_uncertain_images_and_never_exceeds_the_week(case
     assert p_error[disagree.pk] > p_error[agree.pk]
     adj = Adjudication.objects.get()
     assert adj.image == disagree and adj.p_error == pytest.approx(p_error[disagree.pk])
+    # a reader of that image made adjudicator still cannot reach the case routed by budget
+    project_adjudicator_add(project=project, reader=rs[0])
+    c = APIClient()
+    c.force_authenticate(rs[0].user)
+    assert c.get(f"/api/projects/{project.slug}/adjudications/").json()["results"] == []
+    assert c.get(f"/api/adjudications/{adj.pk}/").status_code == 404
     consensus_run_execute(run_id=consensus_run_create(
         project=project, strategy="reader_model", enqueue=False).pk)
     assert Adjudication.objects.count() == 1  # budget spent for this week
