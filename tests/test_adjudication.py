@@ -3,13 +3,16 @@ overrides the consensus and survives later consensus runs."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connection, transaction
 from rest_framework.test import APIClient
 
 from annotations.formats import vinbigdata
 from annotations.models import Adjudication, ConsensusImage, Image
 from annotations.services import readers
-from annotations.services.adjudication import project_adjudicator_add
+from annotations.services.adjudication import adjudications_route, project_adjudicator_add
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import (
     consensus_run_create,
@@ -196,3 +199,49 @@ def test_queue_lists_the_most_likely_wrong_case_first(case):
     assert list(Adjudication.objects.all()) == [low, high]
     Adjudication.objects.filter(pk=low.pk).update(p_error=None)
     assert list(Adjudication.objects.all()) == [high, low]  # unscored cases after scored
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_routing_at_once_cannot_overspend_the_budget(case):
+    """Run A routes inside its transaction and has not committed; run B routes meanwhile.
+    B must wait for A and then see the week's budget spent (without the lock it would
+    read no case yet and open a second one for the same image)."""
+    project, _rs, _judge, _agree, disagree, _run = case
+    run = consensus_run_execute(run_id=consensus_run_create(
+        project=project, strategy="reader_model", enqueue=False).pk)
+    Adjudication.objects.all().delete()
+    project.adjudication_budget_per_week = 1
+    project.save(update_fields=["adjudication_budget_per_week"])
+    a_routed, release, b_done, b_out = threading.Event(), threading.Event(), \
+        threading.Event(), []
+
+    def run_a():
+        try:
+            with transaction.atomic():
+                assert [c.image_id for c in adjudications_route(run=run)] == [disagree.pk]
+                a_routed.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def run_b():
+        try:
+            a_routed.wait(10)
+            with transaction.atomic():
+                b_out.append(adjudications_route(run=run))
+        except Exception as exc:  # noqa: BLE001  (the failure is what the test reports)
+            b_out.append(exc)
+        finally:
+            b_done.set()
+            connection.close()
+
+    ta, tb = threading.Thread(target=run_a), threading.Thread(target=run_b)
+    ta.start()
+    tb.start()
+    assert a_routed.wait(10)
+    assert not b_done.wait(1.0)  # B waits for A's transaction
+    release.set()
+    ta.join(10)
+    tb.join(10)
+    assert b_out == [[]]
+    assert Adjudication.objects.filter(status="pending").count() == 1

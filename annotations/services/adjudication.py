@@ -30,6 +30,7 @@ from annotations.models import (
     Reader,
     ReaderAnnotation,
 )
+from annotations.services import locks
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.audit import audit_record
 
@@ -65,6 +66,14 @@ def _route_by_uncertainty(run: ConsensusRun, scored: list[ConsensusImage],
                           open_or_done: set[int]) -> list[Adjudication]:
     project = run.project
     budget = project.adjudication_budget_per_week
+    # two runs finishing at once must not both see the week's budget unspent
+    with locks.exclusive(f"adjudication-budget:{project.pk}"):
+        return _route_within_budget(run, scored, open_or_done, budget)
+
+
+def _route_within_budget(run: ConsensusRun, scored: list[ConsensusImage],
+                         open_or_done: set[int], budget: int) -> list[Adjudication]:
+    project = run.project
     week_ago = timezone.now() - timedelta(days=7)
     used = Adjudication.objects.filter(project=project, created_at__gte=week_ago).exclude(
         status=Adjudication.Status.CANCELLED).count()
