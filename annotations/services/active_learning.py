@@ -33,6 +33,7 @@ from annotations.services import runs
 from annotations.services.audit import audit_record
 from annotations.services.labels import final_results
 from annotations.services.prelabeling import (
+    MODEL_SCORE_KINDS,
     prelabel_run_create,
     prelabel_run_execute,
     version_files,
@@ -82,11 +83,15 @@ def al_round_create(*, project: Project, strategy: str, budget: int,
     from the same pool."""
     from training.active_learning import build
 
-    build(strategy, params or {})
+    chooser = build(strategy, params or {})
     version = ModelVersion.objects.filter(project=project, promoted=True).first()
     if version is None:
         raise DomainError("not_found", "active learning needs a promoted model version")
     version_files(version.name)
+    if "committee" in chooser.requires and not ModelVersion.objects.filter(
+            project=project, created_at__lt=version.created_at).exists():
+        raise DomainError("conflict", "a committee needs an earlier model version of the "
+                          "project beside the promoted one")
     readers_enough(project)
     if not pool_images(project):
         raise DomainError("conflict", "no unlabeled images left in the pool")
@@ -126,7 +131,7 @@ class _RoundStopped(Exception):
     failed, and the round's own heartbeat then says which."""
 
 
-def _score(rnd: ActiveLearningRound, images: list[Image], al_scores: bool):
+def _score(rnd: ActiveLearningRound, images: list[Image], al_scores: frozenset[str]):
     """The pool's scores through a pre-labelling run executed here, never left behind:
     whatever stops the round ends its scoring run too (else the sweep would re-queue it
     on its own)."""
@@ -155,8 +160,8 @@ def _round(rnd: ActiveLearningRound) -> None:
     if not pool:
         raise DomainError("conflict", "no unlabeled images left in the pool")
     labeled = list(Image.objects.filter(project=project, assignments__isnull=False).distinct())
-    needs_model_scores = bool(chooser.requires & {"tta", "features"})
-    scoring = _score(rnd, pool + (labeled if needs_model_scores else []), needs_model_scores)
+    kinds = frozenset(chooser.requires & MODEL_SCORE_KINDS)
+    scoring = _score(rnd, pool + (labeled if kinds else []), kinds)
     runs.run_heartbeat(rnd)  # still this attempt's, not cancelled: now select and assign
     if scoring.status != "done":
         raise DomainError("scoring_failed", f"scoring the pool failed: {scoring.reason}")
@@ -203,7 +208,7 @@ def al_round_preview(*, project: Project, strategy: str, budget: int,
     """What Start round would pick now, from the scores already stored for the
     promoted model (nothing is assigned or re-scored); pool images without a
     stored score are counted, since a round scores them first."""
-    from training.active_learning import build
+    from training.active_learning import COMMITTEE_KEY, STABILITY_KEY, build
 
     chooser = build(strategy, params or {})
     version = ModelVersion.objects.filter(project=project, promoted=True).first()
@@ -215,7 +220,11 @@ def al_round_preview(*, project: Project, strategy: str, budget: int,
                    .distinct()) if needs_features else []
     scores = _pool_scores(version, pool, labeled, with_features=needs_features)
     missing = sorted(set(chooser.requires) - {"uncertainty"}
-                     - {k for k in ("tta", "features") if getattr(scores, k)})
+                     - {k for k in ("tta", "features") if getattr(scores, k)}
+                     - {k for k, key in (("stability", STABILITY_KEY),
+                                         ("committee", COMMITTEE_KEY))
+                        if scores.image_ids and all(key in (scores.uncertainty.get(i) or {})
+                                                    for i in scores.image_ids)})
     selected = chooser.select(scores, budget, seed=seed) if scores.image_ids and not missing \
         else []
     return {

@@ -135,34 +135,81 @@ def _detector(version: str, batch_size: int) -> Any:
     return detector
 
 
-def _al_scores(detector: Any, arrays: list[np.ndarray], preds: list[Prediction]) -> None:
-    """TTA disagreement and pooled features, for strategies that need them."""
-    from training.active_learning import pooled_features, tta_disagreements
+#: Scores a pre-labelling pass computes only when an AL round asks for them.
+MODEL_SCORE_KINDS = frozenset({"tta", "features", "stability", "committee"})
+#: Earlier versions of the project that join the scored version in a committee.
+COMMITTEE_EARLIER = 2
 
-    tta = tta_disagreements(detector, arrays)
-    feats = pooled_features(detector, arrays)
-    for pred, t, f in zip(preds, tta.tolist(), feats.tolist(), strict=True):
-        pred.tta, pred.features = float(t), f
+
+def _committee(version: str) -> list[Any]:
+    """Detectors of up to ``COMMITTEE_EARLIER`` earlier versions of the same project,
+    newest first, loaded for one run (verified against the registry's digests)."""
+    from training.detector import Detector
+
+    current = ModelVersion.objects.filter(name=version).first()
+    if current is None:
+        return []
+    earlier = (ModelVersion.objects.filter(project=current.project_id,
+                                           created_at__lt=current.created_at)
+               .order_by("-created_at")[:COMMITTEE_EARLIER])
+    thresh = settings.PRELABEL_SCORE_THRESH
+
+    def configure(cfg: Any) -> None:
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = thresh
+
+    return [Detector.from_dir(version_files(v.name), expected_sha256=v.sha256,
+                              configure=configure) for v in earlier]
+
+
+def _al_scores(detector: Any, arrays: list[np.ndarray], dets: list[Any],
+               preds: list[Prediction], kinds: frozenset[str], committee: list[Any]) -> None:
+    """The model-based AL scores ``kinds`` asks for (TTA and features go together)."""
+    from training.active_learning import (
+        COMMITTEE_KEY,
+        STABILITY_KEY,
+        committee_disagreements,
+        localisation_instabilities,
+        pooled_features,
+        tta_disagreements,
+    )
+
+    if kinds & {"tta", "features"}:
+        tta = tta_disagreements(detector, arrays)
+        feats = pooled_features(detector, arrays)
+        for pred, t, f in zip(preds, tta.tolist(), feats.tolist(), strict=True):
+            pred.tta, pred.features = float(t), f
+    if "stability" in kinds:
+        for pred, v in zip(preds, localisation_instabilities(detector, arrays), strict=True):
+            pred.uncertainty[STABILITY_KEY] = float(v)
+    if "committee" in kinds:
+        members = [dets] + [m.predict(arrays) for m in committee]
+        for pred, v in zip(preds, committee_disagreements(members), strict=True):
+            pred.uncertainty[COMMITTEE_KEY] = float(v)
 
 
 def prelabel_run_execute(*, run_id: int, progress: Progress | None = None,
-                         batch_size: int | None = None, al_scores: bool = False
-                         ) -> PrelabelRun:
+                         batch_size: int | None = None,
+                         al_scores: Sequence[str] = ()) -> PrelabelRun:
     """Claim the run and pre-label its images batch by batch.
 
     Heartbeats after every batch, where a cancel request stops it (CANCELLED, the
     batches stored so far kept).  Idempotent, so a lost run is re-queued and a
     transient error (``OSError``: a model or image file briefly unreadable) gives
-    the run back for the task's retry (``services.runs``).
+    the run back for the task's retry (``services.runs``).  ``al_scores``: the
+    model-based AL score kinds to compute as well (``MODEL_SCORE_KINDS``).
     """
+    kinds = frozenset(al_scores)
+    if kinds - MODEL_SCORE_KINDS:
+        raise DomainError("invalid_params", "unknown AL score kinds",
+                          detail=sorted(kinds - MODEL_SCORE_KINDS))
     def work(run: PrelabelRun) -> dict[str, Any]:
-        return _execute(run, progress, batch_size, al_scores)
+        return _execute(run, progress, batch_size, kinds)
 
     return runs.run_execute(PrelabelRun, run_id, work)
 
 
 def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None,
-             al_scores: bool) -> dict[str, Any]:
+             al_scores: frozenset[str]) -> dict[str, Any]:
     project = run.project
     size = batch_size or settings.PRELABEL_BATCH_SIZE
     detector = _detector(run.model_version, size)
@@ -172,13 +219,15 @@ def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None
     images = list(qs)
     runs.run_heartbeat(run, total=len(images), done=0)
     names = detector.class_names
+    committee = _committee(run.model_version) if "committee" in al_scores else []
     for start in range(0, len(images), size):
         batch = images[start:start + size]
         arrays = [_read_display(i) for i in batch]
+        dets = detector.predict(arrays)
         preds = [_prediction(image, run.model_version, det, names)
-                 for image, det in zip(batch, detector.predict(arrays), strict=True)]
+                 for image, det in zip(batch, dets, strict=True)]
         if al_scores:
-            _al_scores(detector, arrays, preds)
+            _al_scores(detector, arrays, dets, preds, al_scores, committee)
         _store(preds)
         done = start + len(batch)
         runs.run_heartbeat(run, done=done)

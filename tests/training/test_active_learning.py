@@ -7,11 +7,15 @@ import pytest
 
 from annotations.errors import DomainError
 from training.active_learning import (
+    COMMITTEE_KEY,
+    STABILITY_KEY,
     PoolScores,
     available,
     build,
+    committee_disagreements,
     get_strategy,
     k_center_greedy,
+    localisation_instabilities,
     pooled_features,
     prediction_disagreement,
     tta_disagreement,
@@ -50,10 +54,12 @@ def uncertainty_pool() -> PoolScores:
 
 def test_registry_lists_and_builds_every_strategy():
     assert available() == [
+        "committee",
         "diversity",
         "entropy",
         "hybrid",
         "least_confidence",
+        "localisation_stability",
         "random",
         "tta",
     ]
@@ -64,6 +70,8 @@ def test_registry_lists_and_builds_every_strategy():
     assert build("hybrid", {"uncertainty": "tta"}).requires == {"tta", "features"}
     assert build("entropy").requires == {"uncertainty"}
     assert build("random").requires == frozenset()
+    assert build("localisation_stability").requires == {"stability"}
+    assert build("committee").requires == {"committee"}
     assert build("entropy", {"aggregation": "sum"}).params == {"aggregation": "sum"}
 
 
@@ -372,3 +380,66 @@ def test_tta_disagreement_on_tiny_model(tiny_detector):
     assert prediction_disagreement(preds[0], preds) == pytest.approx(0.0)
     assert tta_disagreement(tiny_detector, images[0]) == pytest.approx(scores[0], abs=1e-6)
     assert tta_disagreements(tiny_detector, []).shape == (0,)
+
+
+# ------------------------------------------- localisation stability and committee
+
+
+class _ShakyDetector(_BrightBoxDetector):
+    """Boxes around bright pixels; a box on a dim region also wanders with pixel noise."""
+
+    def predict(self, images):
+        out = []
+        for im in images:
+            gray = np.asarray(im, dtype=float)
+            boxes = []
+            for lo, hi in ((128, 256), (60, 100)):  # a bright lesion, a faint one
+                ys, xs = np.nonzero((gray > lo) & (gray < hi))
+                if len(xs) >= 20:
+                    boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            out.append(_det(np.array(boxes).reshape(-1, 4), [0.8] * len(boxes),
+                            [0] * len(boxes), size=gray.shape[:2]))
+        return out
+
+
+def test_localisation_instability_ranks_the_film_whose_boxes_move_under_noise_first():
+    steady = np.full((64, 64), 20, dtype=np.uint8)
+    steady[10:30, 10:30] = 220  # far from every threshold: noise cannot move its box
+    faint = steady.copy()
+    faint[40:56, 40:56] = 80  # inside the faint band: noise spills pixels across it
+    empty = np.full((64, 64), 20, dtype=np.uint8)
+    det = _ShakyDetector()
+    scores = localisation_instabilities(det, [steady, faint, empty], noise=(12.0, 24.0))
+    assert scores[0] == pytest.approx(0.0, abs=1e-9)
+    assert scores[1] > 0.05
+    assert scores[2] == 0.0  # nothing detected: nothing to localise
+    # a score never depends on what else is in the call
+    alone = localisation_instabilities(det, [faint], noise=(12.0, 24.0))
+    assert alone[0] == pytest.approx(scores[1])
+    assert localisation_instabilities(det, []).shape == (0,)
+    ids = ["steady", "faint", "empty"]
+    pool = PoolScores(image_ids=ids, uncertainty={
+        i: {STABILITY_KEY: float(v)} for i, v in zip(ids, scores, strict=True)})
+    assert build("localisation_stability").select(pool, 1, seed=0) == ["faint"]
+    with pytest.raises(DomainError) as err:
+        build("localisation_stability").select(PoolScores(image_ids=ids), 1, seed=0)
+    assert err.value.code == "missing_scores"
+
+
+def test_committee_disagreement_is_zero_for_agreeing_members_and_ranks_the_disputed_film():
+    a = _det([[10, 10, 40, 40]], [0.9], [0])
+    moved = _det([[25, 25, 60, 60]], [0.9], [0])
+    empty = _det(np.zeros((0, 4)), [], [])
+    newest = [a, a, empty]
+    older = [a, moved, empty]
+    scores = committee_disagreements([newest, older, older])
+    assert scores[0] == pytest.approx(0.0) and scores[2] == 0.0
+    assert 0.5 < scores[1] <= 1.0
+    assert np.all(committee_disagreements([newest]) == 0.0)  # a committee of one
+    with pytest.raises(DomainError) as err:
+        committee_disagreements([newest, older[:2]])
+    assert err.value.code == "invalid_scores"
+    ids = ["x", "y", "z"]
+    pool = PoolScores(image_ids=ids, uncertainty={
+        i: {COMMITTEE_KEY: float(v)} for i, v in zip(ids, scores, strict=True)})
+    assert build("committee").select(pool, 1, seed=3) == ["y"]
