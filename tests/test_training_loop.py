@@ -118,6 +118,99 @@ def test_train_evaluate_register_prelabel_select(labelled, settings):
     assert TrainingRun.objects.filter(project=project, status="pending").count() == 1
 
 
+def _train_tiny(project, iters: int) -> ModelVersion:
+    from annotations.services.model_registry import version_promote
+
+    run = training_run_execute(run_id=training_run_create(project=project, enqueue=False, params={
+        "preset": "tiny", "max_iter": iters, "ims_per_batch": 2, "base_lr": 0.02,
+        "val_fraction": 0.0}).pk)
+    assert run.status == TrainingRun.Status.DONE, run.reason
+    version = ModelVersion.objects.get(training_run=run)
+    if not version.promoted:
+        version_promote(version=version, reason="test: score with the newest")
+    return version
+
+
+def test_stability_and_committee_rounds_select_by_the_scores_they_store(labelled, settings):
+    import torch
+
+    from annotations.errors import DomainError
+    from annotations.services.active_learning import al_round_create, al_round_run
+    from training.active_learning import COMMITTEE_KEY, STABILITY_KEY
+
+    settings.PRELABEL_SCORE_THRESH = 0.0
+    torch.set_num_threads(1)
+    project, pool = labelled
+    first = _train_tiny(project, 30)
+    # one version only: a committee would be the model alone, so the round is refused
+    with pytest.raises(DomainError) as err:
+        al_round_create(project=project, strategy="committee", budget=1, enqueue=False)
+    assert err.value.code == "conflict" and "earlier model version" in err.value.message
+
+    rnd = al_round_run(project=project, strategy="localisation_stability", budget=1)
+    stored = {p.image.pseudo_id: p.uncertainty[STABILITY_KEY] for p in
+              Prediction.objects.filter(image__in=pool, model_version=first.name)
+              .select_related("image")}
+    assert len(stored) == len(pool) and all(0.0 <= v <= 1.0 for v in stored.values())
+    assert stored[rnd.selected[0]] == max(stored.values())
+
+    second = _train_tiny(project, 10)
+    rnd2 = al_round_run(project=project, strategy="committee", budget=1)
+    left = [i for i in pool if i.pseudo_id not in rnd.selected]
+    scores = {p.image.pseudo_id: p.uncertainty[COMMITTEE_KEY] for p in
+              Prediction.objects.filter(image__in=left, model_version=second.name)
+              .select_related("image")}
+    assert len(scores) == len(left)
+    assert scores[rnd2.selected[0]] == max(scores.values())
+    # two differently trained models disagree somewhere: the committee is really two
+    assert max(scores.values()) > 0.0
+
+
+def test_same_seed_is_the_same_run_and_soft_labels_change_it(labelled, admin_user):
+    import json
+
+    import torch
+    from django.test import Client
+
+    from annotations.models import ConsensusBox
+
+    torch.set_num_threads(1)
+    project, _ = labelled
+    # the consensus boxes' certainty varies, as a reader model's posterior would
+    for k, box in enumerate(ConsensusBox.objects.order_by("id")):
+        box.score = (0.2, 0.6, 0.95)[k % 3]
+        box.save(update_fields=["score"])
+
+    def train(**extra):
+        run = training_run_execute(run_id=training_run_create(
+            project=project, enqueue=False, params={
+                "preset": "tiny", "max_iter": 12, "ims_per_batch": 2, "base_lr": 0.02,
+                "val_fraction": 0.0, "seed": 5, **extra}).pk)
+        assert run.status == TrainingRun.Status.DONE, run.reason
+        return ModelVersion.objects.get(training_run=run)
+
+    hard, again, soft = train(), train(), train(soft_labels=True)
+    weights = {v.name: (settings_model_dir(v) / "model.pth").read_bytes()
+               for v in (hard, again, soft)}
+    assert weights[hard.name] == weights[again.name]  # same seed, same params: same model
+    assert weights[soft.name] != weights[hard.name]  # only soft_labels differs
+    # the models API says how each version was trained, so the page can pair them
+    client = Client()
+    client.force_login(admin_user)
+    rows = json.loads(client.get(f"/api/projects/{project.slug}/model-versions/").content)
+    rows = rows.get("results", rows) if isinstance(rows, dict) else rows
+    by_name = {r["name"]: r for r in rows}
+    assert by_name[soft.name]["training_params"]["soft_labels"] is True
+    assert by_name[hard.name]["training_params"]["soft_labels"] is False
+    assert by_name[hard.name]["training_params"]["seed"] == 5
+
+
+def settings_model_dir(version):
+    from annotations.services.prelabeling import version_files
+
+    return version_files(version.name)
+
+
 @pytest.mark.django_db(transaction=True)  # the command trains in a thread of its own
 def test_failed_training_leaves_registry_unchanged(labelled):
     project, _ = labelled

@@ -63,7 +63,10 @@ def add_cxr_config(cfg: CfgNode) -> None:
       the multi-size resize);
     * ``ONE_CLASS_PER_BOX``: at inference keep only each proposal's most
       probable class (False = Detectron2's behaviour, one detection per class
-      above the threshold; see ``training.modeling``).
+      above the threshold; see ``training.modeling``);
+    * ``SOFT_LABELS``: train the box classifier on soft targets, each ground
+      truth box weighted by its ``weight`` (the consensus score; see
+      ``training.modeling``).
     """
     cfg.CXR = CfgNode()
     cfg.CXR.PRESET = "r50_fpn"
@@ -78,6 +81,7 @@ def add_cxr_config(cfg: CfgNode) -> None:
     cfg.CXR.AUG_ROTATION = 5.0
     cfg.CXR.AUG_FLIP = False
     cfg.CXR.ONE_CLASS_PER_BOX = False
+    cfg.CXR.SOFT_LABELS = False
 
 
 def default_device() -> str:

@@ -17,6 +17,7 @@ class indices in sorted-id order, which for the platform's exports
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,16 @@ def load_coco_dicts(coco_json_path: str | Path, image_root: str | Path) -> list[
     for ann in doc.get("annotations", []):
         if ann.get("iscrowd", 0):
             continue
-        by_image.setdefault(ann["image_id"], []).append(
-            {
-                "bbox": [float(v) for v in ann["bbox"]],
-                "bbox_mode": BoxMode.XYWH_ABS,
-                "category_id": id_map[ann["category_id"]],
-                "iscrowd": 0,
-            }
-        )
+        record = {
+            "bbox": [float(v) for v in ann["bbox"]],
+            "bbox_mode": BoxMode.XYWH_ABS,
+            "category_id": id_map[ann["category_id"]],
+            "iscrowd": 0,
+        }
+        if isinstance(ann.get("score"), int | float) and math.isfinite(ann["score"]):
+            # a consensus box's certainty; soft-label training reads it (0..1)
+            record["weight"] = min(1.0, max(0.0, float(ann["score"])))
+        by_image.setdefault(ann["image_id"], []).append(record)
     root = Path(image_root)
     return [
         {

@@ -45,6 +45,7 @@ class CXRDatasetMapper:
 
     def __init__(self, cfg: CfgNode, is_train: bool = True) -> None:
         self.is_train = is_train
+        self.soft_labels = bool(cfg.CXR.SOFT_LABELS)
         augs = utils.build_augmentation(cfg, is_train)
         if is_train:
             augs += radiograph_augmentations(cfg)
@@ -67,7 +68,9 @@ class CXRDatasetMapper:
             for a in annotations
             if not a.get("iscrowd", 0)
         ]
-        record["instances"] = utils.filter_empty_instances(
-            utils.annotations_to_instances(annos, shape)
-        )
+        instances = utils.annotations_to_instances(annos, shape)
+        if self.soft_labels:  # filtered below together with the boxes
+            instances.gt_weights = torch.tensor([float(a.get("weight", 1.0)) for a in annos],
+                                                dtype=torch.float32)
+        record["instances"] = utils.filter_empty_instances(instances)
         return record

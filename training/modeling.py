@@ -17,6 +17,15 @@ True`` keeps only each proposal's most probable foreground class (cleaner
 pre-labels for readers: no stacked boxes of different classes); either way
 ``probs[i, classes[i]] == scores[i]``.
 
+Soft labels (``cfg.CXR.SOFT_LABELS``): a consensus box carries how sure the
+panel is that the finding is real (the reader model's posterior).  Training on
+it as a hard positive teaches the model the panel's doubtful calls as
+certain; instead the classifier's target for a proposal matched to a box of
+weight ``w`` is ``w`` on the box's class and ``1 - w`` on background (a soft
+target for the same cross-entropy, so ``w = 1`` everywhere is exactly the
+standard loss).  Box regression is unchanged: where the finding is, if it is
+one, does not depend on how sure the panel is.
+
 ``CXRROIHeads`` is ``StandardROIHeads`` with that predictor; the config names
 it (``MODEL.ROI_HEADS.NAME = "CXRROIHeads"``), so every model built from our
 config, by a trainer or for inference, has it.  Parameter names are those of
@@ -42,15 +51,30 @@ class ProbabilityOutputLayers(FastRCNNOutputLayers):
     """``FastRCNNOutputLayers`` whose inference also returns per-detection probabilities."""
 
     @configurable
-    def __init__(self, *, one_class_per_box: bool = False, **kwargs) -> None:
+    def __init__(self, *, one_class_per_box: bool = False, soft_labels: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.one_class_per_box = one_class_per_box
+        self.soft_labels = soft_labels
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         ret["one_class_per_box"] = bool(cfg.CXR.ONE_CLASS_PER_BOX)
+        ret["soft_labels"] = bool(cfg.CXR.SOFT_LABELS)
         return ret
+
+    def losses(self, predictions, proposals):
+        losses = super().losses(predictions, proposals)
+        if not self.soft_labels or not any(p.has("gt_weights") for p in proposals):
+            return losses
+        scores = predictions[0]
+        gt_classes = torch.cat([p.gt_classes for p in proposals])
+        weights = torch.cat([p.gt_weights if p.has("gt_weights") else
+                             torch.ones(len(p), device=scores.device) for p in proposals])
+        losses["loss_cls"] = soft_target_loss(scores, gt_classes, weights) * \
+            self.loss_weight.get("loss_cls", 1.0)
+        return losses
 
     def inference(
         self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: list[Instances]
@@ -68,6 +92,25 @@ class ProbabilityOutputLayers(FastRCNNOutputLayers):
             valid = torch.isfinite(b).all(dim=1) & torch.isfinite(p).all(dim=1)
             inst.pred_probs = p[valid][idx]
         return results, kept
+
+
+def soft_target_loss(scores: torch.Tensor, gt_classes: torch.Tensor,
+                     weights: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against ``w`` on the class and ``1 - w`` on background.
+
+    ``scores``: ``(R, K + 1)`` logits (background last); ``gt_classes``: ``(R,)``,
+    ``K`` for background proposals (their weight is ignored: background is
+    certain); ``weights``: ``(R,)`` in [0, 1].
+    """
+    if scores.numel() == 0:
+        return scores.sum() * 0.0
+    bg = scores.shape[1] - 1
+    w = torch.where(gt_classes == bg, torch.ones_like(weights), weights.clamp(0.0, 1.0))
+    target = torch.zeros_like(scores)
+    rows = torch.arange(len(scores), device=scores.device)
+    target[rows, gt_classes] = w
+    target[:, bg] += 1.0 - w
+    return -(target * torch.log_softmax(scores, dim=1)).sum(dim=1).mean()
 
 
 def _argmax_only(probs: torch.Tensor) -> torch.Tensor:

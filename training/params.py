@@ -8,7 +8,7 @@ a typo or an out-of-range value is refused at the API with the same
 
 from __future__ import annotations
 
-from annotations.params import Choice, Number, Schema
+from annotations.params import Boolean, Choice, Number, Schema
 
 #: Model presets of ``training.config.build_config``.
 PRESETS = ("r50_fpn", "tiny")
@@ -22,4 +22,9 @@ TRAINING_PARAMS = Schema("training", {
     # 0 is allowed: train on everything (small projects, benchmarks)
     "val_fraction": Number(0.1, lo=0.0, hi=0.9),
     "checkpoint_period": Number(500, lo=1, hi=1_000_000, integer=True),
+    # soft labels: each consensus box is a positive with its consensus score (the
+    # reader model's posterior) and background with the rest (training.modeling)
+    "soft_labels": Boolean(False),
+    # None: a fresh seed each run; a number makes two runs differ only by their params
+    "seed": Number(None, lo=0, hi=2**31 - 1, integer=True, nullable=True),
 })

@@ -216,9 +216,9 @@ def home(request):
     reader = reader_of(request.user)
     if reader is None:  # an admin without a reader code has no reading of their own
         return redirect("web:projects")
-    agreement = [my_reading.my_agreement(reader, p)
-                 for p in project_list_visible(request.user).order_by("name")]
+    projects = list(project_list_visible(request.user).order_by("name"))
     return render(request, "webapp/home.html", {
         "reader": reader, "workspaces": my_reading.my_workspaces(reader),
         "progress": my_reading.my_progress(reader), "queue": my_reading.my_queue(reader),
-        "agreement": agreement})
+        "agreement": [my_reading.my_agreement(reader, p) for p in projects],
+        "reliability": [my_reading.my_reliability(reader, p) for p in projects]})

@@ -32,11 +32,13 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     promoted_by = serializers.CharField(source="promoted_by.username", default=None,
                                         read_only=True)
     n_train_images = serializers.SerializerMethodField()
+    training_params = serializers.JSONField(source="training_run.params", default=None,
+                                            read_only=True)
 
     class Meta:
         model = ModelVersion
         fields = ["name", "sha256", "parent", "metrics", "promoted", "promoted_by",
-                  "promoted_at", "n_train_images", "created_at"]
+                  "promoted_at", "n_train_images", "training_params", "created_at"]
 
     def get_n_train_images(self, obj: ModelVersion) -> int:
         return len(obj.train_images)
@@ -85,7 +87,7 @@ class ModelVersionList(generics.ListAPIView):
 
     def get_queryset(self):
         return ModelVersion.objects.filter(project__slug=self.kwargs["slug"]).select_related(
-            "parent", "promoted_by")
+            "parent", "promoted_by", "training_run")
 
 
 class ModelVersionPromote(APIView):

@@ -82,6 +82,7 @@ urlpatterns = [
     path("projects/<slug:slug>/quick-read/", wv.QuickRead.as_view(), name="quick-read"),
     path("images/<str:image_id>/layers/", wv.ImageLayers.as_view(), name="image-layers"),
     path("me/agreement/", wv.MyAgreement.as_view(), name="my-agreement"),
+    path("me/reliability/", wv.MyReliability.as_view(), name="my-reliability"),
     path("readers/", v.ReaderListCreate.as_view(), name="reader-list"),
     path("audit/", v.AuditList.as_view(), name="audit-list"),
 ]

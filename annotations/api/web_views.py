@@ -161,6 +161,21 @@ class MyAgreement(APIView):
                          for p in project_list_visible(request.user).order_by("slug")])
 
 
+class MyReliability(APIView):
+    """A radiologist's own estimated sensitivity and false positives per class (the
+    reader model over final images only); never another reader's."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
+    def get(self, request):
+        reader = reader_of(request.user)
+        if reader is None:
+            return Response([])
+        return Response([my_reading.my_reliability(reader, p)
+                         for p in project_list_visible(request.user).order_by("slug")])
+
+
 class PrelabelRunIn(serializers.Serializer):
     model_version = serializers.CharField(required=False, max_length=128)
     images = serializers.ListField(child=serializers.CharField(max_length=64), required=False,

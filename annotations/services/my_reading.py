@@ -1,16 +1,24 @@
-"""A radiologist's own view: queue, progress, and agreement with the consensus.
+"""A radiologist's own view: queue, progress, agreement and estimated reliability.
 
-Agreement is computed only over images whose consensus is final (every read in,
-consensus after the last one, no adjudication pending): showing it earlier would
-leak the other readers' work through the consensus.
+Agreement and reliability are computed only over images whose consensus is
+final (every read in, consensus after the last one, no adjudication pending):
+showing them earlier would leak the other readers' work through the consensus.
+Reliability (``my_reliability``) is the reader model's estimate of this
+reader's sensitivity and false positives per class, fitted on every reader's
+reads of *this reader's* final images only: the model's shared parameters
+(lesion rates, the panel's averages, other readers' rates) would otherwise move
+when an image the reader was never assigned turns final.  Only the asking
+reader's own row ever leaves this module.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
 
+from django.core.cache import cache
 from django.db.models import Count, Q
 from django.urls import reverse
 
@@ -120,3 +128,59 @@ def _only_class_result(result, class_id: int):
     return replace(result, boxes=result.boxes[keep], classes=result.classes[keep],
                    scores=result.scores[keep],
                    support=[s for s, k in zip(result.support, keep, strict=True) if k])
+
+
+#: How long a fitted reliability stays cached (the key changes with any read).
+RELIABILITY_CACHE_S = 24 * 3600
+#: Part of the cache key: bump when the reader model or this summary changes.
+RELIABILITY_CACHE_VERSION = 1
+
+
+def _own_estimates(project: Project, reader: Reader,
+                   images: list[Image]) -> dict[str, Any] | None:
+    """``reader``'s row of the reader model fitted on every read of ``images``, cached
+    per exact set of annotation versions (a new or changed read, or another of the
+    reader's images turning final, is a new key, never a stale hit)."""
+    from annotations.consensus import build
+
+    usable = usable_annotations(project, images)
+    versions = sorted(usable.values_list("pk", "version"))
+    digest = hashlib.sha256(repr(versions).encode()).hexdigest()
+    key = f"my-reliability:{RELIABILITY_CACHE_VERSION}:{project.pk}:{reader.pk}:{digest}"
+    hit = cache.get(key)
+    if hit is not None:
+        return hit or None
+    model = build("reader_model", {})
+    model.run(reads_from_annotations(list(usable)))
+    row = model.reader_estimates.get(reader.code)
+    cache.set(key, row or {}, RELIABILITY_CACHE_S)
+    return row
+
+
+def my_reliability(reader: Reader, project: Project) -> dict[str, Any]:
+    """This reader's estimated sensitivity and false positives per image, pooled and per
+    class, with 95% intervals, from the reader model over the project's final images.
+
+    Only ``reader``'s own row is returned; nothing about another reader is.
+    """
+    out: dict[str, Any] = {"project": project.slug, "project_name": project.name,
+                           "final_images": 0, "overall": None, "per_class": []}
+    assigned = list(Assignment.objects.filter(reader=reader, image__project=project)
+                    .values_list("image_id", flat=True))
+    states = image_states(project, assigned)
+    images = list(Image.objects.filter(pk__in=[pk for pk in assigned
+                                               if states.get(pk) == "final"]))
+    out["final_images"] = len(images)
+    if not images:
+        return out
+    row = _own_estimates(project, reader, images)
+    if row is None:
+        return out
+    names = dict(project.label_classes.values_list("class_id", "name"))
+    keys = ("sensitivity", "sensitivity_ci", "fp_per_image", "fp_per_image_ci")
+    out["overall"] = {k: row[k] for k in (*keys, "n_images", "n_boxes")}
+    out["per_class"] = [{"class_name": names.get(int(cid), str(cid)), "lesions": v["lesions"],
+                         **{k: v[k] for k in keys}}
+                        for cid, v in sorted(row["per_class"].items(), key=lambda kv: int(kv[0]))
+                        if int(cid) in names and v["lesions"] >= 1]
+    return out

@@ -219,7 +219,8 @@ def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None
     images = list(qs)
     runs.run_heartbeat(run, total=len(images), done=0)
     names = detector.class_names
-    committee = _committee(run.model_version) if "committee" in al_scores else []
+    committee = [m for m in (_committee(run.model_version) if "committee" in al_scores else [])
+                 if m.class_names == names]  # other classes: indices would not line up
     for start in range(0, len(images), size):
         batch = images[start:start + size]
         arrays = [_read_display(i) for i in batch]

@@ -152,6 +152,12 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     cfg.SOLVER.CHECKPOINT_PERIOD = 10**9  # versions are published below, not checkpoints
     if params.get("base_lr"):
         cfg.SOLVER.BASE_LR = float(params["base_lr"])
+    cfg.CXR.SOFT_LABELS = bool(params.get("soft_labels", False))
+    if params.get("seed") is not None:  # sampler order, augmentations and initialisation
+        from detectron2.utils.env import seed_all_rng
+
+        cfg.SEED = int(params["seed"])
+        seed_all_rng(cfg.SEED)
     # class imbalance: images with rare classes are repeated
     cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
     cfg.DATALOADER.REPEAT_THRESHOLD = 0.3

@@ -14,6 +14,7 @@ from annotations.models import ConsensusRun, Project
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
 from annotations.services.image_state import image_states
+from tests.training.films import CLASS_NAMES
 from tests.webapp.world import PASSWORD, build_world
 
 pytestmark = pytest.mark.django_db
@@ -267,6 +268,64 @@ def test_my_agreement_only_on_final_images(world):
         assert 0.0 <= overall["sensitivity"] <= 1.0
     page = login(reader.user).get("/home/").content.decode()
     assert f"{finals} of {finals + 1} of my images final" in page
+
+
+def test_my_reliability_shows_only_my_own_estimates_over_final_images(world, admin_user):
+    reader = world.reader_of_image(4, 0)  # read image 4, which is not final
+    resp = login(reader.user).get("/api/me/reliability/")
+    assert resp.status_code == 200
+    mine = next(r for r in resp.json() if r["project"] == "clinic")
+    finals = sum(1 for i in range(4) if reader.code in world.reading[i])
+    assert finals, "the world gives this reader a final image"
+    # the estimate rests on final images only: image 4's read is not in it
+    assert mine["final_images"] == finals == mine["overall"]["n_images"]
+    overall = mine["overall"]
+    assert 0.0 <= overall["sensitivity_ci"][0] <= overall["sensitivity"] \
+        <= overall["sensitivity_ci"][1] <= 1.0
+    assert overall["fp_per_image_ci"][0] <= overall["fp_per_image"] <= \
+        overall["fp_per_image_ci"][1]
+    assert {c["class_name"] for c in mine["per_class"]} <= set(CLASS_NAMES)
+    # nothing names or describes another reader
+    text = resp.content.decode()
+    for code in world.readers:
+        assert f'"{code}"' not in text
+    assert set(mine) == {"project", "project_name", "final_images", "overall", "per_class"}
+    page = login(reader.user).get("/home/").content.decode()
+    assert 'class="reliability" data-project="clinic"' in page
+    # an admin without a reader code has no reliability of their own
+    assert login(admin_user).get("/api/me/reliability/").json() == []
+
+
+def _reread(world, index: int, boxes: list) -> None:
+    """Every reader of image ``index`` reads it again with ``boxes``; consensus follows."""
+    image = world.images[index]
+    for code in world.reading[index]:
+        reader_annotation_record(image=image, reader=world.readers[code], boxes=boxes,
+                                 trigger_consensus=False, image_labels=[])
+    consensus_run_execute(run_id=consensus_run_create(project=world.project, strategy="wbf",
+                                                      enqueue=False).pk)
+    assert image_states(world.project, [image.pk])[image.pk] == "final"
+
+
+def test_my_reliability_does_not_move_when_an_image_i_never_saw_is_reread(world):
+    me = world.reader_of_image(4, 0)
+    not_mine = [i for i in range(4) if me.code not in world.reading[i]]
+    mine_final = [i for i in range(4) if me.code in world.reading[i]]
+    assert not_mine and mine_final, "the world gives this reader both kinds of final image"
+    client = login(me.user)
+
+    def figures():
+        return next(r for r in client.get("/api/me/reliability/").json()
+                    if r["project"] == "clinic")
+
+    before = figures()
+    many = [BoxIn(CLASS_NAMES[k % len(CLASS_NAMES)], 4 + 9 * k, 8, 20 + 9 * k, 30)
+            for k in range(8)]
+    _reread(world, not_mine[0], many)  # stays final, outside my assignment
+    assert figures() == before
+    # the same change on an image I read does move my figures: the check above can fail
+    _reread(world, mine_final[0], many)
+    assert figures() != before
 
 
 def test_assets_are_local_and_present(world, admin_user):

@@ -44,10 +44,40 @@
         : [el("tr", {}, el("td", { class: "empty" }, "No runs."))])));
   }
 
+  function labelsOf(v) {
+    const p = v.training_params || {};
+    return `${p.soft_labels ? "soft" : "hard"}${p.seed != null ? ` · seed ${p.seed}` : ""}`;
+  }
+
+  /* Soft against hard labels: versions trained with the same seed on the same number of
+     images, differing in soft_labels; the gold mAP@0.4 of each and the difference. */
+  function softCompare() {
+    const pairs = [];
+    for (const soft of versions) {
+      const sp = soft.training_params || {};
+      if (!sp.soft_labels || sp.seed == null) continue;
+      const hard = versions.find((h) => { const hp = h.training_params || {};
+        return !hp.soft_labels && hp.seed === sp.seed && hp.preset === sp.preset && hp.max_iter === sp.max_iter && h.n_train_images === soft.n_train_images; });
+      if (hard) pairs.push([soft, hard]);
+    }
+    const box = document.getElementById("soft-compare");
+    if (!pairs.length) { box.replaceChildren(el("span", { class: "muted" }, "Soft labels: train once with soft_labels and once without, same seed, to compare them here.")); return; }
+    box.replaceChildren(...pairs.map(([s, h]) => {
+      const a = (s.metrics || {}).map_40, b = (h.metrics || {}).map_40;
+      const d = a != null && b != null ? a - b : null;
+      return el("div", { class: "soft-pair", "data-soft": s.name, "data-hard": h.name },
+        el("strong", {}, "Soft vs hard labels"), ` (seed ${s.training_params.seed}, ${s.n_train_images} images): `,
+        el("span", { class: "mono" }, s.name), ` ${fmt(a)} vs `, el("span", { class: "mono" }, h.name), ` ${fmt(b)} mAP@0.4 → `,
+        el("strong", { "data-diff": d == null ? "" : d.toFixed(3) }, d == null ? "n/a" : `${d >= 0 ? "+" : ""}${d.toFixed(3)}`),
+        d == null ? "" : (d > 0 ? " (soft labels helped on this gold set)" : d < 0 ? " (soft labels did not help on this gold set)" : " (no difference)"));
+    }));
+  }
+
   function versionsTable() {
+    softCompare();
     const promoted = versions.find((v) => v.promoted);
     document.querySelector("#versions").replaceChildren(
-      el("thead", {}, el("tr", {}, ...["Version", "Parent", "Trained on", "mAP@0.4", "COCO mAP", "FROC score", "Created", ""].map((h) => el("th", { class: /mAP|FROC|Trained/.test(h) ? "num" : "" }, h)))),
+      el("thead", {}, el("tr", {}, ...["Version", "Parent", "Trained on", "Labels", "mAP@0.4", "COCO mAP", "FROC score", "Created", ""].map((h) => el("th", { class: /mAP|FROC|Trained/.test(h) ? "num" : "" }, h)))),
       el("tbody", {}, ...(versions.length ? versions.map((v) => {
         const m = v.metrics || {};
         const actions = [];
@@ -55,7 +85,7 @@
         if (v.promoted && v.parent) actions.push(el("button", { class: "secondary", type: "button", id: "rollback", onclick: () => act(`/api/projects/${slug}/model-versions/rollback/`, `Roll back from ${v.name} to the version before it?`) }, "Roll back"));
         const row = el("tr", { "data-version": v.name, style: selected === v.name ? "background:#f0f6fc" : "" },
           el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); select(v.name); } }, el("strong", { class: "mono" }, v.name)), " ", v.promoted ? el("span", { class: "badge ok" }, "in service") : null),
-          el("td", { class: "mono small" }, v.parent || "–"), el("td", { class: "num" }, `${v.n_train_images} images`),
+          el("td", { class: "mono small" }, v.parent || "–"), el("td", { class: "num" }, `${v.n_train_images} images`), el("td", { class: "small", "data-labels": v.name }, labelsOf(v)),
           el("td", { class: "num", "data-metric": "map_40" }, fmt(m.map_40)), el("td", { class: "num" }, fmt(m.coco_map)), el("td", { class: "num" }, fmt(m.froc_score)),
           el("td", { class: "small" }, when(v.created_at)), el("td", {}, ...actions));
         return row;
@@ -124,7 +154,10 @@
 
   document.getElementById("retrain-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    const params = { preset: document.getElementById("preset").value, max_iter: Number(document.getElementById("max_iter").value) };
+    const params = { preset: document.getElementById("preset").value, max_iter: Number(document.getElementById("max_iter").value),
+      soft_labels: document.getElementById("soft_labels").checked };
+    const seed = document.getElementById("seed").value;
+    if (seed !== "") params.seed = Number(seed);
     try { await api(`/api/projects/${slug}/training-runs/`, { method: "POST", body: { params } }); }
     catch (err) { alert(err.message); }
     kick();
