@@ -71,7 +71,7 @@ def test_roi_heads_use_the_weights_only_when_soft_labels_are_on():
         image[:, 30:90, 30:80] = 200.0
         torch.manual_seed(1)  # the same proposals are sampled each time
         with EventStorage(0):
-            return float(model([{"image": image, "instances": inst}])["loss_cls"])
+            return model([{"image": image, "instances": inst}])["loss_cls"].item()
 
     hard = loss_cls(False, 0.2)
     assert loss_cls(True, 1.0) == pytest.approx(hard, rel=1e-5)

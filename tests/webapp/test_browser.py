@@ -208,7 +208,23 @@ def test_admin_retrains_from_the_models_page(world, admin_user, live_server, gpu
         row = WebDriverWait(driver, 20).until(lambda d: d.find_element(
             By.CSS_SELECTOR, f'tr[data-version="{version.name}"] td[data-metric="map_40"]'))
         assert row.text == f"{version.metrics['map_40']:.3f}"
+        labels = driver.find_element(By.CSS_SELECTOR, f'td[data-labels="{version.name}"]')
+        assert labels.text.startswith("hard"), labels.text
+        assert "train once with soft_labels" in driver.find_element(By.ID, "soft-compare").text
         shot(driver, "models")
+        # two versions trained alike but for soft labels are paired, with their difference
+        for name, soft, value in (("clinic-hard", False, 0.41), ("clinic-soft", True, 0.46)):
+            params = {**run.params, "seed": 11, "soft_labels": soft}
+            twin = TrainingRun.objects.create(project=world.project, params=params,
+                                              status="done")
+            ModelVersion.objects.create(project=world.project, name=name, sha256="0" * 64,
+                                        config="", training_run=twin,
+                                        train_images=version.train_images,
+                                        metrics={"map_40": value})
+        driver.refresh()
+        pair = WebDriverWait(driver, 20).until(lambda d: d.find_element(
+            By.CSS_SELECTOR, '.soft-pair[data-soft="clinic-soft"][data-hard="clinic-hard"]'))
+        assert "+0.050" in pair.text and "helped" in pair.text, pair.text
 
         driver.get(f"{base}/projects/clinic/active-learning/")
         ready(driver, "al")
