@@ -91,6 +91,7 @@ ALLOWED: dict[str, set[str]] = {
     "GET /api/me/workspaces/": AUTHENTICATED,
     "GET /api/me/workspaces/{workspace_id}/open/": AUTHENTICATED,
     "GET /api/me/agreement/": AUTHENTICATED,
+    "GET /api/me/reliability/": AUTHENTICATED,
     # ReadOnlyForRadiologists (reads only)
     "GET /api/projects/": AUTHENTICATED,
     "GET /api/projects/{slug}/": AUTHENTICATED,
