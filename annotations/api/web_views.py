@@ -147,33 +147,33 @@ class QuickRead(APIView):
                                    keep=keep))
 
 
-class MyAgreement(APIView):
+class _MyPerProject(APIView):
+    """One summary per project the signed-in reader can see; nobody else's (``summary``
+    takes the reader and the project)."""
+
+    permission_classes = [IsAuthenticated]
+    summary = staticmethod(lambda reader, project: {})
+
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
+    def get(self, request):
+        reader = reader_of(request.user)
+        if reader is None:
+            return Response([])
+        return Response([self.summary(reader, p)
+                         for p in project_list_visible(request.user).order_by("slug")])
+
+
+class MyAgreement(_MyPerProject):
     """A radiologist against the final labels, per project, on final images only."""
 
-    permission_classes = [IsAuthenticated]
-
-    @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
-    def get(self, request):
-        reader = reader_of(request.user)
-        if reader is None:
-            return Response([])
-        return Response([my_reading.my_agreement(reader, p)
-                         for p in project_list_visible(request.user).order_by("slug")])
+    summary = staticmethod(my_reading.my_agreement)
 
 
-class MyReliability(APIView):
+class MyReliability(_MyPerProject):
     """A radiologist's own estimated sensitivity and false positives per class (the
-    reader model over final images only); never another reader's."""
+    reader model over their own final images only); never another reader's."""
 
-    permission_classes = [IsAuthenticated]
-
-    @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
-    def get(self, request):
-        reader = reader_of(request.user)
-        if reader is None:
-            return Response([])
-        return Response([my_reading.my_reliability(reader, p)
-                         for p in project_list_visible(request.user).order_by("slug")])
+    summary = staticmethod(my_reading.my_reliability)
 
 
 class PrelabelRunIn(serializers.Serializer):

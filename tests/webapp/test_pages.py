@@ -319,6 +319,13 @@ def test_my_reliability_does_not_move_when_an_image_i_never_saw_is_reread(world)
                     if r["project"] == "clinic")
 
     before = figures()
+    # my own image 4 is still being read: its second reader's read must not move me
+    image4 = world.images[4]
+    second = world.reader_of_image(4, 1)
+    reader_annotation_record(image=image4, reader=second, trigger_consensus=False,
+                             boxes=[BoxIn(CLASS_NAMES[0], 10, 10, 60, 60)], image_labels=[])
+    assert image_states(world.project, [image4.pk])[image4.pk] != "final"
+    assert figures() == before
     many = [BoxIn(CLASS_NAMES[k % len(CLASS_NAMES)], 4 + 9 * k, 8, 20 + 9 * k, 30)
             for k in range(8)]
     _reread(world, not_mine[0], many)  # stays final, outside my assignment
