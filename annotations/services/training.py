@@ -74,14 +74,23 @@ def training_run_cancel(*, run: TrainingRun, actor: Any = None) -> TrainingRun:
     return run
 
 
-def _split_by_patient(images: list[Image], val_fraction: float) -> tuple[list, list]:
-    """Deterministic patient-level split: a patient's images all go one way."""
+def split_by_patient(images: list[Image], val_fraction: float) -> tuple[list, list]:
+    """Deterministic patient-level split: a patient's images all go one way.
+
+    The bucket follows the patient's pseudonym, so which patients are held out depends
+    on the installation's pseudonym key.  With few patients every one of them can land
+    in the held-out side; a split that would leave nothing to train on is dropped
+    (everything trains, nothing is held out) rather than failing a project that does
+    have final labels.
+    """
     def bucket(image: Image) -> float:
         digest = hashlib.sha256(image.study.patient_pseudo_id.encode()).digest()
         return int.from_bytes(digest[:4], "big") / 2**32
 
     train = [i for i in images if bucket(i) >= val_fraction]
     val = [i for i in images if bucket(i) < val_fraction]
+    if not train:
+        return list(images), []
     return train, val
 
 
@@ -133,7 +142,7 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     # only finished reading: a consensus over some of an image's reads is provisional
     states = image_states(project)
     images = [i for i in images if states.get(i.pk) == "final"]
-    train, val = _split_by_patient(images, float(params["val_fraction"]))
+    train, val = split_by_patient(images, float(params["val_fraction"]))
     if not train:
         raise DomainError("no_training_data", "no image outside the gold set has a final label")
     runs.run_heartbeat(run)
