@@ -8,7 +8,15 @@ import without a mapping table:
 
 * ``vindr_cxr``: the 14 local lesion classes of VinDr-CXR / the VinBigData
   challenge (class ids 0..13) plus image-level "No finding" (id 14);
-* ``nih``: the 8 classes of the NIH ChestX-ray14 box list, plus "No finding".
+* ``nih``: the 8 classes of the NIH ChestX-ray14 box list, plus "No finding";
+* image-level sets (read as multi-select image labels, no boxes), the classes that
+  chest radiograph classifiers are trained on: ``chestxray14`` (the 14 labels of NIH
+  ChestX-ray14), ``lung_disease_9`` (the 9-class lung-disease set built on NIH films:
+  Edema, Pneumonia, Tuberculosis, Cardiomegaly, Emphysema, Covid, Effusion,
+  Atelectasis, No finding) and ``cxr_6`` (Cardiomegaly, Pleural effusion,
+  Atelectasis, Consolidation, Edema, No finding).
+
+A custom taxonomy may mix both: box classes and image-level classes.
 
 Pure module: no Django.
 """
@@ -42,17 +50,29 @@ _PALETTE = [
 ]
 
 
-def build_taxonomy(names: list[str], *, no_finding: bool = True) -> list[LabelClassSpec]:
-    """Taxonomy from box class names in order; "No finding" appended as image-level."""
-    if len(set(names)) != len(names):
-        raise DomainError("invalid_taxonomy", "class names must be unique", detail=names)
-    if any(not n.strip() for n in names):
+def build_taxonomy(names: list[str], *, image_classes: list[str] | tuple[str, ...] = (),
+                   no_finding: bool = True) -> list[LabelClassSpec]:
+    """Taxonomy from box class names, then image-level class names, in order (class ids
+    follow that order); "No finding" appended as image-level.
+
+    Either list may be empty, not both: a project reads boxes, image-level findings or
+    both.  "No finding" is always image-level, wherever it is named.
+    """
+    image_classes = [n for n in image_classes if n != NO_FINDING]
+    every = [*names, *image_classes]
+    if len(set(every)) != len(every):
+        raise DomainError("invalid_taxonomy", "class names must be unique", detail=every)
+    if any(not n.strip() for n in every):
         raise DomainError("invalid_taxonomy", "class names must not be empty")
+    if not [n for n in every if n != NO_FINDING]:
+        raise DomainError("invalid_taxonomy", "a taxonomy needs at least one finding class")
     specs = [
-        LabelClassSpec(i, n, _code(n), _PALETTE[i % len(_PALETTE)]) for i, n in enumerate(names)
+        LabelClassSpec(i, n, _code(n), _PALETTE[i % len(_PALETTE)],
+                       image_level=i >= len(names) or n == NO_FINDING)
+        for i, n in enumerate(every)
     ]
-    if no_finding and NO_FINDING not in names:
-        specs.append(LabelClassSpec(len(names), NO_FINDING, _code(NO_FINDING), "#9e9e9e", True))
+    if no_finding and NO_FINDING not in every:
+        specs.append(LabelClassSpec(len(every), NO_FINDING, _code(NO_FINDING), "#9e9e9e", True))
     # every class is stored under its code (unique per project): names that differ only in
     # punctuation ("a b", "a_b"), or have no letters or digits ("?"), would collide there
     codes = [spec.code for spec in specs]
@@ -74,9 +94,26 @@ NIH_CLASSES = [
     "Pneumothorax",
 ]
 
+#: NIH ChestX-ray14's 14 image labels (Wang et al. 2017), spelled as the data set does.
+CHESTXRAY14_CLASSES = [
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
+    "Hernia",
+]
+
+LUNG_DISEASE_9_CLASSES = [
+    "Edema", "Pneumonia", "Tuberculosis", "Cardiomegaly", "Emphysema", "Covid", "Effusion",
+    "Atelectasis",
+]
+
+CXR_6_CLASSES = ["Cardiomegaly", "Pleural effusion", "Atelectasis", "Consolidation", "Edema"]
+
 PRESETS: dict[str, list[LabelClassSpec]] = {
     "vindr_cxr": build_taxonomy(VINDR_CXR_CLASSES),
     "nih": build_taxonomy(NIH_CLASSES),
+    "chestxray14": build_taxonomy([], image_classes=CHESTXRAY14_CLASSES),
+    "lung_disease_9": build_taxonomy([], image_classes=LUNG_DISEASE_9_CLASSES),
+    "cxr_6": build_taxonomy([], image_classes=CXR_6_CLASSES),
 }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from annotations.errors import DomainError
 from annotations.models import (
     Assignment,
     AuditEvent,
@@ -44,7 +43,10 @@ class ProjectCreateSerializer(serializers.Serializer):
     slug = serializers.SlugField(max_length=64, required=False)
     taxonomy_preset = serializers.ChoiceField(choices=sorted(PRESETS), required=False)
     class_names = serializers.ListField(child=serializers.CharField(max_length=100),
-                                        required=False, allow_empty=False)
+                                        required=False, allow_empty=True, max_length=200)
+    #: image-level finding classes (multi-select per image), with or without box classes
+    image_classes = serializers.ListField(child=serializers.CharField(max_length=100),
+                                          required=False, allow_empty=True, max_length=200)
     readers_per_image = serializers.IntegerField(min_value=1, max_value=20, default=3)
     description = serializers.CharField(required=False, allow_blank=True)
     show_prelabels = serializers.BooleanField(required=False)
@@ -55,14 +57,14 @@ class ProjectCreateSerializer(serializers.Serializer):
                                              required=False)
     display_long_side = serializers.IntegerField(min_value=128, max_value=4096, required=False)
 
-    def validate_class_names(self, names: list[str]) -> list[str]:
+    def validate(self, data: dict) -> dict:
         # Each class is stored under a code made of its name's letters and digits (unique
-        # per project): names that differ only in punctuation, or have none, would collide.
-        codes = [spec.code for spec in build_taxonomy(names)]  # DomainError: dup/empty names
-        if "" in codes or len(set(codes)) != len(codes):
-            raise DomainError("invalid_taxonomy", "class names must differ in their letters "
-                              "and digits, and have some", detail=names)
-        return names
+        # per project): names that differ only in punctuation, or have none, collide there;
+        # build_taxonomy refuses those, duplicates and empty names with a DomainError.
+        names, image = data.get("class_names") or [], data.get("image_classes") or []
+        if names or image:
+            build_taxonomy(names, image_classes=image)
+        return data
 
 
 class ProjectUpdateSerializer(serializers.Serializer):

@@ -10,7 +10,8 @@ Readers disagree at image level when some draw boxes and others say
 * nobody read the image -> no labels (undetermined).
 
 So a surviving box always removes "No finding", and "No finding" never
-coexists with boxes.  How many readers voted "No finding" is kept in
+coexists with boxes.  Image-level findings that the readers agree on
+(``image_findings``) remove it too.  How many readers voted "No finding" is kept in
 ``meta["no_finding_votes"]`` for audit.
 """
 

@@ -67,7 +67,7 @@ class Majority(Strategy):
         self.iou_thr = p.class_thresholds()
         p.done()
 
-    def run(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
+    def run_boxes(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
         flat = FlatReads.build(images)
         clusters = cluster_boxes(flat, self.iou_thr)
         k = flat.reads_per_image()[clusters.image]

@@ -8,7 +8,10 @@ run on just those images; without a fallback they get an empty,
 undetermined result (no boxes, no labels, ``meta["undecided"] = True``).
 
 A chosen reader who said "No finding" gives a "No finding" image (the shared
-rule in ``image_labels``), exactly as their read says.
+rule in ``image_labels``), exactly as their read says.  Image-level findings
+(``image_findings``) are decided over all the image's readers like every other
+strategy's (``image_method``, default ``majority``): the priority order is about
+whose boxes to trust.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class ReaderPriority(Strategy):
                 raise invalid("reader_priority", "fallback", exc.message) from exc
         refuse_unknown("reader_priority", params, {"readers", "fallback"})
 
-    def run(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
+    def run_boxes(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
         flat = FlatReads.build(images)
         rank_of = {code: k for k, code in enumerate(self.readers)}
         big = len(self.readers)
@@ -84,7 +87,7 @@ class ReaderPriority(Strategy):
         undecided = [im for im in images if im.image_id in undecided_ids]
         if undecided:
             if self.fallback is not None:
-                for image_id, res in self.fallback.run(undecided).items():
+                for image_id, res in self.fallback.run_boxes(undecided).items():
                     res.meta["decided_by"] = f"fallback:{self.fallback.name}"
                     results[image_id] = res
             else:

@@ -85,6 +85,7 @@ def _interval(dist: Any) -> list[float]:
 
 @register("reader_model")
 class ReaderModel(Strategy):
+    default_image_method = "reader_model"
     learns_from_panel = True
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
@@ -102,7 +103,7 @@ class ReaderModel(Strategy):
         self.fit_info: dict[str, Any] = {}
         self.fit: ReaderFit | None = None
 
-    def run(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
+    def run_boxes(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
         flat = FlatReads.build(images)
         class_ids = np.unique(flat.box_class)
         sx, sy = flat.image_scale()

@@ -110,7 +110,7 @@ class ReaderWeighted(Strategy):
         self.reader_estimates: dict[str, dict[str, float]] = {}
         self.em_info: dict[str, Any] = {}
 
-    def run(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
+    def run_boxes(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
         flat = FlatReads.build(images)
         clusters = cluster_boxes(flat, self.iou_thr)
         n_readers = len(flat.readers)

@@ -58,7 +58,7 @@ class WeightedBoxesFusion(Strategy):
             allows_overflow=self.allows_overflow,
         )
 
-    def run(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
+    def run_boxes(self, images: Sequence[ImageReads]) -> dict[str, ConsensusResult]:
         flat = FlatReads.build(images)
         fused = self.fuse_flat(flat)
         sx, sy = flat.image_scale()

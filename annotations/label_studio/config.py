@@ -54,16 +54,19 @@ def split_taxonomy(taxonomy: Sequence[LabelClassSpec]) -> LabelConfigClasses:
 
 
 def label_config(taxonomy: Sequence[LabelClassSpec]) -> str:
-    """The labeling config XML for ``taxonomy``: one Image, box labels, image-level choices."""
+    """The labeling config XML for ``taxonomy``: one Image, box labels (when the taxonomy
+    has box classes), image-level choices (multi-select, when it has image-level ones)."""
     classes = split_taxonomy(taxonomy)
-    if not classes.box_classes:
-        raise DomainError("invalid_taxonomy", "a taxonomy needs at least one box class")
+    if not classes.box_classes and not classes.image_classes:
+        raise DomainError("invalid_taxonomy", "a taxonomy needs at least one class")
     view = ET.Element("View")
     ET.SubElement(view, "Image", {"name": IMAGE_NAME, "value": IMAGE_VALUE, **_IMAGE_ATTRS})
-    boxes = ET.SubElement(view, "RectangleLabels", {"name": BOX_CONTROL, "toName": IMAGE_NAME})
-    for spec in taxonomy:
-        if not spec.image_level:
-            ET.SubElement(boxes, "Label", {"value": spec.name, "background": spec.color})
+    if classes.box_classes:
+        boxes = ET.SubElement(view, "RectangleLabels",
+                              {"name": BOX_CONTROL, "toName": IMAGE_NAME})
+        for spec in taxonomy:
+            if not spec.image_level:
+                ET.SubElement(boxes, "Label", {"value": spec.name, "background": spec.color})
     if classes.image_classes:
         choices = ET.SubElement(
             view, "Choices",
@@ -99,10 +102,11 @@ def parse_label_config(xml: str) -> LabelConfigClasses:
     if len(images) != 1 or images[0].get("value") != IMAGE_VALUE:
         raise _invalid(f'expected one <Image name="{IMAGE_NAME}" value="{IMAGE_VALUE}">')
     boxes = _control(root, "RectangleLabels", BOX_CONTROL)
-    if boxes is None:
-        raise _invalid(f'missing <RectangleLabels name="{BOX_CONTROL}" toName="{IMAGE_NAME}">')
     choices = _control(root, "Choices", CHOICES_CONTROL)
-    box_names = _values(boxes, "Label")
+    if boxes is None and choices is None:
+        raise _invalid(f'missing <RectangleLabels name="{BOX_CONTROL}" toName="{IMAGE_NAME}">'
+                       f' or <Choices name="{CHOICES_CONTROL}" toName="{IMAGE_NAME}">')
+    box_names = _values(boxes, "Label") if boxes is not None else ()
     choice_names = _values(choices, "Choice") if choices is not None else ()
     return LabelConfigClasses(box_classes=box_names, image_classes=choice_names)
 

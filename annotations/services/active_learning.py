@@ -190,8 +190,8 @@ def retrain_if_due(project: Project) -> TrainingRun | None:
     """Start training once ``auto_retrain_after`` new final labels exist (the handlers
     ask after every consensus run)."""
     n = project.auto_retrain_after
-    if not n:
-        return None
+    if not n or not project.label_classes.filter(image_level=False).exists():
+        return None  # off, or nothing for the detector to learn (image-level taxonomy)
     current = ModelVersion.objects.filter(project=project, promoted=True).first()
     trained = set(current.train_images) if current else set()
     gold = set(Image.objects.filter(project=project, is_gold=True)

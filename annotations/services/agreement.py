@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from annotations.consensus import agreement
+from annotations.consensus import agreement, image_agreement
 from annotations.models import ConsensusRun, LabelClass, Project
 from annotations.services.consensus import (
     consensus_results,
@@ -21,8 +21,9 @@ def agreement_report(
     image_ids: Collection[str] | None = None,
     iou_thr: float = 0.4,
 ) -> dict[str, Any]:
-    """Pairwise IoU-matched F1 per class, Fleiss' kappa per class, and (with a
-    consensus run) each reader against the consensus."""
+    """Pairwise IoU-matched F1 per class, Fleiss' kappa per class (box presence and
+    image-level labels), and (with a consensus run) each reader against the consensus
+    (boxes, and the 2x2 table per image-level label)."""
     reads = reads_from_annotations(list(usable_annotations(project)))
     names = dict(LabelClass.objects.filter(project=project).values_list("class_id", "name"))
     box_classes = sorted(LabelClass.objects.filter(project=project, image_level=False)
@@ -41,9 +42,17 @@ def agreement_report(
         "kappa": [named(k.to_dict()) for k in
                   agreement.presence_kappa(reads, box_classes, image_ids)],
     }
+    labels = list(LabelClass.objects.filter(project=project, image_level=True)
+                  .order_by("class_id").values_list("name", flat=True))
+    report["image_kappa"] = [k.to_dict() for k in
+                             image_agreement.image_label_kappa(reads, labels, image_ids)]
     if run is not None:
+        results = consensus_results(run)
         report["consensus_run"] = run.pk
         report["reader_vs_consensus"] = [
             r.to_dict() for r in agreement.reader_vs_consensus(
-                reads, consensus_results(run), iou_thr, image_ids)]
+                reads, results, iou_thr, image_ids)]
+        report["image_reader_vs_consensus"] = [
+            r.to_dict() for r in image_agreement.image_label_vs_consensus(
+                reads, results, labels, image_ids)]
     return report

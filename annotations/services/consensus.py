@@ -21,6 +21,7 @@ from django.db.models import Prefetch
 from annotations import consensus as engine
 from annotations.consensus import ConsensusResult, ImageReads, ReaderRead
 from annotations.consensus.agreement import image_agreement
+from annotations.consensus.image_agreement import label_set_agreement
 from annotations.models import (
     AnnotationBox,
     ConsensusBox,
@@ -125,7 +126,7 @@ def consensus_run_execute(*, run_id: int) -> ConsensusRun:
 
 def _execute(run: ConsensusRun) -> None:
     scope = _scope_images(run)
-    panel_wide = engine.get_strategy(run.strategy).learns_from_panel
+    panel_wide = engine.build(run.strategy, run.params).panel_wide
     annotations = list(usable_annotations(run.project, None if panel_wide else scope))
     results, reads = _compute(run, annotations)
     runs.run_heartbeat(run, cancellable=False)  # computed; storing is one transaction
@@ -159,7 +160,7 @@ def _store(run: ConsensusRun, results: dict[str, ConsensusResult],
     n_readers = {r.image_id: len(r.reads) for r in reads}
     thr = run.params.get("iou_thr", 0.4)
     thr = thr if isinstance(thr, int | float) else 0.4
-    agreement = {r.image_id: image_agreement(r, float(thr)) for r in reads}
+    agreement = {r.image_id: _agreement(r, float(thr)) for r in reads}
     rows = ConsensusImage.objects.bulk_create(
         ConsensusImage(run=run, image=images[pid], image_labels=sorted(res.image_labels),
                        n_readers=n_readers.get(pid, 0), agreement=agreement.get(pid),
@@ -175,6 +176,14 @@ def _store(run: ConsensusRun, results: dict[str, ConsensusResult],
                 consensus_image=row, label_class=classes[int(cls)], x_min=box[0], y_min=box[1],
                 x_max=box[2], y_max=box[3], score=score, support=list(support), position=pos))
     ConsensusBox.objects.bulk_create(boxes)
+
+
+def _agreement(reads: ImageReads, iou_thr: float) -> float | None:
+    """How far the image's readers agree, for adjudication: boxes and image-level
+    findings, whichever agrees less."""
+    scores = [v for v in (image_agreement(reads, iou_thr), label_set_agreement(reads))
+              if v is not None]
+    return min(scores) if scores else None
 
 
 def _jsonable(meta: dict) -> dict:

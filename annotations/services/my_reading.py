@@ -133,7 +133,7 @@ def _only_class_result(result, class_id: int):
 #: How long a fitted reliability stays cached (the key changes with any read).
 RELIABILITY_CACHE_S = 24 * 3600
 #: Part of the cache key: bump when the reader model or this summary changes.
-RELIABILITY_CACHE_VERSION = 1
+RELIABILITY_CACHE_VERSION = 2
 
 
 def _own_estimates(project: Project, reader: Reader,
@@ -153,6 +153,8 @@ def _own_estimates(project: Project, reader: Reader,
     model = build("reader_model", {})
     model.run(reads_from_annotations(list(usable)))
     row = model.reader_estimates.get(reader.code)
+    if row is not None:  # and the image-level findings' sensitivity and specificity
+        row = {**row, "image_labels": model.image_readers.get(reader.code, {})}
     cache.set(key, row or {}, RELIABILITY_CACHE_S)
     return row
 
@@ -164,7 +166,8 @@ def my_reliability(reader: Reader, project: Project) -> dict[str, Any]:
     Only ``reader``'s own row is returned; nothing about another reader is.
     """
     out: dict[str, Any] = {"project": project.slug, "project_name": project.name,
-                           "final_images": 0, "overall": None, "per_class": []}
+                           "final_images": 0, "overall": None, "per_class": [],
+                           "image_labels": []}
     assigned = list(Assignment.objects.filter(reader=reader, image__project=project)
                     .values_list("image_id", flat=True))
     states = image_states(project, assigned)
@@ -183,4 +186,8 @@ def my_reliability(reader: Reader, project: Project) -> dict[str, Any]:
                          **{k: v[k] for k in keys}}
                         for cid, v in sorted(row["per_class"].items(), key=lambda kv: int(kv[0]))
                         if int(cid) in names and v["lesions"] >= 1]
+    label_keys = ("sensitivity", "sensitivity_ci", "specificity", "specificity_ci",
+                  "n_images")
+    out["image_labels"] = [{"label": label, **{k: v[k] for k in label_keys}}
+                           for label, v in sorted(row.get("image_labels", {}).items())]
     return out

@@ -20,11 +20,13 @@ def project_create(
     slug: str | None = None,
     taxonomy_preset: str | None = "vindr_cxr",
     class_names: list[str] | None = None,
+    image_classes: list[str] | None = None,
     readers_per_image: int = 3,
     actor: Any = None,
     **options: Any,
 ) -> Project:
-    """Create a project with its taxonomy (a preset, or custom class names)."""
+    """Create a project with its taxonomy: a preset, or custom box class names and/or
+    image-level class names (read as a multi-select per image)."""
     slug = slug or slugify(name)
     if not slug:
         raise DomainError("invalid_project", "a project needs a name")
@@ -32,8 +34,8 @@ def project_create(
         raise DomainError("conflict", f"project {slug!r} already exists")
     if readers_per_image < 1:
         raise DomainError("invalid_project", "readers_per_image must be at least 1")
-    if class_names:
-        specs = taxonomy.build_taxonomy(class_names)
+    if class_names or image_classes:
+        specs = taxonomy.build_taxonomy(class_names or [], image_classes=image_classes or ())
         preset_name = ""
     else:
         specs = taxonomy.preset(taxonomy_preset or "vindr_cxr")

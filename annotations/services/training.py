@@ -54,6 +54,9 @@ Cancelled = runs.RunCancelled
 def training_run_create(*, project: Project, params: dict | None = None, actor: Any = None,
                         enqueue: bool = True) -> TrainingRun:
     merged = TRAINING_PARAMS.validate(params)  # typed, bounded, unknown keys refused
+    if not project.label_classes.filter(image_level=False).exists():
+        raise DomainError("no_box_classes", "the detector trains on boxes and this project's "
+                          "taxonomy has only image-level classes")
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(project=project, params=merged, created_by=(
