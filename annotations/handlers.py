@@ -139,6 +139,8 @@ def prelabel_with_promoted(event: ev.ModelPromoted) -> None:
     the reading tasks that show none yet; the push follows when the run is done."""
     project = Project.objects.get(pk=event.project_id)
     version = ModelVersion.objects.get(pk=event.version_id)
+    if version.kind != ModelVersion.Kind.DETECTOR:
+        return  # pre-labels and AL scores come from the detector
     if project.prelabel_runs.filter(model_version=version.name,
                                     status__in=(RunStatus.PENDING, RunStatus.RUNNING)).exists():
         return  # a rollback back and forth: that run is on its way

@@ -759,9 +759,15 @@ class TrainingRun(Run):
 
 class ModelVersion(models.Model):
     """A trained model: checkpoint (with checksum), config, exact training set,
-    parent, gold-set metrics, and who promoted it."""
+    parent, gold-set metrics, and who promoted it.  A project has one promoted version
+    per kind: its detector (boxes) and its image-level classifier."""
+
+    class Kind(models.TextChoices):
+        DETECTOR = "detector"
+        CLASSIFIER = "classifier"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.DETECTOR)
     name = models.CharField(max_length=64, unique=True)
     sha256 = models.CharField(max_length=64)
     config = models.TextField()

@@ -23,7 +23,7 @@ def reader_of(user: Any):
 
 def model_version_promoted(project: Project) -> ModelVersion | None:
     """The version serving ``project``: the registry's, the only truth (no marker file)."""
-    return ModelVersion.objects.filter(project=project, promoted=True).first()
+    return ModelVersion.objects.filter(project=project, promoted=True, kind="detector").first()
 
 
 def model_version_for_ls_project(ls_project_id: int) -> ModelVersion | None:

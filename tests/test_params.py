@@ -86,7 +86,8 @@ def test_training_params_accept_what_the_platform_and_benchmarks_send():
     sent = {"preset": "tiny", "max_iter": 60, "ims_per_batch": 2, "base_lr": 0.02,
             "val_fraction": 0.0, "checkpoint_period": 30}
     # what is not sent takes its default: hard labels, a fresh seed
-    assert TRAINING_PARAMS.validate(sent) == {**sent, "soft_labels": False, "seed": None}
+    assert TRAINING_PARAMS.validate(sent) == {**sent, "soft_labels": False, "seed": None,
+                                              "task": "detector"}
     assert TRAINING_PARAMS.validate({**sent, "soft_labels": True, "seed": 3})["seed"] == 3
     assert TRAINING_PARAMS.validate(None) == TRAINING_PARAMS.defaults
 

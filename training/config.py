@@ -66,7 +66,10 @@ def add_cxr_config(cfg: CfgNode) -> None:
       above the threshold; see ``training.modeling``);
     * ``SOFT_LABELS``: train the box classifier on soft targets, each ground
       truth box weighted by its ``weight`` (the consensus score; see
-      ``training.modeling``).
+      ``training.modeling``);
+    * ``TASK``: ``"detector"``, or ``"classifier"`` for an image-level classifier
+      version (``training.classifier``), whose keys are under ``CLASSIFIER``
+      (``CLASS_NAMES``, ``INPUT_SIZE``, ``BASE_LR``).
     """
     cfg.CXR = CfgNode()
     cfg.CXR.PRESET = "r50_fpn"
@@ -82,6 +85,11 @@ def add_cxr_config(cfg: CfgNode) -> None:
     cfg.CXR.AUG_FLIP = False
     cfg.CXR.ONE_CLASS_PER_BOX = False
     cfg.CXR.SOFT_LABELS = False
+    cfg.CXR.TASK = "detector"
+    cfg.CXR.CLASSIFIER = CfgNode()
+    cfg.CXR.CLASSIFIER.CLASS_NAMES = []
+    cfg.CXR.CLASSIFIER.INPUT_SIZE = 512
+    cfg.CXR.CLASSIFIER.BASE_LR = 1e-4
 
 
 def default_device() -> str:

@@ -8,12 +8,20 @@ a typo or an out-of-range value is refused at the API with the same
 
 from __future__ import annotations
 
-from annotations.params import Boolean, Choice, Number, Schema
+from annotations.params import Boolean, Choice, Number, Schema, invalid_param
 
-#: Model presets of ``training.config.build_config``.
-PRESETS = ("r50_fpn", "tiny")
+#: Model presets: the detector's (``training.config.build_config``) and the image-level
+#: classifier's (``training.classifier``); ``tiny`` exists for both.
+DETECTOR_PRESETS = ("r50_fpn", "tiny")
+CLASSIFIER_PRESETS = ("densenet121", "tiny")
+PRESETS = ("r50_fpn", "tiny", "densenet121")
+TASKS = ("detector", "classifier")
 
 TRAINING_PARAMS = Schema("training", {
+    # what to train: the box detector, or the image-level classifier of the findings
+    "task": Choice("detector", TASKS),
+    # r50_fpn (the detector's default; densenet121 is the classifier's, used when a
+    # classifier run names no preset), tiny (either task, for tests and CPU demos)
     "preset": Choice("r50_fpn", PRESETS),
     "max_iter": Number(2000, lo=1, hi=1_000_000, integer=True),
     # None: the preset's own learning rate (it depends on the weights' initialisation)
@@ -28,3 +36,16 @@ TRAINING_PARAMS = Schema("training", {
     # None: a fresh seed each run; a number makes two runs differ only by their params
     "seed": Number(None, lo=0, hi=2**31 - 1, integer=True, nullable=True),
 })
+
+
+def training_params(params: dict | None) -> dict:
+    """Validated params; a classifier run that names no preset gets the classifier's
+    default, and a preset of the other task is refused by name."""
+    merged = TRAINING_PARAMS.validate(params)
+    allowed = CLASSIFIER_PRESETS if merged["task"] == "classifier" else DETECTOR_PRESETS
+    if merged["task"] == "classifier" and "preset" not in (params or {}):
+        merged["preset"] = CLASSIFIER_PRESETS[0]
+    if merged["preset"] not in allowed:
+        raise invalid_param("training", "preset", f"{merged['preset']!r} is not a "
+                            f"{merged['task']} preset; one of {list(allowed)}")
+    return merged

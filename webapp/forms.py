@@ -12,11 +12,20 @@ from annotations.consensus import available as consensus_strategies
 from annotations.errors import DomainError
 from annotations.services import accounts
 
-_PRESET_LABELS = {"vindr_cxr": "VinDr-CXR", "nih": "NIH ChestX-ray"}
+_PRESET_LABELS = {"vindr_cxr": "VinDr-CXR", "nih": "NIH ChestX-ray boxes",
+                  "chestxray14": "NIH ChestX-ray14 findings",
+                  "lung_disease_9": "9-class lung disease", "cxr_6": "6-class findings"}
 
 
 def _strategy_choices() -> list[tuple[str, str]]:
     return [(name, name.replace("_", " ")) for name in consensus_strategies()]
+
+
+def _preset_summary(spec) -> str:
+    boxes = sum(not c.image_level for c in spec)
+    image = sum(c.image_level and c.name != taxonomy.NO_FINDING for c in spec)
+    parts = [f"{boxes} box classes" if boxes else "", f"{image} findings" if image else ""]
+    return " + ".join([p for p in parts if p] + ["No finding"])
 
 
 class ProjectCreateForm(forms.Form):
@@ -26,7 +35,12 @@ class ProjectCreateForm(forms.Form):
     taxonomy_preset = forms.ChoiceField(label="Taxonomy", initial="vindr_cxr")
     custom_classes = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Custom taxonomy: one class per line (used instead of the preset).")
+        help_text="Custom taxonomy: one box class per line (used instead of the preset).")
+    custom_image_classes = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        label="Image-level findings",
+        help_text="Custom taxonomy: one image-level finding per line, picked per image "
+                  "(with the box classes above, or alone).")
     readers_per_image = forms.IntegerField(min_value=1, max_value=17, initial=3,
                                            label="Readers per image (k)")
     consensus_strategy = forms.ChoiceField(initial="wbf")
@@ -36,19 +50,19 @@ class ProjectCreateForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["taxonomy_preset"].choices = [
-            (name, f"{_PRESET_LABELS.get(name, name)} "
-                   f"({sum(not c.image_level for c in spec)} classes + No finding)")
+            (name, f"{_PRESET_LABELS.get(name, name)} ({_preset_summary(spec)})")
             for name, spec in sorted(taxonomy.PRESETS.items())]
         self.fields["consensus_strategy"].choices = _strategy_choices()
 
     def service_kwargs(self) -> dict:
         data = self.cleaned_data
-        classes = [c.strip() for c in (data.get("custom_classes") or "").splitlines()
-                   if c.strip()]
+        classes, image = (
+            [c.strip() for c in (data.get(key) or "").splitlines() if c.strip()]
+            for key in ("custom_classes", "custom_image_classes"))
         return {
             "name": data["name"], "slug": data.get("slug") or None,
-            "taxonomy_preset": None if classes else data["taxonomy_preset"],
-            "class_names": classes or None,
+            "taxonomy_preset": None if classes or image else data["taxonomy_preset"],
+            "class_names": classes or None, "image_classes": image or None,
             "readers_per_image": data["readers_per_image"],
             "consensus_strategy": data["consensus_strategy"],
             "show_prelabels": data["show_prelabels"], "clahe": data["clahe"],

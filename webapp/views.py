@@ -86,7 +86,8 @@ def _project_rows() -> list[Project]:
         n_images=Count("images", distinct=True),
         n_gold=Count("images", filter=Q(images__is_gold=True), distinct=True))
         .order_by("name"))
-    promoted = dict(ModelVersion.objects.filter(promoted=True).values_list("project_id", "name"))
+    promoted = dict(ModelVersion.objects.filter(promoted=True, kind="detector")
+                    .values_list("project_id", "name"))
     for row in rows:
         row.model_name = promoted.get(row.pk)
     return rows
@@ -202,7 +203,7 @@ def feedback_page(request, slug: str):
 @platform_page
 def quick_read_page(request):
     choices = [p for p in project_list_visible(request.user).order_by("name")]
-    promoted = dict(ModelVersion.objects.filter(promoted=True, project__in=choices)
+    promoted = dict(ModelVersion.objects.filter(promoted=True, kind="detector", project__in=choices)
                     .values_list("project_id", "name"))
     return render(request, "webapp/quick_read.html", {
         "projects": [{"slug": p.slug, "name": p.name, "model": promoted.get(p.pk)}

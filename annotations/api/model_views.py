@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -37,7 +37,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelVersion
-        fields = ["name", "sha256", "parent", "metrics", "promoted", "promoted_by",
+        fields = ["name", "kind", "sha256", "parent", "metrics", "promoted", "promoted_by",
                   "promoted_at", "n_train_images", "training_params", "created_at"]
 
     def get_n_train_images(self, obj: ModelVersion) -> int:
@@ -106,10 +106,15 @@ class ModelVersionPromote(APIView):
 class ModelRollback(APIView):
     permission_classes = [IsPlatformAdmin]
 
-    @extend_schema(request=None, responses={200: ModelVersionSerializer})
+    @extend_schema(request=None, responses={200: ModelVersionSerializer},
+                   parameters=[OpenApiParameter("kind", str, enum=ModelVersion.Kind.values,
+                                                description="detector (default) or classifier")])
     def post(self, request, slug: str):
+        kind = request.query_params.get("kind", ModelVersion.Kind.DETECTOR)
+        if kind not in ModelVersion.Kind.values:
+            raise DomainError("invalid", f"kind must be one of {ModelVersion.Kind.values}")
         version = model_registry.version_rollback(project=projects.project_get(slug),
-                                                  actor=request.user)
+                                                  actor=request.user, kind=kind)
         version.refresh_from_db()
         return Response(ModelVersionSerializer(version).data)
 

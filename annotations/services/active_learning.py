@@ -84,7 +84,7 @@ def al_round_create(*, project: Project, strategy: str, budget: int,
     from training.active_learning import build
 
     chooser = build(strategy, params or {})
-    version = ModelVersion.objects.filter(project=project, promoted=True).first()
+    version = ModelVersion.objects.filter(project=project, promoted=True, kind="detector").first()
     if version is None:
         raise DomainError("not_found", "active learning needs a promoted model version")
     version_files(version.name)
@@ -192,7 +192,7 @@ def retrain_if_due(project: Project) -> TrainingRun | None:
     n = project.auto_retrain_after
     if not n or not project.label_classes.filter(image_level=False).exists():
         return None  # off, or nothing for the detector to learn (image-level taxonomy)
-    current = ModelVersion.objects.filter(project=project, promoted=True).first()
+    current = ModelVersion.objects.filter(project=project, promoted=True, kind="detector").first()
     trained = set(current.train_images) if current else set()
     gold = set(Image.objects.filter(project=project, is_gold=True)
                .values_list("pseudo_id", flat=True))
@@ -211,7 +211,7 @@ def al_round_preview(*, project: Project, strategy: str, budget: int,
     from training.active_learning import COMMITTEE_KEY, STABILITY_KEY, build
 
     chooser = build(strategy, params or {})
-    version = ModelVersion.objects.filter(project=project, promoted=True).first()
+    version = ModelVersion.objects.filter(project=project, promoted=True, kind="detector").first()
     if version is None:
         raise DomainError("not_found", "active learning needs a promoted model version")
     pool = pool_images(project)

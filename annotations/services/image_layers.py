@@ -65,8 +65,8 @@ def _consensus_layer(image: Image) -> dict[str, Any] | None:
 
 
 def _prediction_layer(image: Image) -> dict[str, Any] | None:
-    version = (ModelVersion.objects.filter(project=image.project, promoted=True).first()
-               or ModelVersion.objects.filter(project=image.project).first())
+    detectors = ModelVersion.objects.filter(project=image.project, kind="detector")
+    version = detectors.filter(promoted=True).first() or detectors.first()
     pred = None
     if version is not None:
         pred = Prediction.objects.filter(image=image, model_version=version.name).first()

@@ -10,6 +10,10 @@ changes what project A is served, and a rolled-back promotion leaves nothing beh
 Policy: a new version is promoted automatically only when its gold-set mAP@0.4
 beats the promoted version's by at least ``project.promotion_threshold`` (the
 first version of a project is promoted when it has gold metrics).
+
+Detectors and image-level classifiers are versions of two kinds: a project has one
+promoted version of each, a promotion or rollback touches only its own kind, and a
+classifier is compared on its gold macro AUROC instead of mAP@0.4.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from annotations import events
 from annotations.errors import DomainError
 from annotations.models import Image, ModelVersion, Project
 from annotations.services.audit import audit_record
+from annotations.services.classifier_training import classifier_gold_report
 from annotations.services.labels import final_results
 from annotations.services.prelabeling import _read_display
 
@@ -82,6 +87,8 @@ def gold_metrics(truth: Truth, preds: Preds, class_names: dict[int, str]) -> dic
 def version_gold_report(*, version: ModelVersion) -> dict[str, Any]:
     """The version's gold-set metrics, stored nowhere (the version's files must
     exist; its row need not, so a training can evaluate before it registers)."""
+    if version.kind == ModelVersion.Kind.CLASSIFIER:
+        return classifier_gold_report(version=version)
     gold, truth = gold_truth(version.project)
     if not gold:
         raise DomainError("no_gold_set", "the project has no gold images with final labels")
@@ -110,7 +117,8 @@ def version_promote(*, version: ModelVersion, actor: Any = None, reason: str = "
     list(Project.objects.select_for_update().filter(pk=version.project_id).values_list(
         "pk", flat=True))
     changed = not ModelVersion.objects.filter(pk=version.pk, promoted=True).exists()
-    ModelVersion.objects.filter(project=version.project, promoted=True).update(promoted=False)
+    ModelVersion.objects.filter(project=version.project, kind=version.kind,
+                                promoted=True).update(promoted=False)
     ModelVersion.objects.filter(pk=version.pk).update(
         promoted=True, promoted_at=timezone.now(),
         promoted_by=actor if getattr(actor, "is_authenticated", False) else None)
@@ -120,17 +128,23 @@ def version_promote(*, version: ModelVersion, actor: Any = None, reason: str = "
         events.emit(events.ModelPromoted(version_id=version.pk, project_id=version.project_id))
 
 
-def version_rollback(*, project: Project, actor: Any = None) -> ModelVersion:
-    """Promote the version that was in service before the current one."""
-    current = ModelVersion.objects.filter(project=project, promoted=True).first()
+def version_rollback(*, project: Project, actor: Any = None,
+                     kind: str = ModelVersion.Kind.DETECTOR) -> ModelVersion:
+    """Promote the version (of ``kind``) that was in service before the current one."""
+    current = ModelVersion.objects.filter(project=project, kind=kind, promoted=True).first()
     if current is None or current.parent is None:
         raise DomainError("conflict", "nothing to roll back to")
     version_promote(version=current.parent, actor=actor, reason=f"rollback from {current.name}")
     return current.parent
 
 
-def _map(metrics: dict[str, Any]) -> float:
-    value = metrics.get("map_40")
+#: the gold figure each kind of version is promoted on
+PROMOTION_METRIC = {ModelVersion.Kind.DETECTOR: "map_40",
+                    ModelVersion.Kind.CLASSIFIER: "macro_auroc"}
+
+
+def _score(metrics: dict[str, Any], kind: str) -> float:
+    value = metrics.get(PROMOTION_METRIC[kind])
     return float(value) if value is not None else -1.0
 
 
@@ -145,15 +159,18 @@ def version_evaluate_and_maybe_promote(*, version: ModelVersion) -> bool:
 
 
 def version_promote_if_better(*, version: ModelVersion) -> bool:
-    """Promote an evaluated version when its gold mAP@0.4 beats the promoted one's
-    by the project's margin (the first version of a project: when evaluated)."""
-    report = version.metrics
-    current = ModelVersion.objects.filter(project=version.project, promoted=True).first()
+    """Promote an evaluated version when its gold figure (mAP@0.4; a classifier's
+    macro AUROC) beats the promoted one's of its kind by the project's margin (the
+    first version of a kind: when evaluated)."""
+    report, kind = version.metrics, version.kind
+    current = ModelVersion.objects.filter(project=version.project, kind=kind,
+                                          promoted=True).first()
     margin = version.project.promotion_threshold
-    if current is None or _map(report) >= _map(current.metrics) + margin:
+    if current is None or _score(report, kind) >= _score(current.metrics, kind) + margin:
         version_promote(version=version, reason="better on the gold set")
         return True
+    key = PROMOTION_METRIC[kind]
     audit_record(action="model.not_promoted", project=version.project, target=version,
-                 detail={"map_40": report.get("map_40"),
-                         "promoted_map_40": current.metrics.get("map_40"), "margin": margin})
+                 detail={key: report.get(key), f"promoted_{key}": current.metrics.get(key),
+                         "margin": margin})
     return False

@@ -61,7 +61,7 @@ def project_overview(project: Project) -> dict[str, Any]:
     latest = project.consensus_runs.order_by("-id").first()
     done = latest_run(project)
     batch = project.ingest_batches.order_by("-id").first()
-    promoted = ModelVersion.objects.filter(project=project, promoted=True).first()
+    promoted = ModelVersion.objects.filter(project=project, promoted=True, kind="detector").first()
     return {
         "project": project.slug,
         "counts": {
@@ -98,8 +98,8 @@ def project_overview(project: Project) -> dict[str, Any]:
 def _latest_uncertainty(project: Project) -> dict[int, float | None]:
     """Image pk -> max-entropy score of the promoted version (else the newest one);
     the one number is read in the database, not each prediction's JSON."""
-    version = (ModelVersion.objects.filter(project=project, promoted=True).first()
-               or ModelVersion.objects.filter(project=project).first())
+    detectors = ModelVersion.objects.filter(project=project, kind="detector")
+    version = detectors.filter(promoted=True).first() or detectors.first()
     if version is None:
         return {}
     rows = (Prediction.objects.filter(image__project=project, model_version=version.name)
@@ -189,7 +189,8 @@ def learning_curve(project: Project) -> dict[str, Any]:
     versions = [{"name": v.name, "train_images": len(v.train_images),
                  "map_40": v.metrics.get("map_40"), "coco_map": v.metrics.get("coco_map"),
                  "promoted": v.promoted, "created_at": v.created_at.isoformat()}
-                for v in ModelVersion.objects.filter(project=project).order_by("id")]
+                for v in ModelVersion.objects.filter(project=project, kind="detector")
+                .order_by("id")]
     rounds = [{"number": r.number, "strategy": r.strategy, "budget": r.budget,
                "labeled_before": r.labeled_before, "selected": len(r.selected),
                "model_version": r.model_version.name if r.model_version else None,

@@ -149,7 +149,7 @@ def _committee(version: str) -> list[Any]:
     current = ModelVersion.objects.filter(name=version).first()
     if current is None:
         return []
-    earlier = (ModelVersion.objects.filter(project=current.project_id,
+    earlier = (ModelVersion.objects.filter(project=current.project_id, kind="detector",
                                            created_at__lt=current.created_at)
                .order_by("-created_at")[:COMMITTEE_EARLIER])
     thresh = settings.PRELABEL_SCORE_THRESH

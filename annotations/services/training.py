@@ -39,11 +39,12 @@ from annotations.formats.records import ImageRecord
 from annotations.models import Image, ModelVersion, Project, TrainingRun
 from annotations.services import runs
 from annotations.services.audit import audit_record
+from annotations.services.classifier_training import train_classifier_model
 from annotations.services.exports import project_taxonomy
 from annotations.services.image_state import image_states
 from annotations.services.labels import final_results
 from annotations.services.model_registry import version_gold_report
-from training.params import TRAINING_PARAMS
+from training.params import training_params
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ Cancelled = runs.RunCancelled
 
 def training_run_create(*, project: Project, params: dict | None = None, actor: Any = None,
                         enqueue: bool = True) -> TrainingRun:
-    merged = TRAINING_PARAMS.validate(params)  # typed, bounded, unknown keys refused
-    if not project.label_classes.filter(image_level=False).exists():
+    merged = training_params(params)  # typed, bounded, unknown keys refused
+    if merged["task"] == "detector" and \
+            not project.label_classes.filter(image_level=False).exists():
         raise DomainError("no_box_classes", "the detector trains on boxes and this project's "
                           "taxonomy has only image-level classes")
     try:
@@ -132,28 +134,38 @@ def training_run_execute(*, run_id: int) -> TrainingRun:
     return runs.run_execute(TrainingRun, run_id, work, retry_on=())
 
 
-def _train(run: TrainingRun, work: Path) -> ModelVersion:
-    from training.config import build_config
-    from training.datasets import register_coco_dataset
-    from training.detector import save_model_version
-    from training.trainer import CXRTrainer
-
-    project, params = run.project, run.params
+def _training_images(run: TrainingRun) -> tuple[list[Image], list[Image], dict]:
+    """(train, held out, final labels): the final, non-gold images, split by patient."""
+    project = run.project
     labels = final_results(project)
     images = list(Image.objects.filter(project=project, is_gold=False,
                                        pseudo_id__in=list(labels)).select_related("study"))
     # only finished reading: a consensus over some of an image's reads is provisional
     states = image_states(project)
     images = [i for i in images if states.get(i.pk) == "final"]
-    train, val = split_by_patient(images, float(params["val_fraction"]))
+    train, val = split_by_patient(images, float(run.params["val_fraction"]))
     if not train:
         raise DomainError("no_training_data", "no image outside the gold set has a final label")
+    return train, val, labels
+
+
+def _train(run: TrainingRun, work: Path) -> ModelVersion:
+    if run.params.get("task") == "classifier":
+        return _train_classifier(run)
+    from training.config import build_config
+    from training.datasets import register_coco_dataset
+    from training.detector import save_model_version
+    from training.trainer import CXRTrainer
+
+    project, params = run.project, run.params
+    train, val, labels = _training_images(run)
     runs.run_heartbeat(run)
     dataset = f"cxr-train-{run.pk}"
     register_coco_dataset(dataset, write_training_coco(project, train, labels, work),
                           Path(settings.MEDIA_ROOT))
     names = [c.name for c in project_taxonomy(project) if not c.image_level]
-    parent = ModelVersion.objects.filter(project=project, promoted=True).first()
+    parent = ModelVersion.objects.filter(project=project, promoted=True,
+                                         kind=ModelVersion.Kind.DETECTOR).first()
     cfg = build_config(len(names), preset=params["preset"], class_names=names,
                        weights=settings.INITIAL_WEIGHTS or None)
     cfg.DATASETS.TRAIN = (dataset,)
@@ -213,6 +225,45 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
             detail={"images": len(train), "validation": len(val)})
     except BaseException:
         # not registered: no version folder either (a version that committed keeps its files)
+        if not ModelVersion.objects.filter(name=name).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _train_classifier(run: TrainingRun) -> ModelVersion:
+    """The image-level classifier: trained in memory on the display derivatives, saved,
+    then evaluated, registered and promoted exactly as a detector is."""
+    from training.classifier import save_classifier
+
+    project, params = run.project, run.params
+    train, val, labels = _training_images(run)
+    runs.run_heartbeat(run)
+    state: dict[str, Any] = {}
+
+    def report(progress) -> None:
+        state.update(iteration=progress.iteration, max_iter=progress.max_iter,
+                     fraction=progress.fraction, eta_seconds=progress.eta_seconds,
+                     losses={"loss_bce": progress.loss}, phase="training")
+        state.setdefault("loss_history", []).append([progress.iteration, progress.loss])
+        runs.run_heartbeat(run, progress=state, best_effort=True)  # raises: cancelled, lost
+
+    model, cfg = train_classifier_model(params=params, project=project, images=train,
+                                        labels=labels, report=report)
+    state["phase"] = "evaluating"
+    runs.run_heartbeat(run, progress=state)
+    name = _next_name(project)
+    folder = Path(settings.MODEL_DIR) / name
+    _, digest = save_classifier(model, cfg, folder)
+    parent = ModelVersion.objects.filter(project=project, promoted=True,
+                                         kind=ModelVersion.Kind.CLASSIFIER).first()
+    try:
+        return _register(run, state, ModelVersion(
+            project=project, name=name, kind=ModelVersion.Kind.CLASSIFIER, sha256=digest,
+            config=cfg.dump(), parent=parent, training_run=run,
+            train_images=sorted(i.pseudo_id for i in train),
+            label_sources={i.pseudo_id: labels[i.pseudo_id].meta for i in train}),
+            detail={"images": len(train), "validation": len(val), "kind": "classifier"})
+    except BaseException:
         if not ModelVersion.objects.filter(name=name).exists():
             shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -145,6 +145,25 @@ def test_project_form_errors_keep_existing(world, admin_user):
                                    .values_list("name", flat=True)) == ["Effusion", "Nodule"]
 
 
+def test_project_form_takes_image_level_findings(world, admin_user):
+    client = login(admin_user)
+    page = client.get("/projects/").content.decode()
+    assert "6-class findings (5 findings + No finding)" in page and "Image-level findings" in page
+    res = client.post("/projects/", {"name": "Findings", "taxonomy_preset": "nih",
+                                     "custom_classes": "Nodule\n",
+                                     "custom_image_classes": "Pneumonia\nEdema\n",
+                                     "readers_per_image": 3, "consensus_strategy": "wbf"})
+    assert res.status_code == 302, res.content[:500]
+    made = Project.objects.get(name="Findings")
+    assert dict(made.label_classes.values_list("name", "image_level")) == {
+        "Nodule": False, "Pneumonia": True, "Edema": True, "No finding": True}
+    res = client.post("/projects/", {"name": "Only findings", "taxonomy_preset": "nih",
+                                     "custom_image_classes": "Edema\nEdema\n",
+                                     "readers_per_image": 3, "consensus_strategy": "wbf"})
+    assert res.status_code == 200 and b"unique" in res.content
+    assert not Project.objects.filter(name="Only findings").exists()
+
+
 def test_strategy_change_and_rerun(world, admin_user, django_capture_on_commit_callbacks):
     client = login(admin_user)
     res = client.post("/projects/clinic/", {"action": "strategy",

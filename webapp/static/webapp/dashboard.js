@@ -83,7 +83,8 @@
         const v = p && p.n_images ? p.f1 : null;
         return el("td", { class: "cell", style: `background:${agreementColor(v)}`, title: p ? `${p.n_images} shared images` : "no shared images" }, v === null ? "·" : fmt(v, 2));
       }))))));
-    const kap = a.kappa.filter((k) => k.kappa !== null);
+    const kap = a.kappa.concat((a.image_kappa || []).map((k) => ({ ...k, class_name: `${k.label} (image)` })))
+      .filter((k) => k.kappa !== null);
     const data = { labels: kap.map((k) => k.class_name), datasets: [{ label: "kappa", data: kap.map((k) => k.kappa),
       backgroundColor: kap.map((k) => agreementColor((k.kappa + 1) / 2)), maxBarThickness: 28 }] };
     if (kappaChart) { kappaChart.data = data; kappaChart.update(); }
