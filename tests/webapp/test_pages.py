@@ -308,7 +308,8 @@ def test_my_reliability_shows_only_my_own_estimates_over_final_images(world, adm
     text = resp.content.decode()
     for code in world.readers:
         assert f'"{code}"' not in text
-    assert set(mine) == {"project", "project_name", "final_images", "overall", "per_class"}
+    assert set(mine) == {"project", "project_name", "final_images", "overall", "per_class",
+                         "image_labels"}
     page = login(reader.user).get("/home/").content.decode()
     assert 'class="reliability" data-project="clinic"' in page
     # an admin without a reader code has no reliability of their own
