@@ -66,6 +66,11 @@ class Project(models.Model):
     promotion_threshold = models.FloatField(default=0.0)
     #: Start retraining by itself after this many new final labels (None: never).
     auto_retrain_after = models.PositiveIntegerField(null=True, blank=True)
+    #: Two-stage pre-labels: the promoted classifier's P(normal) gates the detector's
+    #: boxes (``training.two_stage``); a film with P(normal) at or above the operating
+    #: point is called normal and shows no box.
+    two_stage = models.BooleanField(default=False)
+    two_stage_threshold = models.FloatField(default=0.9)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
@@ -647,6 +652,9 @@ class Prediction(models.Model):
     tta = models.FloatField(null=True, blank=True)
     #: Pooled, L2-normalised backbone features (when scored for AL diversity).
     features = models.JSONField(null=True, blank=True)
+    #: The two-stage gate, when the project uses it: ``{"classifier", "probs": {class:
+    #: p}, "p_normal", "called_normal", "threshold"}``.
+    image_scores = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -33,7 +33,8 @@ class ProjectSerializer(serializers.ModelSerializer):
         fields = ["slug", "name", "description", "taxonomy_preset", "readers_per_image",
                   "consensus_strategy", "consensus_params", "show_prelabels", "clahe",
                   "allow_burned_in_annotation", "deid_retain_patient_characteristics",
-                  "anatomy_policy", "display_long_side", "label_classes",
+                  "anatomy_policy", "display_long_side", "two_stage", "two_stage_threshold",
+                  "label_classes",
                   "image_count", "created_at"]
         read_only_fields = ["taxonomy_preset", "created_at"]
 
@@ -84,6 +85,8 @@ class ProjectUpdateSerializer(serializers.Serializer):
     promotion_threshold = serializers.FloatField()
     auto_retrain_after = serializers.IntegerField(min_value=1, allow_null=True)
     anatomy_policy = serializers.ChoiceField(choices=Project.AnatomyPolicy.values)
+    two_stage = serializers.BooleanField()
+    two_stage_threshold = serializers.FloatField(min_value=0.0, max_value=1.0)
 
     def validate(self, attrs: dict) -> dict:
         unknown = sorted(set(self.initial_data) - set(self.fields))

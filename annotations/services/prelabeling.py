@@ -39,6 +39,7 @@ from annotations.services.audit import audit_record
 from annotations.services.label_studio_sync import ws_client
 from annotations.services.prelabels import prelabel_for
 from annotations.services.storage import media_path
+from annotations.taxonomy import NO_FINDING
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -107,7 +108,48 @@ def _store(predictions: list[Prediction]) -> None:
     """One statement per batch; a re-run of the same version updates its rows."""
     Prediction.objects.bulk_create(
         predictions, update_conflicts=True, unique_fields=["image", "model_version"],
-        update_fields=["boxes", "score", "uncertainty", "tta", "features", "updated_at"])
+        update_fields=["boxes", "score", "uncertainty", "tta", "features", "image_scores",
+                       "updated_at"])
+
+
+def _gate_classifier(project: Project) -> tuple[str, Any] | None:
+    """(version name, Classifier) of the project's promoted classifier when its two-stage
+    switch is on; None otherwise (or when no classifier is promoted yet: boxes as is)."""
+    if not project.two_stage:
+        return None
+    version = ModelVersion.objects.filter(project=project, kind="classifier",
+                                          promoted=True).first()
+    if version is None:
+        return None
+    from training.classifier import Classifier
+
+    model = Classifier.from_dir(version_files(version.name), expected_sha256=version.sha256)
+    if NO_FINDING not in model.class_names:
+        raise DomainError("invalid_model", f"classifier {version.name} has no "
+                          f"{NO_FINDING!r} output to gate with")
+    return version.name, model
+
+
+def _apply_gate(project: Project, gate_with: tuple[str, Any], arrays: list,
+                preds: list[Prediction]) -> None:
+    """Rescale (and, on films called normal, drop) each prediction's boxes by the
+    classifier's P(normal), and keep the classifier's probabilities with it."""
+    from training.two_stage import gate
+
+    name, model = gate_with
+    probs = model.predict(arrays)
+    nf = model.class_names.index(NO_FINDING)
+    for pred, row in zip(preds, probs.tolist(), strict=True):
+        scores = [b["score"] for b in pred.boxes]
+        g = gate(scores, row[nf], project.two_stage_threshold)
+        pred.boxes = [{**b, "score": float(s), "detector_score": b["score"]}
+                      for b, s, k in zip(pred.boxes, g.scores.tolist(), g.keep.tolist(),
+                                         strict=True) if k]
+        pred.score = float(np.mean([b["score"] for b in pred.boxes])) if pred.boxes else 0.0
+        pred.image_scores = {
+            "classifier": name, "probs": dict(zip(model.class_names, row, strict=True)),
+            "p_normal": g.no_finding, "called_normal": g.called_normal,
+            "threshold": project.two_stage_threshold}
 
 
 #: Loaded model versions of this worker process (a version's files never change).
@@ -221,6 +263,7 @@ def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None
     names = detector.class_names
     committee = [m for m in (_committee(run.model_version) if "committee" in al_scores else [])
                  if m.class_names == names]  # other classes: indices would not line up
+    gate_with = _gate_classifier(project)
     for start in range(0, len(images), size):
         batch = images[start:start + size]
         arrays = [_read_display(i) for i in batch]
@@ -229,6 +272,8 @@ def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None
                  for image, det in zip(batch, dets, strict=True)]
         if al_scores:
             _al_scores(detector, arrays, dets, preds, al_scores, committee)
+        if gate_with is not None:
+            _apply_gate(project, gate_with, arrays, preds)
         _store(preds)
         done = start + len(batch)
         runs.run_heartbeat(run, done=done)

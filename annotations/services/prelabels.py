@@ -9,6 +9,7 @@ from django.conf import settings
 
 from annotations.label_studio.regions import build_result
 from annotations.models import Image, Prediction
+from annotations.taxonomy import NO_FINDING
 
 
 def prelabel_for(image: Image, model_version: str | None = None) -> dict[str, Any] | None:
@@ -22,8 +23,11 @@ def prelabel_for(image: Image, model_version: str | None = None) -> dict[str, An
         return None
     floor = settings.PRELABEL_MIN_SCORE_SHOWN
     rows = [b for b in pred.boxes if b.get("box") and float(b.get("score", 1.0)) >= floor]
+    # a film the two-stage gate called normal is pre-labelled "No finding"
+    called_normal = bool((pred.image_scores or {}).get("called_normal"))
     result = build_result([b["box"] for b in rows], [b["label"] for b in rows],
                           original_width=image.width, original_height=image.height,
-                          scores=[float(b.get("score", 1.0)) for b in rows])
+                          scores=[float(b.get("score", 1.0)) for b in rows],
+                          image_labels=[NO_FINDING] if called_normal else [])
     return {"result": result, "score": pred.score, "model_version": pred.model_version,
             "prediction": pred}

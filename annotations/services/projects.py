@@ -75,7 +75,8 @@ def project_get(slug: str) -> Project:
 UPDATABLE = frozenset({"name", "description", "consensus_strategy", "consensus_params",
                        "show_prelabels", "clahe", "adjudication_threshold",
                        "adjudication_budget_per_week",
-                       "promotion_threshold", "auto_retrain_after", "anatomy_policy"})
+                       "promotion_threshold", "auto_retrain_after", "anatomy_policy",
+                       "two_stage", "two_stage_threshold"})
 
 
 @transaction.atomic

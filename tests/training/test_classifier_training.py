@@ -129,3 +129,44 @@ def test_a_classification_only_project_trains_its_classifier(tmp_path):
                               params={"task": "classifier", "preset": "tiny"})
     assert run.status == TrainingRun.Status.PENDING
     assert len(classifier_classes(project)) == 6  # 5 findings and "No finding"
+
+
+def test_two_stage_prelabels_gate_the_detectors_boxes(labelled, settings, trained_version):
+    import torch
+
+    from annotations.models import Prediction
+    from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
+    from annotations.services.prelabels import prelabel_for
+    from tests.webapp.world import register_version
+
+    torch.set_num_threads(1)
+    settings.PRELABEL_SCORE_THRESH = 0.05
+    project, images = labelled
+    register_version(project, trained_version, settings.MODEL_DIR, name="cls-det")
+    run = training_run_execute(run_id=training_run_create(project=project, enqueue=False, params={
+        "task": "classifier", "preset": "tiny", "max_iter": 80, "ims_per_batch": 4,
+        "val_fraction": 0.0, "seed": 3}).pk)
+    assert run.status == "done" and run.model_version.promoted, run.reason
+    normal, lesion = images[2], images[0]
+
+    def prelabel():
+        done = prelabel_run_execute(run_id=prelabel_run_create(
+            project=project, images=[normal, lesion], enqueue=False).pk)
+        assert done.status == "done", done.reason
+        return {i: Prediction.objects.get(image=i, model_version="cls-det")
+                for i in (normal, lesion)}
+
+    plain = prelabel()  # the switch is off: the detector's boxes as they are
+    assert plain[lesion].boxes and plain[lesion].image_scores == {}
+    project.two_stage, project.two_stage_threshold = True, 0.5
+    project.save()
+    gated = prelabel()
+    on_normal, on_lesion = gated[normal].image_scores, gated[lesion].image_scores
+    assert on_normal["called_normal"] and gated[normal].boxes == []
+    assert not on_lesion["called_normal"] and on_lesion["p_normal"] < 0.5
+    assert on_lesion["classifier"] == run.model_version.name
+    for before, after in zip(plain[lesion].boxes, gated[lesion].boxes, strict=True):
+        assert after["detector_score"] == pytest.approx(before["score"])
+        assert after["score"] == pytest.approx(before["score"] * (1 - on_lesion["p_normal"]))
+    shown = prelabel_for(normal, "cls-det")["result"]
+    assert [r["value"]["choices"] for r in shown if r["type"] == "choices"] == [["No finding"]]
