@@ -1,0 +1,66 @@
+"""Where the classifier looked: Grad-CAM heatmaps, and the pointing game that checks them.
+
+Grad-CAM (Selvaraju et al. 2017) comes from the ``grad-cam`` package: the class
+logit's gradients on the last dense block's normalised features weight those features
+into one coarse map, upsampled here to the film's pixels and scaled to 0..1 per film.
+
+The pointing game (Zhang et al. 2016) asks whether a map's peak falls inside the true
+box of the finding; its random baseline is the box's share of the film, which is what
+a map pointing anywhere would score.  ``cam_box`` thresholds a map into a box (the
+bounding box of the largest connected region above a fraction of its peak), which is
+how a saliency map is turned into a localisation to compare with a detector's box.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from training.classifier import Classifier, prepare
+
+
+def classifier_cams(classifier: Classifier, images: Sequence[np.ndarray],
+                    class_name: str) -> list[np.ndarray]:
+    """One Grad-CAM map per film for ``class_name``: float32 ``(H, W)`` in 0..1."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    column = classifier.class_names.index(class_name)
+    model = classifier.model
+    layer = model.features[-1]  # the last BatchNorm of the dense blocks (norm5)
+    out = []
+    with torch.enable_grad(), GradCAM(model=model, target_layers=[layer]) as cam:
+        for image in images:
+            x = prepare(image, classifier.input_size)[None]
+            heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(column)])[0]
+            h, w = image.shape[:2]
+            heat = cv2.resize(heat.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+            peak = float(heat.max())
+            out.append(heat / peak if peak > 0 else heat)
+    return out
+
+
+def pointing_hit(heat: np.ndarray, box: Sequence[float]) -> bool:
+    """Whether the map's peak lies inside ``box`` (x_min, y_min, x_max, y_max, pixels)."""
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return bool(box[0] <= x + 0.5 <= box[2] and box[1] <= y + 0.5 <= box[3])
+
+
+def pointing_baseline(box: Sequence[float], shape: tuple[int, int]) -> float:
+    """The pointing game's chance rate for ``box``: its share of the film's area."""
+    h, w = shape
+    return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]) / (w * h))
+
+
+def cam_box(heat: np.ndarray, fraction: float = 0.5) -> np.ndarray | None:
+    """The box of the largest region where the map is at least ``fraction`` of its peak."""
+    mask = (heat >= fraction * float(heat.max())).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return None
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[k, :4])
+    return np.array([x, y, x + w, y + h], dtype=np.float64)
