@@ -28,6 +28,7 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,41 +67,53 @@ def _render(n: int, seed: int, px: int, normal: float) -> tuple[Path, list[dict]
     return root, rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--films", type=int, default=300)
-    parser.add_argument("--gold", type=int, default=100)
-    parser.add_argument("--normal", type=float, default=0.7, help="share of normal films")
-    parser.add_argument("--px", type=int, default=256)
-    parser.add_argument("--det-preset", default="tiny")
-    parser.add_argument("--det-iters", type=int, default=400)
-    parser.add_argument("--cls-preset", default="tiny")
-    parser.add_argument("--cls-iters", type=int, default=1500)
-    parser.add_argument("--cls-size", type=int, default=192)
-    parser.add_argument("--threshold", type=float, default=0.9,
-                        help="operating point: P(normal) at which a film is called normal")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
+def parser() -> argparse.ArgumentParser:
+    """The options of this bench (``bench.explain`` trains the same two models)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--films", type=int, default=300)
+    p.add_argument("--gold", type=int, default=100)
+    p.add_argument("--normal", type=float, default=0.7, help="share of normal films")
+    p.add_argument("--px", type=int, default=256)
+    p.add_argument("--det-preset", default="tiny")
+    p.add_argument("--det-iters", type=int, default=400)
+    p.add_argument("--cls-preset", default="tiny")
+    p.add_argument("--cls-iters", type=int, default=1500)
+    p.add_argument("--cls-size", type=int, default=192)
+    p.add_argument("--threshold", type=float, default=0.9,
+                   help="operating point: P(normal) at which a film is called normal")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    return p
 
+
+@dataclass
+class Trained:
+    """Both models, trained on the same films, and the gold films to score them on."""
+
+    classes: list[str]
+    truth: dict[str, tuple[np.ndarray, np.ndarray]]
+    gold: list[str]
+    gold_images: list[np.ndarray]
+    detector: object
+    classifier: object  # training.classifier.Classifier
+    seconds: dict[str, float]
+
+
+def train_both(args: argparse.Namespace) -> Trained:
     import cv2
     import torch
+    from detectron2.structures import BoxMode
 
     from annotations.imaging.synthetic.lesions import LESION_KINDS
-    from training import metrics
-    from training.classifier import classifier_config, train_classifier
-    from training.classifier_metrics import classifier_metrics
+    from training.classifier import Classifier, classifier_config, train_classifier
     from training.replay import ReplayLearner
-    from training.two_stage import detector_p_normal, gate
 
     cv2.setNumThreads(1)
     torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
     root, rows = _render(args.films, args.seed, args.px, args.normal)
     classes = list(LESION_KINDS)
     index = {c: k for k, c in enumerate(classes)}
-    nf = len(classes)  # "No finding" as the seventh class
     truth = {r["file"]: (np.asarray(r["boxes"], dtype=np.float64).reshape(-1, 4),
                          np.array([index[c] for c in r["classes"]], dtype=np.int64))
              for r in rows}
@@ -108,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     gold = [rows[i]["file"] for i in order[:args.gold]]
     train = [rows[i]["file"] for i in order[args.gold:]]
     n_normal = sum(len(truth[f][1]) == 0 for f in gold)
-    print(f"split: train {len(train)}, gold {len(gold)} ({n_normal} normal)")
+    print(f"split: train {len(train)}, gold {len(gold)} ({n_normal} normal)", flush=True)
 
-    from detectron2.structures import BoxMode
+    def load(files):
+        return [cv2.imread(str(root / f), cv2.IMREAD_UNCHANGED) for f in files]
 
     records = [{"file_name": str(root / f), "height": args.px, "width": args.px,
                 "annotations": [{"bbox": [float(v) for v in b], "bbox_mode": BoxMode.XYXY_ABS,
@@ -122,31 +136,43 @@ def main(argv: list[str] | None = None) -> int:
     fitted = learner.fit(records, iterations=args.det_iters, seed=args.seed)
     detector = learner.detector(fitted.weights, score_thresh=0.05)
     t_det = time.perf_counter() - t0
-
-    def load(files):
-        return [cv2.imread(str(root / f), cv2.IMREAD_UNCHANGED) for f in files]
-
     t0 = time.perf_counter()
     names = [*classes, "No finding"]
-    y = np.zeros((len(train), len(names)), dtype=np.float32)
-    for i, f in enumerate(train):
-        y[i, truth[f][1]] = 1.0
-        y[i, nf] = float(len(truth[f][1]) == 0)
     cfg = classifier_config(names, preset=args.cls_preset, input_size=args.cls_size)
-    classifier = train_classifier(cfg, load(train), y, max_iter=args.cls_iters,
-                                  batch_size=16, seed=args.seed)
+    model = train_classifier(cfg, load(train), targets(truth, train, len(classes)),
+                             max_iter=args.cls_iters, batch_size=16, seed=args.seed)
     t_cls = time.perf_counter() - t0
+    print(f"trained: detector {args.det_preset} {args.det_iters} it ({t_det:.0f} s), "
+          f"classifier {args.cls_preset} {args.cls_size} px {args.cls_iters} it "
+          f"({t_cls:.0f} s)", flush=True)
+    return Trained(classes, truth, gold, load(gold), detector, Classifier(model, cfg),
+                   {"detector": t_det, "classifier": t_cls})
 
-    from training.classifier import Classifier
 
-    gold_images = load(gold)
-    dets = detector.predict(gold_images)
-    probs = Classifier(classifier, cfg).predict(gold_images)
-    y_gold = np.zeros((len(gold), len(names)))
-    for i, f in enumerate(gold):
-        y_gold[i, truth[f][1]] = 1.0
-        y_gold[i, nf] = float(len(truth[f][1]) == 0)
-    cls_report = classifier_metrics(y_gold, probs, names)
+def targets(truth: dict, files: list[str], n_lesion_classes: int) -> np.ndarray:
+    """0/1 per lesion class present, then "No finding"."""
+    y = np.zeros((len(files), n_lesion_classes + 1), dtype=np.float32)
+    for i, f in enumerate(files):
+        y[i, truth[f][1]] = 1.0
+        y[i, n_lesion_classes] = float(len(truth[f][1]) == 0)
+    return y
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from training import metrics
+    from training.classifier_metrics import classifier_metrics
+    from training.two_stage import detector_p_normal, gate
+
+    t_start = time.perf_counter()
+    m = train_both(args)
+    gold, truth, nf = m.gold, m.truth, len(m.classes)
+    dets = m.detector.predict(m.gold_images)
+    probs = m.classifier.predict(m.gold_images)
+    y_gold = targets(truth, gold, nf)
+    cls_report = classifier_metrics(y_gold, probs, m.classifier.class_names)
+    det_nf = classifier_metrics(y_gold[:, nf:], np.array(
+        [[detector_p_normal(d.scores)] for d in dets]), ["No finding"])
 
     unit = np.array([[0.0, 0.0, 1.0, 1.0]])
     alone, gated = {}, {}
@@ -174,11 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     def ratio(x, y):
         return f"{y / x:.2f}" if x else "-"
 
-    print(f"\ntrained: detector {args.det_preset} {args.det_iters} it ({t_det:.0f} s), "
-          f"classifier {args.cls_preset} {args.cls_size} px {args.cls_iters} it ({t_cls:.0f} s);"
-          f" operating point P(normal) >= {args.threshold}")
     nf_auc = cls_report["per_class"]["No finding"]["auroc"]
-    print(f"classifier gold AUROC: No finding {nf_auc:.3f}, macro "
+    print(f"\noperating point P(normal) >= {args.threshold}; gold AUROC of \"No finding\": "
+          f"classifier {nf_auc:.3f}, detector alone (1 - best box) "
+          f"{det_nf['per_class']['No finding']['auroc']:.3f}; classifier macro AUROC "
           f"{cls_report['macro_auroc']:.3f}")
     print("\n| gold (VinBigData rule) | detector alone | two-stage | ratio |")
     print("|---|---:|---:|---:|")
