@@ -71,6 +71,9 @@ class Project(models.Model):
     #: point is called normal and shows no box.
     two_stage = models.BooleanField(default=False)
     two_stage_threshold = models.FloatField(default=0.9)
+    #: Also multiply every box score by P(abnormal) (off: only films called normal
+    #: lose their boxes; ``bench.two_stage`` measures both).
+    two_stage_rescale = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",

@@ -119,3 +119,18 @@ def test_consensus_agreement_and_my_estimates_on_image_labels(six):
     assert {"Cardiomegaly", "Edema"} <= set(found)
     assert 0.0 <= found["Cardiomegaly"]["sensitivity"] <= 1.0
     assert "R1" not in str(mine) and "R2" not in str(mine)
+
+
+def test_admin_turns_the_two_stage_gate_on_and_bad_values_change_nothing(six, admin_user):
+    project, *_ = six
+    client = admin_client(admin_user)
+    r = client.patch(f"/api/projects/{project.slug}/", {"two_stage": True,
+                                                         "two_stage_threshold": 0.8},
+                     format="json")
+    assert r.status_code == 200 and r.json()["two_stage"] is True, r.content
+    for bad in ({"two_stage_threshold": 1.5}, {"two_stage_rescale": "maybe"}):
+        assert client.patch(f"/api/projects/{project.slug}/", bad,
+                            format="json").status_code == 400
+    project.refresh_from_db()
+    assert project.two_stage and project.two_stage_threshold == 0.8
+    assert not project.two_stage_rescale

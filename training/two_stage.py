@@ -6,7 +6,8 @@ front: "abnormal?" first, boxes second.  Here, for one film with detector scores
 ``s`` and the classifier's ``p_normal``:
 
 * every box score becomes ``s * (1 - p_normal)`` (a box on a film the classifier
-  finds normal counts for little);
+  finds normal counts for little), unless the project keeps the detector's scores
+  (``rescale=False``: only the drop below applies);
 * a film whose ``p_normal`` reaches the operating point ``normal_threshold`` is
   called normal: its boxes are dropped;
 * "No finding" is emitted with score ``p_normal``.
@@ -31,12 +32,15 @@ class Gated:
     called_normal: bool  # P(normal) reached the operating point
 
 
-def gate(scores: np.ndarray, p_normal: float, normal_threshold: float = 0.9) -> Gated:
-    """Gate one film's box ``scores`` by the classifier's ``p_normal``."""
+def gate(scores: np.ndarray, p_normal: float, normal_threshold: float = 0.9,
+         rescale: bool = True) -> Gated:
+    """Gate one film's box ``scores`` by the classifier's ``p_normal`` (``rescale=False``:
+    drop the boxes of films called normal, keep the other scores as they are)."""
     scores = np.asarray(scores, dtype=np.float64)
     p = float(np.clip(p_normal, 0.0, 1.0))
     called_normal = p >= normal_threshold
-    return Gated(keep=np.full(len(scores), not called_normal), scores=scores * (1.0 - p),
+    return Gated(keep=np.full(len(scores), not called_normal),
+                 scores=scores * (1.0 - p) if rescale else scores.copy(),
                  no_finding=p, called_normal=called_normal)
 
 

@@ -34,7 +34,7 @@ class ProjectSerializer(serializers.ModelSerializer):
                   "consensus_strategy", "consensus_params", "show_prelabels", "clahe",
                   "allow_burned_in_annotation", "deid_retain_patient_characteristics",
                   "anatomy_policy", "display_long_side", "two_stage", "two_stage_threshold",
-                  "label_classes",
+                  "two_stage_rescale", "label_classes",
                   "image_count", "created_at"]
         read_only_fields = ["taxonomy_preset", "created_at"]
 
@@ -87,6 +87,7 @@ class ProjectUpdateSerializer(serializers.Serializer):
     anatomy_policy = serializers.ChoiceField(choices=Project.AnatomyPolicy.values)
     two_stage = serializers.BooleanField()
     two_stage_threshold = serializers.FloatField(min_value=0.0, max_value=1.0)
+    two_stage_rescale = serializers.BooleanField()
 
     def validate(self, attrs: dict) -> dict:
         unknown = sorted(set(self.initial_data) - set(self.fields))

@@ -141,7 +141,8 @@ def _apply_gate(project: Project, gate_with: tuple[str, Any], arrays: list,
     nf = model.class_names.index(NO_FINDING)
     for pred, row in zip(preds, probs.tolist(), strict=True):
         scores = [b["score"] for b in pred.boxes]
-        g = gate(scores, row[nf], project.two_stage_threshold)
+        g = gate(scores, row[nf], project.two_stage_threshold,
+                 rescale=project.two_stage_rescale)
         pred.boxes = [{**b, "score": float(s), "detector_score": b["score"]}
                       for b, s, k in zip(pred.boxes, g.scores.tolist(), g.keep.tolist(),
                                          strict=True) if k]
@@ -149,7 +150,7 @@ def _apply_gate(project: Project, gate_with: tuple[str, Any], arrays: list,
         pred.image_scores = {
             "classifier": name, "probs": dict(zip(model.class_names, row, strict=True)),
             "p_normal": g.no_finding, "called_normal": g.called_normal,
-            "threshold": project.two_stage_threshold}
+            "threshold": project.two_stage_threshold, "rescaled": project.two_stage_rescale}
 
 
 #: Loaded model versions of this worker process (a version's files never change).

@@ -32,6 +32,7 @@ from annotations.services import ingest
 from annotations.services.audit import audit_record
 from annotations.services.image_state import consensus_is_final
 from annotations.services.storage import media_path
+from annotations.taxonomy import NO_FINDING
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,48 @@ def _predict(version: ModelVersion, display: np.ndarray, scale: tuple[float, flo
                     "score": float(det.scores[i]), "box": [float(v) for v in b],
                     "box_original": [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]})
     return out
+
+
+#: Loaded classifier versions of this process (a version's files never change).
+_CLASSIFIERS: dict[tuple[str, str], Any] = {}
+
+
+def _findings(project: Project, display: np.ndarray) -> dict[str, Any] | None:
+    """The promoted classifier's probabilities per class on the film (None: no
+    classifier promoted), with the project's operating point."""
+    version = ModelVersion.objects.filter(project=project, kind="classifier",
+                                          promoted=True).first()
+    if version is None:
+        return None
+    from training.classifier import Classifier
+
+    key = (version.name, version.sha256)
+    if key not in _CLASSIFIERS:
+        _CLASSIFIERS.clear()  # keep one classifier in memory
+        _CLASSIFIERS[key] = Classifier.from_dir(Path(settings.MODEL_DIR) / version.name,
+                                                expected_sha256=version.sha256)
+    model = _CLASSIFIERS[key]
+    probs = model.predict([display])[0].tolist()
+    return {"model_version": version.name, "threshold": project.two_stage_threshold,
+            "probabilities": [{"label": n, "p": float(p)} for n, p in
+                              sorted(zip(model.class_names, probs, strict=True),
+                                     key=lambda kv: -kv[1])],
+            "p_normal": dict(zip(model.class_names, probs, strict=True)).get(NO_FINDING)}
+
+
+def _gated(project: Project, predictions: list[dict[str, Any]],
+           findings: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The project's two-stage gate on quick-read boxes (as pre-labels get it)."""
+    if not project.two_stage or findings is None or findings["p_normal"] is None:
+        return predictions
+    from training.two_stage import gate
+
+    g = gate(np.array([p["score"] for p in predictions]), findings["p_normal"],
+             project.two_stage_threshold, rescale=project.two_stage_rescale)
+    findings["called_normal"] = g.called_normal
+    return [{**p, "score": float(s), "detector_score": p["score"]}
+            for p, s, k in zip(predictions, g.scores.tolist(), g.keep.tolist(), strict=True)
+            if k]
 
 
 def _data_url(img8: np.ndarray) -> str:
@@ -134,6 +177,8 @@ def quick_read(*, user: Any, project: Project, upload: Any = None, image_id: str
                 kept = _keep(project, workdir / "upload.bin", user)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+    findings = _findings(project, display)
+    predictions = _gated(project, predictions, findings)
     audit_record(action="quick_read", actor=user, project=project,
                  detail={"model_version": version.name, "source": "upload" if upload else
                          "image", "kept": bool(kept), "boxes": len(predictions)})
@@ -143,7 +188,8 @@ def quick_read(*, user: Any, project: Project, upload: Any = None, image_id: str
         "display_width": int(display.shape[1]), "display_height": int(display.shape[0]),
         "width": int(width), "height": int(height),
         "min_score": settings.QUICK_READ_MIN_SCORE,
-        "predictions": predictions, "kept": kept,
+        "predictions": predictions, "kept": kept, "findings": findings,
+        "two_stage": bool(project.two_stage and findings is not None),
     }
 
 

@@ -166,7 +166,13 @@ def test_two_stage_prelabels_gate_the_detectors_boxes(labelled, settings, traine
     assert not on_lesion["called_normal"] and on_lesion["p_normal"] < 0.5
     assert on_lesion["classifier"] == run.model_version.name
     for before, after in zip(plain[lesion].boxes, gated[lesion].boxes, strict=True):
+        assert after["score"] == after["detector_score"] == pytest.approx(before["score"])
+    project.two_stage_rescale = True  # box scores times P(abnormal) as well
+    project.save()
+    rescaled = prelabel()
+    p_normal = rescaled[lesion].image_scores["p_normal"]
+    for before, after in zip(plain[lesion].boxes, rescaled[lesion].boxes, strict=True):
         assert after["detector_score"] == pytest.approx(before["score"])
-        assert after["score"] == pytest.approx(before["score"] * (1 - on_lesion["p_normal"]))
+        assert after["score"] == pytest.approx(before["score"] * (1 - p_normal))
     shown = prelabel_for(normal, "cls-det")["result"]
     assert [r["value"]["choices"] for r in shown if r["type"] == "choices"] == [["No finding"]]

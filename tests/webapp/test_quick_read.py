@@ -210,3 +210,40 @@ def test_quick_read_upload_over_the_limit_is_refused_while_streaming(promoted, a
     assert res.json()["error"] == {"code": "too_large",
                                    "message": "a file is larger than 10000 bytes"}
     assert not IngestBatch.objects.exists()
+
+
+def test_quick_read_shows_the_classifiers_findings_and_applies_the_gate(
+        world, admin_user, trained_version, settings):
+    import torch
+
+    from annotations.services.training import training_run_create, training_run_execute
+
+    torch.set_num_threads(1)
+    register_version(world.project, trained_version, settings.MODEL_DIR)
+    image = world.images[1]
+    plain = post(login(admin_user), image=image.pseudo_id).json()
+    assert plain["findings"] is None and plain["predictions"]  # no classifier yet
+    run = training_run_execute(run_id=training_run_create(project=world.project, enqueue=False,
+                                                          params={"task": "classifier",
+                                                                  "preset": "tiny",
+                                                                  "max_iter": 5,
+                                                                  "val_fraction": 0.0}).pk)
+    assert run.status == "done", run.reason
+    run.model_version.refresh_from_db()
+    if not run.model_version.promoted:  # promotion is the gold set's call; force it here
+        from annotations.services.model_registry import version_promote
+
+        version_promote(version=run.model_version, reason="test")
+    res = post(login(admin_user), image=image.pseudo_id).json()
+    names = {c["label"] for c in res["findings"]["probabilities"]}
+    assert names == set(world.project.label_classes.values_list("name", flat=True))
+    assert res["findings"]["model_version"] == run.model_version.name and not res["two_stage"]
+    assert [p["score"] for p in res["predictions"]] == [p["score"] for p in plain["predictions"]]
+    # the gate on, at an operating point every film reaches: called normal, no box left
+    world.project.two_stage, world.project.two_stage_threshold = True, 0.0
+    world.project.save()
+    gated = post(login(admin_user), image=image.pseudo_id).json()
+    assert gated["two_stage"] and gated["findings"]["called_normal"]
+    assert gated["predictions"] == []
+    # the detector stays the version that reads: the classifier serves only its findings
+    assert gated["model_version"] == plain["model_version"]

@@ -22,6 +22,24 @@
     status.replaceChildren(el("span", { class: "badge ok" }, result.model_version), ` ${shown} of ${result.predictions.length} boxes at ≥ ${t.toFixed(2)}`,
       result.kept ? el("div", { class: "muted" }, `Added to the project (ingest batch #${result.kept.batch}).`) : el("div", { class: "muted" }, result.image_id ? `Image ${result.image_id}` : "Not kept: de-identified, read and discarded."));
     if (viewer) viewer.setMinScore(t);
+    findings();
+  }
+
+  /* The image classifier's probabilities per class, the operating point marked. */
+  function findings() {
+    const box = document.getElementById("findings");
+    const f = result && result.findings;
+    if (!f) { box.replaceChildren(); return; }
+    const rows = f.probabilities.map((r) => el("tr", { "data-label": r.label, "data-p": r.p, class: r.p >= f.threshold ? "above" : "" },
+      el("td", {}, r.label), el("td", { class: "num" }, fmt(r.p, 3)),
+      el("td", {}, r.p >= f.threshold ? el("span", { class: "badge warn" }, `≥ ${fmt(f.threshold, 2)}`) : "")));
+    const caption = result.two_stage
+      ? (f.called_normal ? `Two-stage: P(No finding) ≥ ${fmt(f.threshold, 2)}, film called normal, boxes dropped.` : "Two-stage: boxes gated by the classifier.")
+      : `Operating point ${fmt(f.threshold, 2)}.`;
+    box.replaceChildren(
+      el("caption", { class: "muted", style: "text-align:left" }, `Image-level findings · ${f.model_version} · ${caption}`),
+      el("thead", {}, el("tr", {}, el("th", {}, "Finding"), el("th", { class: "num" }, "P"), el("th", {}, ""))),
+      el("tbody", {}, ...rows));
   }
 
   async function read(e) {
