@@ -64,3 +64,13 @@ def cam_box(heat: np.ndarray, fraction: float = 0.5) -> np.ndarray | None:
     k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     x, y, w, h = (int(v) for v in stats[k, :4])
     return np.array([x, y, x + w, y + h], dtype=np.float64)
+
+
+def heatmap_rgba(heat: np.ndarray, floor: float = 0.2) -> np.ndarray:
+    """A map as an overlay: ``(H, W, 4)`` uint8 in OpenCV's BGRA order, coloured by the
+    jet colour map and transparent where the map is below ``floor`` of its peak (the
+    film stays readable around what the classifier looked at)."""
+    heat = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
+    colour = cv2.applyColorMap(np.rint(heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    alpha = np.where(heat >= floor, np.rint(128 + 127 * heat), 0).astype(np.uint8)
+    return np.dstack([colour, alpha])

@@ -102,11 +102,28 @@ def _findings(project: Project, display: np.ndarray) -> dict[str, Any] | None:
                                                 expected_sha256=version.sha256)
     model = _CLASSIFIERS[key]
     probs = model.predict([display])[0].tolist()
+    ranked = sorted(zip(model.class_names, probs, strict=True), key=lambda kv: -kv[1])
     return {"model_version": version.name, "threshold": project.two_stage_threshold,
-            "probabilities": [{"label": n, "p": float(p)} for n, p in
-                              sorted(zip(model.class_names, probs, strict=True),
-                                     key=lambda kv: -kv[1])],
-            "p_normal": dict(zip(model.class_names, probs, strict=True)).get(NO_FINDING)}
+            "probabilities": [{"label": n, "p": float(p)} for n, p in ranked],
+            "p_normal": dict(zip(model.class_names, probs, strict=True)).get(NO_FINDING),
+            "heatmaps": _heatmaps(model, display, [n for n, _ in ranked
+                                                   if n != NO_FINDING][:HEATMAP_CLASSES])}
+
+
+#: Grad-CAM maps are computed for the most probable findings only (one backward pass
+#: each: DenseNet-121 at 512 px takes about a second per class on a CPU).
+HEATMAP_CLASSES = 3
+
+
+def _heatmaps(model: Any, display: np.ndarray, classes: list[str]) -> dict[str, str]:
+    """Grad-CAM overlays (display pixels, PNG data URLs with alpha) per class."""
+    from training.explain import classifier_cams, heatmap_rgba
+
+    out = {}
+    for name in classes:
+        heat = classifier_cams(model, [display], name)[0]
+        out[name] = _data_url(heatmap_rgba(heat))
+    return out
 
 
 def _gated(project: Project, predictions: list[dict[str, Any]],

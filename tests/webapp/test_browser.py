@@ -271,6 +271,73 @@ def test_quick_read_slider_redraws(world, admin_user, live_server, trained_versi
         shot(driver, "quick-read-sensitive")
 
 
+COLOURED = """const c = document.querySelector('#stage canvas');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0, grey = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (Math.abs(d[i] - d[i + 2]) > 40) n++; else grey += d[i];
+  }
+  return [n, grey];"""
+
+
+def test_quick_read_grad_cam_layer_draws_toggles_and_follows_window(
+        world, admin_user, live_server, trained_version, settings, tmp_path):
+    """The classifier's Grad-CAM overlay in Quick read: drawn in colour over the film,
+    its opacity from the slider, gone when turned off, and window/level still changes
+    the film under it."""
+    import torch
+
+    from annotations.services.model_registry import version_promote
+    from annotations.services.training import training_run_create, training_run_execute
+
+    torch.set_num_threads(1)
+    register_version(world.project, trained_version, settings.MODEL_DIR)
+    run = training_run_execute(run_id=training_run_create(project=world.project, enqueue=False,
+                                                          params={"task": "classifier",
+                                                                  "preset": "tiny",
+                                                                  "max_iter": 5,
+                                                                  "val_fraction": 0.0}).pk)
+    assert run.status == "done", run.reason
+    version_promote(version=run.model_version, reason="test")
+    dicom = lesion_dicom(tmp_path / "case.dcm")
+    with chromium_driver(tmp_path, size=(1440, 1000)) as driver:
+        sign_in(driver, live_server.url, admin_user.username, "admin-pass-123")
+        driver.get(f"{live_server.url}/quick-read/")
+        driver.find_element(By.ID, "qr-file").send_keys(str(dicom))
+        driver.find_element(By.ID, "qr-run").click()
+        ready(driver, "quick-read", timeout=90)
+        stage = driver.find_element(By.ID, "stage")
+        WebDriverWait(driver, 10).until(lambda d: stage.get_attribute("data-loaded") == "true")
+        findings = driver.find_elements(By.CSS_SELECTOR, "#findings tbody tr[data-label]")
+        assert len(findings) == world.project.label_classes.count()
+        assert driver.find_element(By.ID, "heat-controls").is_displayed()
+        off, grey_off = driver.execute_script(COLOURED)
+        assert off == 0  # a grey film, no overlay yet
+        choice = driver.find_elements(By.CSS_SELECTOR, "#heat-class option")[1]
+        label = choice.get_attribute("value")
+        choice.click()
+        WebDriverWait(driver, 10).until(lambda d: stage.get_attribute("data-heatmap") == label)
+        half, _ = driver.execute_script(COLOURED)
+        assert half > 0, "the overlay draws in colour"
+        shot(driver, "quick-read-grad-cam")
+        driver.execute_script("const s = document.getElementById('heat-opacity');"
+                              " s.value = '0'; s.dispatchEvent(new Event('input'));")
+        assert stage.get_attribute("data-heatmap-opacity") == "0"
+        assert driver.execute_script(COLOURED)[0] == 0  # transparent at opacity 0
+        driver.execute_script("const s = document.getElementById('heat-opacity');"
+                              " s.value = '1'; s.dispatchEvent(new Event('input'));")
+        full, grey_full = driver.execute_script(COLOURED)
+        assert full >= half
+        # window/level re-maps the film under the overlay, which stays
+        driver.execute_script("window.cxrViewer.setWindow(60, 40);")
+        after, grey_after = driver.execute_script(COLOURED)
+        assert stage.get_attribute("data-heatmap") == label and after > 0
+        assert grey_after != grey_full and "W 40 L 60" in stage.text
+        driver.find_element(By.CSS_SELECTOR, "#heat-class option[value='']").click()
+        WebDriverWait(driver, 10).until(lambda d: stage.get_attribute("data-heatmap") is None)
+        assert driver.execute_script(COLOURED)[0] == 0
+
+
 def test_radiologist_blinded_and_kept_out(world, live_server, tmp_path):
     reader = world.reader_of_image(4, 0)  # read image 4, whose consensus is not final
     with chromium_driver(tmp_path) as driver:

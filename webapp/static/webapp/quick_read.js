@@ -25,6 +25,25 @@
     findings();
   }
 
+  /* Grad-CAM overlays of the most probable findings: a class picker and an opacity slider. */
+  const heatClass = document.getElementById("heat-class");
+  const heatOpacity = document.getElementById("heat-opacity");
+  function heatControls() {
+    const maps = (result && result.findings && result.findings.heatmaps) || {};
+    const names = Object.keys(maps);
+    document.getElementById("heat-controls").hidden = !names.length;
+    heatClass.replaceChildren(el("option", { value: "" }, "off"), ...names.map((n) => el("option", { value: n }, n)));
+    if (viewer) viewer.setHeatmap(null);
+  }
+  heatClass.addEventListener("change", () => {
+    const maps = result.findings.heatmaps, name = heatClass.value;
+    viewer.setHeatmap(name ? maps[name] : null, { label: name, opacity: Number(heatOpacity.value) });
+  });
+  heatOpacity.addEventListener("input", () => {
+    document.getElementById("heat-opacity-v").textContent = Number(heatOpacity.value).toFixed(2);
+    if (viewer) viewer.setHeatOpacity(Number(heatOpacity.value));
+  });
+
   /* The image classifier's probabilities per class, the operating point marked. */
   function findings() {
     const box = document.getElementById("findings");
@@ -65,6 +84,7 @@
       viewer.minScore = Number(slider.value);
       await viewer.load(result.image);
       window.cxrViewer = viewer;
+      heatControls();
       table();
       root.dataset.ready = "true";
     } catch (err) {

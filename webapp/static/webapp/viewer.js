@@ -45,6 +45,24 @@ class CXRViewer {
     });
   }
 
+  /** An overlay on the display image (a data: URL with alpha, display pixels), drawn over
+      the windowed film at ``opacity``; null removes it.  Window/level changes the film
+      under it, never the overlay. */
+  setHeatmap(url, { label = "", opacity = 0.5 } = {}) {
+    this.heatOpacity = opacity;
+    if (!url) {
+      this.heat = null; delete this.stage.dataset.heatmap; this.draw();
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const img = new Image();
+      img.onload = () => { this.heat = img; this.stage.dataset.heatmap = label; this.draw(); resolve(); };
+      img.onerror = () => reject(new Error("the heatmap could not be loaded"));
+      img.src = url;
+    });
+  }
+  setHeatOpacity(opacity) { this.heatOpacity = opacity; this.draw(); }
+
   setLayers(layers) { this.layers = layers; this.draw(); }
   setVisible(name, visible) {
     for (const l of this.layers) if (l.name === name) l.visible = visible;
@@ -133,6 +151,12 @@ class CXRViewer {
     ctx.imageSmoothingEnabled = v.zoom < 2;
     ctx.setTransform(v.zoom, 0, 0, v.zoom, v.x, v.y);
     ctx.drawImage(this.processed, 0, 0);
+    if (this.heat) {
+      ctx.globalAlpha = this.heatOpacity;
+      ctx.drawImage(this.heat, 0, 0, this.processed.width, this.processed.height);
+      ctx.globalAlpha = 1;
+      this.stage.dataset.heatmapOpacity = String(this.heatOpacity);
+    }
     const s = this.scale;
     let shown = 0;
     for (const layer of this.layers) {
