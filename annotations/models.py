@@ -655,8 +655,9 @@ class Prediction(models.Model):
     tta = models.FloatField(null=True, blank=True)
     #: Pooled, L2-normalised backbone features (when scored for AL diversity).
     features = models.JSONField(null=True, blank=True)
-    #: The two-stage gate, when the project uses it: ``{"classifier", "probs": {class:
-    #: p}, "p_normal", "called_normal", "threshold"}``.
+    #: The promoted classifier's view of the film, when there is one: ``{"classifier",
+    #: "probs": {class: p}, "p_normal", "gated"}``, plus ``"called_normal"``,
+    #: ``"threshold"`` and ``"rescaled"`` when the two-stage gate applied.
     image_scores = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

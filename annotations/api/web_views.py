@@ -59,6 +59,9 @@ class ProjectBrowse(APIView):
         OpenApiParameter("label", str), OpenApiParameter("state", str, enum=image_state.STATES),
         OpenApiParameter("agreement_max", float), OpenApiParameter("agreement_min", float),
         OpenApiParameter("uncertainty_min", float), OpenApiParameter("gold", bool),
+        OpenApiParameter("finding", str, description="an image-level finding: images whose "
+                         "predicted probability of it is at least finding_min"),
+        OpenApiParameter("finding_min", float),
         OpenApiParameter("order", str, enum=["pseudo_id", "uncertainty", "agreement"]),
         OpenApiParameter("offset", int), OpenApiParameter("limit", int),
     ], responses=OBJ)
@@ -78,6 +81,8 @@ class ProjectBrowse(APIView):
             agreement_max=_float(request, "agreement_max"),
             agreement_min=_float(request, "agreement_min"),
             uncertainty_min=_float(request, "uncertainty_min"), gold=gold,
+            finding=q.get("finding") or None,
+            finding_min=_float(request, "finding_min") if q.get("finding_min") else 0.5,
             order=q.get("order") or "pseudo_id", offset=offset, limit=limit))
 
 

@@ -78,9 +78,22 @@ def _prediction_layer(image: Image) -> dict[str, Any] | None:
     return {
         "kind": "model", "name": f"Model {pred.model_version}",
         "uncertainty": pred.uncertainty,
+        # the promoted classifier's probabilities per finding, stored with the pre-label
+        "findings": _findings(image, pred.image_scores),
         "boxes": [{"label": b["label"], "color": colors.get(b["label"], "#ffffff"),
                    "box": b["box"], "score": b["score"]} for b in pred.boxes],
     }
+
+
+def _findings(image: Image, scores: dict[str, Any]) -> dict[str, Any] | None:
+    probs = (scores or {}).get("probs")
+    if not probs:
+        return None
+    return {"classifier": scores.get("classifier"),
+            "threshold": scores.get("threshold", image.project.two_stage_threshold),
+            "called_normal": scores.get("called_normal"),
+            "probabilities": [{"label": k, "p": float(v)} for k, v in
+                              sorted(probs.items(), key=lambda kv: -kv[1])]}
 
 
 def _pairwise(image: Image, iou_thr: float = 0.4) -> list[dict[str, Any]]:

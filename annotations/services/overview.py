@@ -107,6 +107,23 @@ def _latest_uncertainty(project: Project) -> dict[int, float | None]:
     return {pk: float(v) if v not in (None, "") else None for pk, v in rows}
 
 
+def _predicted_probability(project: Project, finding: str) -> dict[int, float]:
+    """Image pk -> the promoted classifier's probability of ``finding``, as stored with
+    the pre-labels of the detector version the grid shows (``Prediction.image_scores``)."""
+    detectors = ModelVersion.objects.filter(project=project, kind="detector")
+    version = detectors.filter(promoted=True).first() or detectors.first()
+    if version is None:
+        return {}
+    rows = (Prediction.objects.filter(image__project=project, model_version=version.name)
+            .exclude(image_scores={}).values_list("image_id", "image_scores"))
+    out = {}
+    for pk, scores in rows:
+        p = (scores.get("probs") or {}).get(finding)
+        if isinstance(p, int | float):
+            out[pk] = float(p)
+    return out
+
+
 def _reads(project: Project, image_ids: list[int] | None = None):
     reads = usable_annotations(project).exclude(source=ReaderAnnotation.Source.ADJUDICATION)
     return reads if image_ids is None else reads.filter(image_id__in=image_ids)
@@ -138,10 +155,14 @@ def _images_with_label(project: Project, label: str) -> set[int]:
 def image_browse(project: Project, *, label: str | None = None, state: str | None = None,
                  agreement_max: float | None = None, agreement_min: float | None = None,
                  uncertainty_min: float | None = None, gold: bool | None = None,
+                 finding: str | None = None, finding_min: float = 0.5,
                  order: str = "pseudo_id", offset: int = 0, limit: int = 60) -> dict[str, Any]:
     """The image browser's grid: one row per image with its state, agreement and
     uncertainty, filtered; ``total`` counts the filtered set before paging.  Classes
-    and signed thumbnail URLs are looked up for the returned page only."""
+    and signed thumbnail URLs are looked up for the returned page only.  ``finding``:
+    only images whose predicted probability of that image-level finding (the promoted
+    classifier's, stored with the pre-labels) is at least ``finding_min``; the rows
+    then carry it as ``finding_p``."""
     images = Image.objects.filter(project=project).order_by("pseudo_id").values_list(
         "pk", "pseudo_id", "width", "height", "is_gold", "view_position")
     states = image_states(project)
@@ -152,10 +173,13 @@ def image_browse(project: Project, *, label: str | None = None, state: str | Non
                      .order_by("image_id", "run_id").values_list("image_id", "agreement"))
     scores = _latest_uncertainty(project)
     wanted = _images_with_label(project, label) if label else None
+    predicted = _predicted_probability(project, finding) if finding else None
     rows = []
     for pk, pseudo_id, width, height, is_gold, view in images:
         unc, agr = scores.get(pk), agreement.get(pk)
         if wanted is not None and pk not in wanted:
+            continue
+        if predicted is not None and predicted.get(pk, -1.0) < finding_min:
             continue
         if state and states.get(pk, "unassigned") != state:
             continue
@@ -169,7 +193,8 @@ def image_browse(project: Project, *, label: str | None = None, state: str | Non
             continue
         rows.append({"pk": pk, "id": pseudo_id, "state": states.get(pk, "unassigned"),
                      "agreement": agr, "uncertainty": unc, "gold": is_gold,
-                     "width": width, "height": height, "view_position": view})
+                     "width": width, "height": height, "view_position": view,
+                     **({"finding_p": predicted[pk]} if predicted is not None else {})})
     if order in ("uncertainty", "-uncertainty"):
         rows.sort(key=lambda r: (r["uncertainty"] is None, -(r["uncertainty"] or 0.0)))
     elif order == "agreement":

@@ -112,11 +112,10 @@ def _store(predictions: list[Prediction]) -> None:
                        "updated_at"])
 
 
-def _gate_classifier(project: Project) -> tuple[str, Any] | None:
-    """(version name, Classifier) of the project's promoted classifier when its two-stage
-    switch is on; None otherwise (or when no classifier is promoted yet: boxes as is)."""
-    if not project.two_stage:
-        return None
+def _findings_classifier(project: Project) -> tuple[str, Any] | None:
+    """(version name, Classifier) of the project's promoted classifier, whose
+    probabilities go with every pre-label (and gate its boxes when the project's
+    two-stage switch is on); None when no classifier is promoted."""
     version = ModelVersion.objects.filter(project=project, kind="classifier",
                                           promoted=True).first()
     if version is None:
@@ -124,22 +123,27 @@ def _gate_classifier(project: Project) -> tuple[str, Any] | None:
     from training.classifier import Classifier
 
     model = Classifier.from_dir(version_files(version.name), expected_sha256=version.sha256)
-    if NO_FINDING not in model.class_names:
+    if project.two_stage and NO_FINDING not in model.class_names:
         raise DomainError("invalid_model", f"classifier {version.name} has no "
                           f"{NO_FINDING!r} output to gate with")
     return version.name, model
 
 
-def _apply_gate(project: Project, gate_with: tuple[str, Any], arrays: list,
-                preds: list[Prediction]) -> None:
-    """Rescale (and, on films called normal, drop) each prediction's boxes by the
-    classifier's P(normal), and keep the classifier's probabilities with it."""
+def _apply_findings(project: Project, classifier: tuple[str, Any], arrays: list,
+                    preds: list[Prediction]) -> None:
+    """Keep the classifier's probabilities with each prediction; with the two-stage
+    switch on, rescale (and, on films called normal, drop) its boxes by P(normal)."""
     from training.two_stage import gate
 
-    name, model = gate_with
+    name, model = classifier
     probs = model.predict(arrays)
-    nf = model.class_names.index(NO_FINDING)
+    nf = model.class_names.index(NO_FINDING) if NO_FINDING in model.class_names else None
     for pred, row in zip(preds, probs.tolist(), strict=True):
+        pred.image_scores = {"classifier": name,
+                             "probs": dict(zip(model.class_names, row, strict=True)),
+                             "p_normal": row[nf] if nf is not None else None, "gated": False}
+        if not project.two_stage:
+            continue
         scores = [b["score"] for b in pred.boxes]
         g = gate(scores, row[nf], project.two_stage_threshold,
                  rescale=project.two_stage_rescale)
@@ -147,10 +151,9 @@ def _apply_gate(project: Project, gate_with: tuple[str, Any], arrays: list,
                       for b, s, k in zip(pred.boxes, g.scores.tolist(), g.keep.tolist(),
                                          strict=True) if k]
         pred.score = float(np.mean([b["score"] for b in pred.boxes])) if pred.boxes else 0.0
-        pred.image_scores = {
-            "classifier": name, "probs": dict(zip(model.class_names, row, strict=True)),
-            "p_normal": g.no_finding, "called_normal": g.called_normal,
-            "threshold": project.two_stage_threshold, "rescaled": project.two_stage_rescale}
+        pred.image_scores.update(gated=True, called_normal=g.called_normal,
+                                 threshold=project.two_stage_threshold,
+                                 rescaled=project.two_stage_rescale)
 
 
 #: Loaded model versions of this worker process (a version's files never change).
@@ -264,7 +267,7 @@ def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None
     names = detector.class_names
     committee = [m for m in (_committee(run.model_version) if "committee" in al_scores else [])
                  if m.class_names == names]  # other classes: indices would not line up
-    gate_with = _gate_classifier(project)
+    classifier = _findings_classifier(project)
     for start in range(0, len(images), size):
         batch = images[start:start + size]
         arrays = [_read_display(i) for i in batch]
@@ -273,8 +276,8 @@ def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None
                  for image, det in zip(batch, dets, strict=True)]
         if al_scores:
             _al_scores(detector, arrays, dets, preds, al_scores, committee)
-        if gate_with is not None:
-            _apply_gate(project, gate_with, arrays, preds)
+        if classifier is not None:
+            _apply_findings(project, classifier, arrays, preds)
         _store(preds)
         done = start + len(batch)
         runs.run_heartbeat(run, done=done)

@@ -156,8 +156,12 @@ def test_two_stage_prelabels_gate_the_detectors_boxes(labelled, settings, traine
         return {i: Prediction.objects.get(image=i, model_version="cls-det")
                 for i in (normal, lesion)}
 
-    plain = prelabel()  # the switch is off: the detector's boxes as they are
-    assert plain[lesion].boxes and plain[lesion].image_scores == {}
+    plain = prelabel()  # the switch is off: the detector's boxes as they are...
+    assert plain[lesion].boxes and not plain[lesion].image_scores["gated"]
+    assert all("detector_score" not in b for b in plain[lesion].boxes)
+    # ...with the classifier's probabilities beside them
+    assert set(plain[lesion].image_scores["probs"]) == {"Pleural effusion", "Pneumonia",
+                                                        "No finding"}
     project.two_stage, project.two_stage_threshold = True, 0.5
     project.save()
     gated = prelabel()

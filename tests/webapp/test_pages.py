@@ -244,6 +244,35 @@ def test_browse_filters(world, admin_user):
     assert client.get("/api/projects/clinic/browse/?agreement_max=high").status_code == 400
 
 
+def test_browse_by_predicted_finding_probability(world, admin_user):
+    from annotations.models import ModelVersion, Prediction
+
+    ModelVersion.objects.create(project=world.project, name="clinic-det", sha256="0" * 64,
+                                config="", promoted=True)
+    for image, p in zip(world.images[:3], (0.9, 0.4, 0.7), strict=True):
+        Prediction.objects.create(image=image, model_version="clinic-det", boxes=[],
+                                  image_scores={"classifier": "clinic-cls",
+                                                "probs": {"Pleural effusion": p}})
+    client = login(admin_user)
+
+    def found(query):
+        body = client.get(f"/api/projects/clinic/browse/?{query}").json()
+        return {r["id"]: r["finding_p"] for r in body["results"]}
+
+    assert found("finding=Pleural effusion") == {world.images[0].pseudo_id: 0.9,
+                                                 world.images[2].pseudo_id: 0.7}
+    assert set(found("finding=Pleural effusion&finding_min=0.3")) == {
+        i.pseudo_id for i in world.images[:3]}
+    assert found("finding=Nodule/Mass") == {}  # nothing predicted for it
+    assert client.get("/api/projects/clinic/browse/?finding=Pleural effusion"
+                      "&finding_min=lots").status_code == 400
+    # the viewer's model layer carries the same probabilities, for its findings table
+    layers = client.get(f"/api/images/{world.images[0].pseudo_id}/layers/").json()["layers"]
+    model = next(layer for layer in layers if layer["kind"] == "model")
+    assert model["findings"]["classifier"] == "clinic-cls"
+    assert model["findings"]["probabilities"] == [{"label": "Pleural effusion", "p": 0.9}]
+
+
 def test_viewer_layers_blinding(world, admin_user):
     final_image, reading_image = world.images[0], world.images[4]
     first = world.reader_of_image(4, 0)  # read image 4; its consensus is not final

@@ -30,6 +30,7 @@
         r.gold ? el("span", { class: "badge" }, "gold") : null,
         r.agreement !== null ? el("span", { class: "badge", style: `background:${agreementColor(r.agreement)};color:#fff` }, `agr ${fmt(r.agreement, 2)}`) : null,
         r.uncertainty !== null ? el("span", { class: "badge grey" }, `unc ${fmt(r.uncertainty, 2)}`) : null,
+        r.finding_p !== undefined ? el("span", { class: "badge warn", "data-finding-p": r.finding_p }, `P ${fmt(r.finding_p, 2)}`) : null,
         ...r.classes.slice(0, 3).map((c) => el("span", { class: "badge grey" }, c))))));
     document.getElementById("prev").disabled = offset === 0;
     document.getElementById("next").disabled = offset + LIMIT >= d.total;

@@ -47,6 +47,13 @@
       ["Final labels", consensus.image_labels.join(", ") || `${consensus.boxes.length} boxes`]);
     if (model) facts.push(["Model", model.name], ["Entropy (max)", fmt(model.uncertainty && model.uncertainty.entropy_max, 3)]);
     document.getElementById("facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    const f = model && model.findings;
+    if (f) document.getElementById("findings").replaceChildren(
+      el("caption", { class: "muted", style: "text-align:left" }, `Image-level findings · ${f.classifier} · operating point ${fmt(f.threshold, 2)}${f.called_normal ? " · called normal" : ""}`),
+      el("thead", {}, el("tr", {}, el("th", {}, "Finding"), el("th", { class: "num" }, "P"), el("th", {}, ""))),
+      el("tbody", {}, ...f.probabilities.map((r) => el("tr", { "data-label": r.label, "data-p": r.p },
+        el("td", {}, r.label), el("td", { class: "num" }, fmt(r.p, 3)),
+        el("td", {}, r.p >= f.threshold ? el("span", { class: "badge warn" }, `≥ ${fmt(f.threshold, 2)}`) : "")))));
 
     const onSlide = () => { viewer.setWindow(Number(wc.value), Number(ww.value)); syncSliders(viewer); };
     ww.addEventListener("input", onSlide); wc.addEventListener("input", onSlide);
