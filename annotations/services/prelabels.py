@@ -23,11 +23,26 @@ def prelabel_for(image: Image, model_version: str | None = None) -> dict[str, An
         return None
     floor = settings.PRELABEL_MIN_SCORE_SHOWN
     rows = [b for b in pred.boxes if b.get("box") and float(b.get("score", 1.0)) >= floor]
-    # a film the two-stage gate called normal is pre-labelled "No finding"
-    called_normal = bool((pred.image_scores or {}).get("called_normal"))
     result = build_result([b["box"] for b in rows], [b["label"] for b in rows],
                           original_width=image.width, original_height=image.height,
                           scores=[float(b.get("score", 1.0)) for b in rows],
-                          image_labels=[NO_FINDING] if called_normal else [])
+                          image_labels=_predicted_labels(image, pred.image_scores or {}))
     return {"result": result, "score": pred.score, "model_version": pred.model_version,
             "prediction": pred}
+
+
+#: A classifier's probability at which an image-level finding is pre-selected.
+FINDING_PRESELECT = 0.5
+
+
+def _predicted_labels(image: Image, scores: dict[str, Any]) -> list[str]:
+    """The image-level choices a pre-label pre-selects: "No finding" on a film the
+    two-stage gate called normal; otherwise the project's image-level findings the
+    classifier gives at least ``FINDING_PRESELECT`` (box classes are boxes, and "No
+    finding" is only the gate's call)."""
+    if scores.get("called_normal"):
+        return [NO_FINDING]
+    probs = scores.get("probs") or {}
+    image_level = set(image.project.label_classes.filter(image_level=True)
+                      .exclude(name=NO_FINDING).values_list("name", flat=True))
+    return sorted(n for n, p in probs.items() if n in image_level and p >= FINDING_PRESELECT)

@@ -159,9 +159,13 @@ def test_two_stage_prelabels_gate_the_detectors_boxes(labelled, settings, traine
     plain = prelabel()  # the switch is off: the detector's boxes as they are...
     assert plain[lesion].boxes and not plain[lesion].image_scores["gated"]
     assert all("detector_score" not in b for b in plain[lesion].boxes)
-    # ...with the classifier's probabilities beside them
-    assert set(plain[lesion].image_scores["probs"]) == {"Pleural effusion", "Pneumonia",
-                                                        "No finding"}
+    # ...with the classifier's probabilities beside them; the image-level findings it
+    # gives at least 0.5 are pre-selected for the reader (box classes stay boxes)
+    probs = plain[lesion].image_scores["probs"]
+    assert set(probs) == {"Pleural effusion", "Pneumonia", "No finding"}
+    assert probs["Pneumonia"] >= 0.5, probs
+    shown = prelabel_for(lesion, "cls-det")["result"]
+    assert [r["value"]["choices"] for r in shown if r["type"] == "choices"] == [["Pneumonia"]]
     project.two_stage, project.two_stage_threshold = True, 0.5
     project.save()
     gated = prelabel()
