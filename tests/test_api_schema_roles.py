@@ -99,6 +99,7 @@ ALLOWED: dict[str, set[str]] = {
     "GET /api/images/{image_id}/": AUTHENTICATED,
     # IsAdminOrRadiologist
     "GET /api/images/{image_id}/layers/": AUTHENTICATED,
+    "GET /api/images/{image_id}/heatmap/": AUTHENTICATED,
     "POST /api/predictions/{id}/rating/": AUTHENTICATED,
     "POST /api/projects/{slug}/quick-read/": AUTHENTICATED,
     # IsAdminOrAdjudicator
@@ -189,7 +190,8 @@ def world(project, admin_user, png_images):
 #: (lists answer with what the reader may see, possibly nothing: a 2xx there is fine).
 SCOPED = {"GET /api/projects/{slug}/", "GET /api/projects/{slug}/images/",
           "POST /api/projects/{slug}/quick-read/", "GET /api/images/{image_id}/",
-          "GET /api/images/{image_id}/layers/", "POST /api/predictions/{id}/rating/",
+          "GET /api/images/{image_id}/layers/", "GET /api/images/{image_id}/heatmap/",
+          "POST /api/predictions/{id}/rating/",
           "GET /api/adjudications/{id}/", "POST /api/adjudications/{id}/decision/"}
 
 

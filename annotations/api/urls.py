@@ -81,6 +81,7 @@ urlpatterns = [
          name="prelabel-run-cancel"),
     path("projects/<slug:slug>/quick-read/", wv.QuickRead.as_view(), name="quick-read"),
     path("images/<str:image_id>/layers/", wv.ImageLayers.as_view(), name="image-layers"),
+    path("images/<str:image_id>/heatmap/", wv.ImageHeatmap.as_view(), name="image-heatmap"),
     path("me/agreement/", wv.MyAgreement.as_view(), name="my-agreement"),
     path("me/reliability/", wv.MyReliability.as_view(), name="my-reliability"),
     path("readers/", v.ReaderListCreate.as_view(), name="reader-list"),

@@ -20,6 +20,7 @@ from annotations.models import PrelabelRun
 from annotations.selectors import project_list_visible, reader_of
 from annotations.services import (
     active_learning,
+    explanations,
     image_layers,
     image_state,
     my_reading,
@@ -94,6 +95,22 @@ class ImageLayers(APIView):
     @extend_schema(responses=OBJ)
     def get(self, request, image_id: str):
         return Response(image_layers.image_layers(user=request.user, image_id=image_id))
+
+
+class ImageHeatmap(APIView):
+    """Grad-CAM of the promoted classifier for one finding on one image (the viewer's
+    overlay); hidden wherever the model's layer is."""
+
+    permission_classes = [IsAdminOrRadiologist]
+
+    @extend_schema(parameters=[OpenApiParameter("finding", str, required=True)],
+                   responses=OBJ)
+    def get(self, request, image_id: str):
+        finding = request.query_params.get("finding") or ""
+        if not finding or len(finding) > 100:
+            raise DomainError("invalid_parameter", "give the finding, a class name")
+        return Response(explanations.image_heatmap(user=request.user, image_id=image_id,
+                                                   finding=finding))
 
 
 class LearningCurve(APIView):

@@ -28,11 +28,10 @@ from annotations.imaging.loader import load_file
 from annotations.imaging.render import encode_png, render
 from annotations.models import ModelVersion, Project
 from annotations.selectors import image_list_visible, is_admin, model_version_promoted
-from annotations.services import ingest
+from annotations.services import explanations, ingest
 from annotations.services.audit import audit_record
 from annotations.services.image_state import consensus_is_final
 from annotations.services.storage import media_path
-from annotations.taxonomy import NO_FINDING
 
 logger = logging.getLogger(__name__)
 
@@ -79,50 +78,6 @@ def _predict(version: ModelVersion, display: np.ndarray, scale: tuple[float, flo
         out.append({"label": names.get(cid, str(cid)), "color": colors.get(cid, "#ff0000"),
                     "score": float(det.scores[i]), "box": [float(v) for v in b],
                     "box_original": [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]})
-    return out
-
-
-#: Loaded classifier versions of this process (a version's files never change).
-_CLASSIFIERS: dict[tuple[str, str], Any] = {}
-
-
-def _findings(project: Project, display: np.ndarray) -> dict[str, Any] | None:
-    """The promoted classifier's probabilities per class on the film (None: no
-    classifier promoted), with the project's operating point."""
-    version = ModelVersion.objects.filter(project=project, kind="classifier",
-                                          promoted=True).first()
-    if version is None:
-        return None
-    from training.classifier import Classifier
-
-    key = (version.name, version.sha256)
-    if key not in _CLASSIFIERS:
-        _CLASSIFIERS.clear()  # keep one classifier in memory
-        _CLASSIFIERS[key] = Classifier.from_dir(Path(settings.MODEL_DIR) / version.name,
-                                                expected_sha256=version.sha256)
-    model = _CLASSIFIERS[key]
-    probs = model.predict([display])[0].tolist()
-    ranked = sorted(zip(model.class_names, probs, strict=True), key=lambda kv: -kv[1])
-    return {"model_version": version.name, "threshold": project.two_stage_threshold,
-            "probabilities": [{"label": n, "p": float(p)} for n, p in ranked],
-            "p_normal": dict(zip(model.class_names, probs, strict=True)).get(NO_FINDING),
-            "heatmaps": _heatmaps(model, display, [n for n, _ in ranked
-                                                   if n != NO_FINDING][:HEATMAP_CLASSES])}
-
-
-#: Grad-CAM maps are computed for the most probable findings only (one backward pass
-#: each: DenseNet-121 at 512 px takes about a second per class on a CPU).
-HEATMAP_CLASSES = 3
-
-
-def _heatmaps(model: Any, display: np.ndarray, classes: list[str]) -> dict[str, str]:
-    """Grad-CAM overlays (display pixels, PNG data URLs with alpha) per class."""
-    from training.explain import classifier_cams, heatmap_rgba
-
-    out = {}
-    for name in classes:
-        heat = classifier_cams(model, [display], name)[0]
-        out[name] = _data_url(heatmap_rgba(heat))
     return out
 
 
@@ -194,7 +149,7 @@ def quick_read(*, user: Any, project: Project, upload: Any = None, image_id: str
                 kept = _keep(project, workdir / "upload.bin", user)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    findings = _findings(project, display)
+    findings = explanations.findings(project, display)
     predictions = _gated(project, predictions, findings)
     audit_record(action="quick_read", actor=user, project=project,
                  detail={"model_version": version.name, "source": "upload" if upload else

@@ -247,3 +247,38 @@ def test_quick_read_shows_the_classifiers_findings_and_applies_the_gate(
     assert gated["predictions"] == []
     # the detector stays the version that reads: the classifier serves only its findings
     assert gated["model_version"] == plain["model_version"]
+
+
+def test_viewer_heatmap_follows_the_viewers_blinding(world, admin_user, trained_version,
+                                                     settings):
+    import torch
+
+    from annotations.services.model_registry import version_promote
+    from annotations.services.training import training_run_create, training_run_execute
+
+    torch.set_num_threads(1)
+
+    def heat(user, image, finding="Pleural effusion"):
+        return login(user).get(f"/api/images/{image.pseudo_id}/heatmap/",
+                               {"finding": finding})
+
+    final, reading = world.images[0], world.images[4]
+    assert heat(admin_user, final).status_code == 404  # no classifier promoted yet
+    run = training_run_execute(run_id=training_run_create(project=world.project, enqueue=False,
+                                                          params={"task": "classifier",
+                                                                  "preset": "tiny",
+                                                                  "max_iter": 5,
+                                                                  "val_fraction": 0.0}).pk)
+    version_promote(version=run.model_version, reason="test")
+    res = heat(admin_user, final)
+    assert res.status_code == 200, res.content
+    body = res.json()
+    assert body["heatmap"].startswith("data:image/png;base64,")
+    assert body["classifier"] == run.model_version.name
+    assert heat(admin_user, final, "Nothing such").status_code == 400
+    # a reader of an image still being read: hidden, as the model's layer is
+    assert heat(world.reader_of_image(4, 0).user, reading).status_code == 403
+    # a reader it was never assigned to: not there at all
+    assert heat(world.not_reading(0).user, final).status_code == 404
+    # final: the image's readers see where the model looked, as they see its boxes
+    assert heat(world.reader_of_image(0).user, final).status_code == 200

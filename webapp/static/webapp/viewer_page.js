@@ -54,6 +54,17 @@
       el("tbody", {}, ...f.probabilities.map((r) => el("tr", { "data-label": r.label, "data-p": r.p },
         el("td", {}, r.label), el("td", { class: "num" }, fmt(r.p, 3)),
         el("td", {}, r.p >= f.threshold ? el("span", { class: "badge warn" }, `≥ ${fmt(f.threshold, 2)}`) : "")))));
+    if (f) {  // where the classifier looked, one finding at a time, fetched on demand
+      const pick = document.getElementById("heat-class"), opacity = document.getElementById("heat-opacity");
+      pick.append(...f.probabilities.filter((r) => r.label !== "No finding").map((r) => el("option", { value: r.label }, r.label)));
+      document.getElementById("heat-controls").hidden = false;
+      pick.addEventListener("change", async () => {
+        if (!pick.value) { viewer.setHeatmap(null); return; }
+        const h = await api(`/api/images/${encodeURIComponent(root.dataset.image)}/heatmap/?finding=${encodeURIComponent(pick.value)}`);
+        await viewer.setHeatmap(h.heatmap, { label: h.finding, opacity: Number(opacity.value) });
+      });
+      opacity.addEventListener("input", () => viewer.setHeatOpacity(Number(opacity.value)));
+    }
 
     const onSlide = () => { viewer.setWindow(Number(wc.value), Number(ww.value)); syncSliders(viewer); };
     ww.addEventListener("input", onSlide); wc.addEventListener("input", onSlide);

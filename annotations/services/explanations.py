@@ -1,0 +1,100 @@
+"""The promoted image classifier on one film: its probabilities per finding and where it
+looked (Grad-CAM overlays), for Quick read and the viewer.
+
+Reads only; the classifier version is verified against the registry's digest when it
+is loaded, and one version is kept loaded per process (a version's files never change).
+The viewer's overlay follows the viewer's own blinding: whoever may see the model's
+layer of an image may see where the model looked on it, nobody else.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from django.conf import settings
+
+from annotations.errors import DomainError
+from annotations.imaging.render import encode_png
+from annotations.models import ModelVersion, Project
+from annotations.selectors import image_list_visible, is_admin
+from annotations.services.image_state import consensus_is_final
+from annotations.services.storage import media_path
+from annotations.taxonomy import NO_FINDING
+
+#: Grad-CAM maps are computed for the most probable findings only (one backward pass
+#: each: DenseNet-121 at 512 px takes about a second per class on a CPU).
+HEATMAP_CLASSES = 3
+
+_CLASSIFIERS: dict[tuple[str, str], Any] = {}
+
+
+def promoted_classifier(project: Project) -> tuple[ModelVersion, Any] | None:
+    """(version, loaded Classifier) of the project's promoted classifier, or None."""
+    version = ModelVersion.objects.filter(project=project, kind="classifier",
+                                          promoted=True).first()
+    if version is None:
+        return None
+    from training.classifier import Classifier
+
+    key = (version.name, version.sha256)
+    if key not in _CLASSIFIERS:
+        _CLASSIFIERS.clear()  # keep one classifier in memory
+        _CLASSIFIERS[key] = Classifier.from_dir(Path(settings.MODEL_DIR) / version.name,
+                                                expected_sha256=version.sha256)
+    return version, _CLASSIFIERS[key]
+
+
+def _png_url(img: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(encode_png(img, 3)).decode()
+
+
+def heatmaps(model: Any, display: np.ndarray, classes: list[str]) -> dict[str, str]:
+    """Grad-CAM overlays (display pixels, PNG data URLs with alpha) per class."""
+    from training.explain import classifier_cams, heatmap_rgba
+
+    return {name: _png_url(heatmap_rgba(classifier_cams(model, [display], name)[0]))
+            for name in classes}
+
+
+def findings(project: Project, display: np.ndarray) -> dict[str, Any] | None:
+    """The promoted classifier's probabilities per class on the film, the project's
+    operating point, and overlays of the most probable findings (None: no classifier)."""
+    loaded = promoted_classifier(project)
+    if loaded is None:
+        return None
+    version, model = loaded
+    probs = model.predict([display])[0].tolist()
+    ranked = sorted(zip(model.class_names, probs, strict=True), key=lambda kv: -kv[1])
+    return {"model_version": version.name, "threshold": project.two_stage_threshold,
+            "probabilities": [{"label": n, "p": float(p)} for n, p in ranked],
+            "p_normal": dict(zip(model.class_names, probs, strict=True)).get(NO_FINDING),
+            "heatmaps": heatmaps(model, display, [n for n, _ in ranked
+                                                  if n != NO_FINDING][:HEATMAP_CLASSES])}
+
+
+def image_heatmap(*, user: Any, image_id: str, finding: str) -> dict[str, Any]:
+    """Where the promoted classifier looked for ``finding`` on a stored image, for the
+    viewer; refused exactly where the viewer hides the model's layer."""
+    image = (image_list_visible(user).filter(pseudo_id=image_id)
+             .select_related("project").first())
+    if image is None:
+        raise DomainError("not_found", "no such image")
+    project = image.project
+    if not (is_admin(user) or project.show_prelabels or consensus_is_final(image)):
+        raise DomainError("forbidden", "the model's view of this image is hidden from "
+                          "readers until its consensus is final", status=403)
+    loaded = promoted_classifier(project)
+    if loaded is None:
+        raise DomainError("not_found", f"project {project.slug!r} has no promoted classifier")
+    version, model = loaded
+    if finding not in model.class_names:
+        raise DomainError("invalid_parameter", f"finding must be one of {model.class_names}")
+    display = cv2.imread(str(media_path(image.display_path)), cv2.IMREAD_GRAYSCALE)
+    if display is None:
+        raise DomainError("unavailable", "the display image is missing")
+    return {"finding": finding, "classifier": version.name,
+            "heatmap": heatmaps(model, display, [finding])[finding]}
