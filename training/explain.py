@@ -14,6 +14,7 @@ how a saliency map is turned into a localisation to compare with a detector's bo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -74,3 +75,51 @@ def heatmap_rgba(heat: np.ndarray, floor: float = 0.2) -> np.ndarray:
     colour = cv2.applyColorMap(np.rint(heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
     alpha = np.where(heat >= floor, np.rint(128 + 127 * heat), 0).astype(np.uint8)
     return np.dstack([colour, alpha])
+
+
+def detector_box_cam(detector: Any, image: np.ndarray, box: Sequence[float],
+                     class_id: int) -> np.ndarray:
+    """Where the detector looked when it scored ``box`` (the film's pixels) as
+    ``class_id``: gradient x activation of that box's class logit on the FPN features.
+
+    The box is pooled from the backbone features exactly as a proposal is, through the
+    box head and predictor; per FPN level, the logit's gradient times the features,
+    summed over channels (positive part), upsampled to the film and summed over levels.
+    Written here rather than taken from ``grad-cam``: that package targets
+    classification outputs, and a detector's score for one fixed box is not an output
+    of Detectron2's forward pass.
+    """
+    from detectron2.structures import Boxes
+
+    model = detector.model
+    item = detector._prepare(image)
+    h, w = image.shape[:2]
+    rh, rw = item["image"].shape[1:]
+    with torch.enable_grad():
+        images = model.preprocess_image([item])
+        features = model.backbone(images.tensor)
+        names = model.roi_heads.box_in_features
+        maps = [features[n] for n in names]
+        for f in maps:
+            f.retain_grad()
+        scale = np.array([rw / w, rh / h, rw / w, rh / h])
+        b = torch.as_tensor(np.asarray(box, dtype=np.float64) * scale,
+                            dtype=torch.float32)[None].to(images.tensor.device)
+        pooled = model.roi_heads.box_pooler(maps, [Boxes(b)])
+        logits, _ = model.roi_heads.box_predictor(model.roi_heads.box_head(pooled))
+        model.zero_grad()
+        logits[0, int(class_id)].backward()
+    heat = np.zeros((h, w), dtype=np.float32)
+    for f in maps:
+        if f.grad is None:
+            continue
+        # gradient x activation per position (not Grad-CAM's per-channel average: the
+        # pooled box only reaches the features under it, which is what is explained)
+        cam = torch.relu((f.grad[0] * f[0]).sum(0)).detach().cpu().numpy()
+        # the feature map covers the padded canvas: crop to the resized film first
+        fh, fw = cam.shape
+        stride = images.tensor.shape[-1] / fw
+        cam = cam[: max(1, int(round(rh / stride))), : max(1, int(round(rw / stride)))]
+        heat += cv2.resize(cam.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    peak = float(heat.max())
+    return heat / peak if peak > 0 else heat

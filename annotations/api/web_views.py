@@ -103,12 +103,22 @@ class ImageHeatmap(APIView):
 
     permission_classes = [IsAdminOrRadiologist]
 
-    @extend_schema(parameters=[OpenApiParameter("finding", str, required=True)],
-                   responses=OBJ)
+    @extend_schema(parameters=[
+        OpenApiParameter("finding", str, description="a class of the classifier"),
+        OpenApiParameter("box", int, description="or: the index of a box of the model layer "
+                         "(the detector's explanation of that box)")], responses=OBJ)
     def get(self, request, image_id: str):
         finding = request.query_params.get("finding") or ""
+        raw_box = request.query_params.get("box")
+        if raw_box not in (None, ""):
+            try:
+                box = int(raw_box)
+            except ValueError as exc:
+                raise DomainError("invalid_parameter", "box is an integer") from exc
+            return Response(explanations.image_heatmap(user=request.user, image_id=image_id,
+                                                       box=box))
         if not finding or len(finding) > 100:
-            raise DomainError("invalid_parameter", "give the finding, a class name")
+            raise DomainError("invalid_parameter", "give the finding (a class name) or a box")
         return Response(explanations.image_heatmap(user=request.user, image_id=image_id,
                                                    finding=finding))
 

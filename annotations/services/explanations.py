@@ -1,5 +1,6 @@
-"""The promoted image classifier on one film: its probabilities per finding and where it
-looked (Grad-CAM overlays), for Quick read and the viewer.
+"""The promoted models on one film, explained: the image classifier's probabilities per
+finding and where it looked (Grad-CAM overlays), and where the detector looked when it
+scored one of its boxes; for Quick read and the viewer.
 
 Reads only; the classifier version is verified against the registry's digest when it
 is loaded, and one version is kept loaded per process (a version's files never change).
@@ -76,9 +77,30 @@ def findings(project: Project, display: np.ndarray) -> dict[str, Any] | None:
                                                   if n != NO_FINDING][:HEATMAP_CLASSES])}
 
 
-def image_heatmap(*, user: Any, image_id: str, finding: str) -> dict[str, Any]:
-    """Where the promoted classifier looked for ``finding`` on a stored image, for the
-    viewer; refused exactly where the viewer hides the model's layer."""
+_DETECTORS: dict[tuple[str, str], Any] = {}
+
+
+def _promoted_detector(project: Project) -> tuple[ModelVersion, Any]:
+    version = ModelVersion.objects.filter(project=project, kind="detector",
+                                          promoted=True).first()
+    if version is None:
+        raise DomainError("not_found", f"project {project.slug!r} has no promoted detector")
+    from training.detector import Detector
+
+    key = (version.name, version.sha256)
+    if key not in _DETECTORS:
+        _DETECTORS.clear()
+        _DETECTORS[key] = Detector.from_dir(Path(settings.MODEL_DIR) / version.name,
+                                            expected_sha256=version.sha256, batch_size=1)
+    return version, _DETECTORS[key]
+
+
+def image_heatmap(*, user: Any, image_id: str, finding: str | None = None,
+                  box: int | None = None) -> dict[str, Any]:
+    """Where the promoted classifier looked for ``finding`` on a stored image, or, with
+    ``box`` (an index into the promoted detector's pre-label of the image), where the
+    detector looked when it scored that box; for the viewer, refused exactly where the
+    viewer hides the model's layer."""
     image = (image_list_visible(user).filter(pseudo_id=image_id)
              .select_related("project").first())
     if image is None:
@@ -87,14 +109,36 @@ def image_heatmap(*, user: Any, image_id: str, finding: str) -> dict[str, Any]:
     if not (is_admin(user) or project.show_prelabels or consensus_is_final(image)):
         raise DomainError("forbidden", "the model's view of this image is hidden from "
                           "readers until its consensus is final", status=403)
+    display = cv2.imread(str(media_path(image.display_path)), cv2.IMREAD_GRAYSCALE)
+    if display is None:
+        raise DomainError("unavailable", "the display image is missing")
+    if box is not None:
+        return _box_heatmap(image, display, box)
     loaded = promoted_classifier(project)
     if loaded is None:
         raise DomainError("not_found", f"project {project.slug!r} has no promoted classifier")
     version, model = loaded
     if finding not in model.class_names:
         raise DomainError("invalid_parameter", f"finding must be one of {model.class_names}")
-    display = cv2.imread(str(media_path(image.display_path)), cv2.IMREAD_GRAYSCALE)
-    if display is None:
-        raise DomainError("unavailable", "the display image is missing")
     return {"finding": finding, "classifier": version.name,
             "heatmap": heatmaps(model, display, [finding])[finding]}
+
+
+def _box_heatmap(image: Any, display: np.ndarray, index: int) -> dict[str, Any]:
+    from training.explain import detector_box_cam, heatmap_rgba
+
+    version, detector = _promoted_detector(image.project)
+    pred = image.predictions.filter(model_version=version.name).first()
+    boxes = pred.boxes if pred is not None else []
+    if not 0 <= index < len(boxes):
+        raise DomainError("invalid_parameter", f"box must be 0..{len(boxes) - 1} (the model "
+                          f"layer's boxes)" if boxes else "the model has no box on this image")
+    row = boxes[index]
+    names = detector.class_names
+    if row["label"] not in names:
+        raise DomainError("invalid_parameter", f"box {index} is not of this detector's classes")
+    sx, sy = display.shape[1] / image.width, display.shape[0] / image.height
+    on_display = [row["box"][0] * sx, row["box"][1] * sy, row["box"][2] * sx, row["box"][3] * sy]
+    heat = detector_box_cam(detector, display, on_display, names.index(row["label"]))
+    return {"box": index, "label": row["label"], "detector": version.name,
+            "heatmap": _png_url(heatmap_rgba(heat))}

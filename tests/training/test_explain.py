@@ -63,3 +63,23 @@ def test_pointing_and_thresholding_on_known_maps():
     assert pointing_hit(heat, [10, 5, 16, 9]) and not pointing_hit(heat, [0, 0, 5, 5])
     assert cam_box(heat).tolist() == [10, 5, 16, 9]
     assert pointing_baseline([0, 0, 15, 10], (20, 30)) == pytest.approx(0.25)
+
+
+def test_detector_box_explanation_looks_at_the_box(trained_version):
+    from tests.training.films import TRUTH, film
+    from training.detector import Detector
+    from training.explain import detector_box_cam
+
+    detector = Detector.from_dir(trained_version.directory,
+                                 expected_sha256=trained_version.sha256)
+    image = film(7)
+    det = detector.predict([image])[0]
+    best = int(np.argmax(det.scores))
+    assert iou(det.boxes[best], TRUTH) > 0.5
+    heat = detector_box_cam(detector, image, det.boxes[best], int(det.classes[best]))
+    assert heat.shape == image.shape and 0.0 <= heat.min() and heat.max() == pytest.approx(1.0)
+    x1, y1, x2, y2 = (int(v) for v in TRUTH)
+    inside = heat[y1:y2, x1:x2].mean()
+    outside = (heat.sum() - heat[y1:y2, x1:x2].sum()) / (heat.size - (y2 - y1) * (x2 - x1))
+    assert inside > 2 * outside, (inside, outside)
+    assert pointing_hit(heat, det.boxes[best])  # its peak lies in the box it explains

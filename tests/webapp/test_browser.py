@@ -338,6 +338,29 @@ def test_quick_read_grad_cam_layer_draws_toggles_and_follows_window(
         assert driver.execute_script(COLOURED)[0] == 0
 
 
+def test_viewer_explains_a_model_box(world, admin_user, live_server, trained_version, settings,
+                                     tmp_path):
+    from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
+
+    register_version(world.project, trained_version, settings.MODEL_DIR)
+    image = world.images[1]
+    assert prelabel_run_execute(run_id=prelabel_run_create(
+        project=world.project, images=[image], enqueue=False).pk).status == "done"
+    with chromium_driver(tmp_path, size=(1440, 1000)) as driver:
+        sign_in(driver, live_server.url, admin_user.username, "admin-pass-123")
+        driver.get(f"{live_server.url}/images/{image.pseudo_id}/")
+        ready(driver, "viewer-page")
+        stage = driver.find_element(By.ID, "stage")
+        base = driver.execute_script(COLOURED)[0]  # the layers' coloured boxes and labels
+        driver.find_element(By.CSS_SELECTOR, "#heat-class option[value='box=0']").click()
+        WebDriverWait(driver, 30).until(lambda d: stage.get_attribute("data-heatmap") == "box=0")
+        assert driver.execute_script(COLOURED)[0] > base + 200
+        shot(driver, "viewer-box-explanation")
+        driver.find_element(By.CSS_SELECTOR, "#heat-class option[value='']").click()
+        WebDriverWait(driver, 10).until(lambda d: stage.get_attribute("data-heatmap") is None)
+        assert driver.execute_script(COLOURED)[0] == base
+
+
 def test_radiologist_blinded_and_kept_out(world, live_server, tmp_path):
     reader = world.reader_of_image(4, 0)  # read image 4, whose consensus is not final
     with chromium_driver(tmp_path) as driver:

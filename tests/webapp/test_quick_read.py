@@ -282,3 +282,25 @@ def test_viewer_heatmap_follows_the_viewers_blinding(world, admin_user, trained_
     assert heat(world.not_reading(0).user, final).status_code == 404
     # final: the image's readers see where the model looked, as they see its boxes
     assert heat(world.reader_of_image(0).user, final).status_code == 200
+
+
+def test_viewer_explains_one_model_box(world, admin_user, trained_version, settings):
+    from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
+
+    register_version(world.project, trained_version, settings.MODEL_DIR)
+    image = world.images[1]
+    done = prelabel_run_execute(run_id=prelabel_run_create(project=world.project,
+                                                           images=[image], enqueue=False).pk)
+    assert done.status == "done", done.reason
+    client = login(admin_user)
+    res = client.get(f"/api/images/{image.pseudo_id}/heatmap/", {"box": 0})
+    assert res.status_code == 200, res.content
+    body = res.json()
+    assert body["label"] == "Pleural effusion" and body["detector"] == "clinic-v1"
+    assert body["heatmap"].startswith("data:image/png;base64,")
+    for bad in ("99", "-1", "first"):
+        assert client.get(f"/api/images/{image.pseudo_id}/heatmap/",
+                          {"box": bad}).status_code == 400
+    reading = world.images[4]  # not final: hidden from its readers like the model layer
+    assert login(world.reader_of_image(4, 0).user).get(
+        f"/api/images/{reading.pseudo_id}/heatmap/", {"box": 0}).status_code == 403

@@ -54,18 +54,20 @@
       el("tbody", {}, ...f.probabilities.map((r) => el("tr", { "data-label": r.label, "data-p": r.p },
         el("td", {}, r.label), el("td", { class: "num" }, fmt(r.p, 3)),
         el("td", {}, r.p >= f.threshold ? el("span", { class: "badge warn" }, `≥ ${fmt(f.threshold, 2)}`) : "")))));
-    if (f) {  // where the classifier looked, one finding at a time, fetched on demand
+    if (model) {  // where the models looked: a finding (classifier) or one box (detector)
       const pick = document.getElementById("heat-class"), opacity = document.getElementById("heat-opacity");
-      pick.append(...f.probabilities.filter((r) => r.label !== "No finding").map((r) => el("option", { value: r.label }, r.label)));
-      document.getElementById("heat-controls").hidden = false;
+      const options = (f ? f.probabilities.filter((r) => r.label !== "No finding") : [])
+        .map((r) => el("option", { value: `finding=${encodeURIComponent(r.label)}` }, `${r.label} (classifier)`))
+        .concat(model.boxes.map((b, i) => el("option", { value: `box=${i}` }, `box ${i + 1}: ${b.label} ${fmt(b.score, 2)} (detector)`)));
+      pick.append(...options);
+      document.getElementById("heat-controls").hidden = !options.length;
       pick.addEventListener("change", async () => {
         if (!pick.value) { viewer.setHeatmap(null); return; }
-        const h = await api(`/api/images/${encodeURIComponent(root.dataset.image)}/heatmap/?finding=${encodeURIComponent(pick.value)}`);
-        await viewer.setHeatmap(h.heatmap, { label: h.finding, opacity: Number(opacity.value) });
+        const h = await api(`/api/images/${encodeURIComponent(root.dataset.image)}/heatmap/?${pick.value}`);
+        await viewer.setHeatmap(h.heatmap, { label: pick.value, opacity: Number(opacity.value) });
       });
       opacity.addEventListener("input", () => viewer.setHeatOpacity(Number(opacity.value)));
     }
-
     const onSlide = () => { viewer.setWindow(Number(wc.value), Number(ww.value)); syncSliders(viewer); };
     ww.addEventListener("input", onSlide); wc.addEventListener("input", onSlide);
     for (const b of document.querySelectorAll("[data-wl]")) b.addEventListener("click", () => {
