@@ -26,6 +26,15 @@ def model_version_promoted(project: Project) -> ModelVersion | None:
     return ModelVersion.objects.filter(project=project, promoted=True, kind="detector").first()
 
 
+def model_version_gate(project: Project) -> ModelVersion | None:
+    """The classifier gating the project's boxes: its promoted classifier when the
+    two-stage switch is on, else None."""
+    if not project.two_stage:
+        return None
+    return ModelVersion.objects.filter(project=project, promoted=True,
+                                       kind="classifier").first()
+
+
 def model_version_for_ls_project(ls_project_id: int) -> ModelVersion | None:
     """The promoted version of the platform project behind a Label Studio project
     (every workspace is one Label Studio project of one platform project)."""

@@ -44,12 +44,22 @@ class ProjectModel:
     project: str  # the platform project's slug
     version: str  # the promoted version's folder name
     sha256: str | None  # the registry's manifest digest
+    #: the project's two-stage gate: its promoted classifier gates the boxes
+    #: (``training.two_stage``), at ``threshold``, rescaling scores when ``rescale``
+    classifier: str | None = None
+    classifier_sha256: str | None = None
+    threshold: float = 0.9
+    rescale: bool = False
 
     def __post_init__(self) -> None:
-        if not VERSION_NAME.fullmatch(self.version):
-            raise ValueError(f"not a model version name: {self.version[:80]!r}")
-        if self.sha256 is not None and not DIGEST.fullmatch(self.sha256):
-            raise ValueError("not a manifest digest")
+        for name in (self.version, self.classifier):
+            if name is not None and not VERSION_NAME.fullmatch(name):
+                raise ValueError(f"not a model version name: {name[:80]!r}")
+        for digest in (self.sha256, self.classifier_sha256):
+            if digest is not None and not DIGEST.fullmatch(digest):
+                raise ValueError("not a manifest digest")
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError("the gate's operating point is a probability")
 
 
 #: ``ls_project_id -> ProjectModel`` (None: nothing promoted there); may raise.
@@ -121,6 +131,30 @@ class ModelStore:
                 logger.info("evicted model version %s (CXR_ML_MAX_LOADED_MODELS=%s)",
                             old, self.max_loaded)
             return model.version, detector
+
+    def classifier(self, model: ProjectModel) -> Any | None:
+        """The gate's classifier of a project whose two-stage switch is on (else None),
+        verified against the registry's digest, kept loaded like detectors."""
+        if model.classifier is None:
+            return None
+        key = (model.classifier, model.classifier_sha256)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            from annotations.errors import DomainError
+            from training.classifier import Classifier
+
+            try:
+                loaded = Classifier.from_dir(self.model_dir / model.classifier,
+                                             expected_sha256=model.classifier_sha256)
+            except (DomainError, OSError) as exc:
+                raise NoModel(f"classifier {model.classifier} of project {model.project} is "
+                              f"unavailable here: {getattr(exc, 'message', exc)}") from exc
+            self._loaded[key] = loaded
+            while len(self._loaded) > self.max_loaded + 1:  # room for one gate classifier
+                self._loaded.popitem(last=False)
+            return loaded
 
     def _load(self, model: ProjectModel) -> Any:
         from annotations.errors import DomainError

@@ -54,8 +54,13 @@ class PlatformClient:
                                 "which model serves this project")
         try:
             body = response.json()
+            gate = body.get("two_stage") or {}
             return ProjectModel(project=str(body["project"]), version=str(body["model_version"]),
-                                sha256=body.get("sha256") or None)
+                                sha256=body.get("sha256") or None,
+                                classifier=gate.get("classifier") or None,
+                                classifier_sha256=gate.get("sha256") or None,
+                                threshold=float(gate.get("threshold", 0.9)),
+                                rescale=bool(gate.get("rescale", False)))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ProtocolError(502, "the platform's answer names no usable model") from exc
 

@@ -39,9 +39,11 @@ import numpy as np
 
 from annotations.label_studio.config import parse_label_config
 from annotations.label_studio.regions import build_result
+from annotations.taxonomy import NO_FINDING
 from ml_backend.images import ImageError, ImageFetcher, ImageRefused
 from ml_backend.model_store import ModelStore, NoModel
 from ml_backend.origins import OriginError, OriginPolicy, origin_of, shown
+from training.two_stage import gate
 
 logger = logging.getLogger(__name__)
 
@@ -177,27 +179,45 @@ def predict(body: Any, store: ModelStore, fetch: ImageFetcher, score_threshold: 
     urls = _image_urls(body, fetch, max_tasks)
     try:
         version, detector = store.detector(ls_project)
+        served = store.model_for(ls_project)
+        classifier = store.classifier(served)
     except NoModel as exc:
         raise ProtocolError(503, str(exc)) from exc
     images = _fetch_all(body["tasks"], urls, fetch)
     ready = [im for im in images if im is not None]
     detections = iter(detector.predict(ready) if ready else [])
+    p_normal = iter(_p_normal(classifier, ready))
     results = []
     for image in images:
         if image is None:
             results.append({"result": [], "score": 0.0, "model_version": version})
             continue
         det = next(detections)
-        keep = det.scores >= score_threshold
+        det_scores, det_keep, labels = det.scores, np.ones(len(det.scores), bool), []
+        if classifier is not None:  # the project's two-stage gate (training.two_stage)
+            g = gate(det.scores, next(p_normal), served.threshold, rescale=served.rescale)
+            det_scores, det_keep = g.scores, g.keep
+            labels = [NO_FINDING] if g.called_normal else []
+        keep = det_keep & (det_scores >= score_threshold)
         h, w = image.shape[:2]
         names = [detector.class_names[int(c)] for c in det.classes[keep]]
-        scores = det.scores[keep].astype(float)
+        scores = det_scores[keep].astype(float)
         result = build_result(det.boxes[keep], names, original_width=w, original_height=h,
-                              scores=scores.tolist())
+                              scores=scores.tolist(), image_labels=labels)
         results.append({"result": result,
                         "score": float(scores.mean()) if len(scores) else 0.0,
                         "model_version": version})
     return {"results": results}
+
+
+def _p_normal(classifier: Any, images: list) -> list[float]:
+    """The gate classifier's P("No finding") per image (nothing without a gate)."""
+    if classifier is None or not images:
+        return []
+    if NO_FINDING not in classifier.class_names:
+        raise ProtocolError(503, "the project's classifier has no \"No finding\" output")
+    column = classifier.class_names.index(NO_FINDING)
+    return [float(p) for p in classifier.predict(images)[:, column]]
 
 
 def versions(store: ModelStore) -> dict[str, Any]:

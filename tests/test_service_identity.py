@@ -95,13 +95,23 @@ def test_ml_backend_token_reads_which_model_serves_a_project_and_writes_nothing(
     resp = client.get(MODEL.format(ls_project))
     assert resp.status_code == 200, resp.content
     assert resp.json() == {"ls_project_id": ls_project, "project": "test",
-                           "model_version": "test-v1", "sha256": "a" * 64}
+                           "model_version": "test-v1", "sha256": "a" * 64, "two_stage": None}
+    # the project's two-stage gate goes with it once switched on with a classifier
+    classifier = ModelVersion.objects.create(project=project, name="test-c1", kind="classifier",
+                                             sha256="b" * 64, config="")
+    version_promote(version=classifier)
+    assert client.get(MODEL.format(ls_project)).json()["two_stage"] is None  # switch off
+    project.two_stage, project.two_stage_threshold = True, 0.8
+    project.save()
+    assert client.get(MODEL.format(ls_project)).json()["two_stage"] == {
+        "classifier": "test-c1", "sha256": "b" * 64, "threshold": 0.8, "rescale": False}
+    assert client.get(MODEL.format(ls_project)).json()["model_version"] == "test-v1"
     assert client.get(MODEL.format(ls_project + 1)).status_code == 404  # no such workspace
     assert client.get(MODEL.format(10 ** 30)).status_code == 404  # out of the id range
     for method in ("post", "put", "patch", "delete"):
         assert getattr(client, method)(MODEL.format(ls_project), {},
                                        format="json").status_code == 405
-    assert ModelVersion.objects.get().promoted  # unchanged
+    assert ModelVersion.objects.get(name="test-v1").promoted  # unchanged
     assert APIClient().get(MODEL.format(ls_project)).status_code in (401, 403)
 
 

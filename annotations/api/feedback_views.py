@@ -14,7 +14,7 @@ from annotations.api.permissions import IsAdminOrRadiologist, IsPlatformAdmin
 from annotations.api.service_auth import IsAllowedService
 from annotations.errors import DomainError
 from annotations.models import Prediction, PredictionRating
-from annotations.selectors import model_version_for_ls_project, reader_of
+from annotations.selectors import model_version_for_ls_project, model_version_gate, reader_of
 from annotations.services import projects
 from annotations.services.feedback import feedback_summary, prediction_rate
 from annotations.services.service_accounts import ML_BACKEND
@@ -98,5 +98,12 @@ class ModelForLabelStudioProject(APIView):
         if version is None:
             raise DomainError("not_found", f"no promoted model for Label Studio project "
                               f"{ls_project_id}")
-        return Response({"ls_project_id": ls_project_id, "project": version.project.slug,
-                         "model_version": version.name, "sha256": version.sha256})
+        project = version.project
+        classifier = model_version_gate(project)
+        # the two-stage gate, when the project has it on and a classifier to gate with
+        gate = {"classifier": classifier.name, "sha256": classifier.sha256,
+                "threshold": project.two_stage_threshold,
+                "rescale": project.two_stage_rescale} if classifier else None
+        return Response({"ls_project_id": ls_project_id, "project": project.slug,
+                         "model_version": version.name, "sha256": version.sha256,
+                         "two_stage": gate})

@@ -223,3 +223,36 @@ def test_start_training_goes_to_the_platform(server):
     other = requests.post(f"{url}/webhook", json={"action": "ANNOTATION_CREATED"}, auth=AUTH,
                           timeout=30)
     assert other.json() == {"status": "ignored", "action": "ANNOTATION_CREATED"}
+
+
+def test_the_projects_two_stage_gate_is_applied(trained_version, tmp_path, files):
+    """With the gate on, a film the classifier calls normal comes back as "No finding"
+    and no box; below the operating point the boxes stay; a classifier whose files do
+    not verify is a 503, not an ungated answer."""
+    import torch
+
+    from training.classifier import classifier_config, save_classifier, train_classifier
+
+    torch.set_num_threads(1)
+    models = model_dir_with(trained_version.directory, tmp_path)
+    cfg = classifier_config(["Nodule/Mass", "Pleural effusion", "No finding"], preset="tiny")
+    model = train_classifier(cfg, [film(0), film(1, lesion=False)],
+                             np.array([[0, 1, 0], [0, 0, 1]], dtype=np.float32), max_iter=3,
+                             seed=0)
+    _, digest = save_classifier(model, cfg, models / "c1")
+    task = {"project": "1.2", "tasks": [{"id": 1, "data": {"image": f"{files}/lesion.png"}}]}
+    answers = {}
+    for name, threshold, cls_digest in (("normal", 0.0, digest), ("kept", 1.0, digest),
+                                        ("tampered", 0.0, "0" * 64)):
+        served = ProjectModel("a", "v1", trained_version.sha256, classifier="c1",
+                              classifier_sha256=cls_digest, threshold=threshold)
+        app = backend(models, serves=lambda _, s=served: s, image_origins=(files,))
+        with serve_wsgi(app) as url:
+            answers[name] = requests.post(f"{url}/predict", auth=AUTH, timeout=60, json=task)
+    normal = answers["normal"].json()["results"][0]["result"]
+    assert [r["type"] for r in normal] == ["choices"]
+    assert normal[0]["value"]["choices"] == ["No finding"]
+    kept = answers["kept"].json()["results"][0]["result"]
+    assert any(r["type"] == "rectanglelabels" for r in kept)
+    assert not any(r["type"] == "choices" for r in kept)
+    assert answers["tampered"].status_code == 503
