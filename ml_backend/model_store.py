@@ -118,7 +118,10 @@ class ModelStore:
 
     def detector(self, ls_project_id: int) -> tuple[str, Any]:
         """The version serving this Label Studio project and its loaded Detector."""
-        model = self.model_for(ls_project_id)
+        return self.detector_of(self.model_for(ls_project_id))
+
+    def detector_of(self, model: ProjectModel) -> tuple[str, Any]:
+        """The loaded Detector of one answer of the platform (loaded once, LRU-kept)."""
         key = (model.version, model.sha256)
         with self._lock:
             if key in self._loaded:

@@ -178,8 +178,8 @@ def predict(body: Any, store: ModelStore, fetch: ImageFetcher, score_threshold: 
     ls_project = ls_project_of(body)
     urls = _image_urls(body, fetch, max_tasks)
     try:
-        version, detector = store.detector(ls_project)
-        served = store.model_for(ls_project)
+        served = store.model_for(ls_project)  # one answer: detector and gate agree
+        version, detector = store.detector_of(served)
         classifier = store.classifier(served)
     except NoModel as exc:
         raise ProtocolError(503, str(exc)) from exc

@@ -19,7 +19,9 @@ Pure numpy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,3 +50,14 @@ def detector_p_normal(scores: np.ndarray) -> float:
     """The detector's own "No finding" score: one minus its most confident box."""
     scores = np.asarray(scores, dtype=np.float64)
     return float(1.0 - scores.max()) if len(scores) else 1.0
+
+
+def gate_boxes(boxes: Sequence[dict[str, Any]], p_normal: float, normal_threshold: float = 0.9,
+               rescale: bool = True) -> tuple[list[dict[str, Any]], Gated]:
+    """``gate`` on box records (``{"score", ...}``): the kept boxes with their gated
+    ``score`` and the detector's own as ``detector_score``, and the decision."""
+    g = gate(np.array([b["score"] for b in boxes], dtype=np.float64), p_normal,
+             normal_threshold, rescale)
+    kept = [{**b, "score": float(s), "detector_score": b["score"]}
+            for b, s, k in zip(boxes, g.scores.tolist(), g.keep.tolist(), strict=True) if k]
+    return kept, g

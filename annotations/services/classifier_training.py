@@ -24,7 +24,7 @@ from annotations.consensus import ConsensusResult
 from annotations.errors import DomainError
 from annotations.models import Image, ModelVersion, Project
 from annotations.services.labels import final_results
-from annotations.services.prelabeling import _read_display
+from annotations.services.storage import read_display
 
 
 def classifier_classes(project: Project) -> list[tuple[int, str, bool]]:
@@ -60,7 +60,7 @@ def classifier_gold_report(*, version: ModelVersion) -> dict[str, Any]:
     classes = classifier_classes(project)
     if [name for _, name, _ in classes] != model.class_names:
         raise DomainError("invalid_model", "the classifier's classes are not the project's")
-    scores = model.predict([_read_display(i) for i in gold])
+    scores = model.predict([read_display(i) for i in gold])
     truth = classifier_targets(classes, [labels[i.pseudo_id] for i in gold])
     report = classifier_metrics(truth, scores, model.class_names)
     report["gold_images"] = len(gold)
@@ -81,7 +81,7 @@ def train_classifier_model(*, params: Mapping[str, Any], project: Project,
     cfg = classifier_config([name for _, name, _ in classes], preset=params["preset"])
     targets = classifier_targets(classes, [labels[i.pseudo_id] for i in images])
     model = train_classifier(
-        cfg, [_read_display(i) for i in images], targets, max_iter=int(params["max_iter"]),
+        cfg, [read_display(i) for i in images], targets, max_iter=int(params["max_iter"]),
         batch_size=int(params["ims_per_batch"]), base_lr=params.get("base_lr"),
         seed=params.get("seed"), progress=report,
         progress_period=max(1, int(params["max_iter"]) // 50))

@@ -14,16 +14,15 @@ import base64
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from django.conf import settings
 
 from annotations.errors import DomainError
 from annotations.imaging.render import encode_png
 from annotations.models import ModelVersion, Project
-from annotations.selectors import image_list_visible, is_admin
-from annotations.services.image_state import consensus_is_final
-from annotations.services.storage import media_path
+from annotations.selectors import image_list_visible
+from annotations.services.image_state import model_output_visible
+from annotations.services.storage import read_display
 from annotations.taxonomy import NO_FINDING
 
 #: Grad-CAM maps are computed for the most probable findings only (one backward pass
@@ -106,12 +105,10 @@ def image_heatmap(*, user: Any, image_id: str, finding: str | None = None,
     if image is None:
         raise DomainError("not_found", "no such image")
     project = image.project
-    if not (is_admin(user) or project.show_prelabels or consensus_is_final(image)):
+    if not model_output_visible(user, image):
         raise DomainError("forbidden", "the model's view of this image is hidden from "
                           "readers until its consensus is final", status=403)
-    display = cv2.imread(str(media_path(image.display_path)), cv2.IMREAD_GRAYSCALE)
-    if display is None:
-        raise DomainError("unavailable", "the display image is missing")
+    display = read_display(image)
     if box is not None:
         return _box_heatmap(image, display, box)
     loaded = promoted_classifier(project)

@@ -33,6 +33,7 @@ from annotations.models import (
     Image,
     Project,
 )
+from annotations.selectors import is_admin
 from annotations.services.consensus import usable_annotations
 
 STATES = ("unassigned", "reading", "read", "adjudication", "final")
@@ -92,3 +93,10 @@ def image_states(project: Project, image_ids: list[int] | None = None) -> dict[i
 
 def consensus_is_final(image: Image) -> bool:
     return image_states(image.project, [image.pk]).get(image.pk) == "final"
+
+
+def model_output_visible(user: Any, image: Image) -> bool:
+    """Whether ``user`` may see what a model says about ``image`` (its boxes, its
+    findings, where it looked): admins always; readers once the image is final, or
+    where the project shows pre-labels to its readers (blinding)."""
+    return is_admin(user) or image.project.show_prelabels or consensus_is_final(image)

@@ -33,7 +33,7 @@ from annotations.models import Image, ModelVersion, Project
 from annotations.services.audit import audit_record
 from annotations.services.classifier_training import classifier_gold_report
 from annotations.services.labels import final_results
-from annotations.services.prelabeling import _read_display
+from annotations.services.storage import read_display
 
 Truth = dict[str, tuple[np.ndarray, np.ndarray]]
 Preds = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -55,7 +55,7 @@ def version_predict(version: ModelVersion, images: list[Image], batch_size: int 
     out: Preds = {}
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
-        for image, det in zip(batch, detector.predict([_read_display(i) for i in batch]),
+        for image, det in zip(batch, detector.predict([read_display(i) for i in batch]),
                               strict=True):
             sx, sy = image.width / det.image_size[1], image.height / det.image_size[0]
             out[image.pseudo_id] = (det.boxes * [sx, sy, sx, sy], det.scores, det.classes)

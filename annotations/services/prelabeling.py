@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from django.conf import settings
 from django.utils import timezone
@@ -36,9 +35,10 @@ from annotations.models import (
 from annotations.selectors import model_version_promoted
 from annotations.services import locks, runs
 from annotations.services.audit import audit_record
+from annotations.services.explanations import promoted_classifier
 from annotations.services.label_studio_sync import ws_client
 from annotations.services.prelabels import prelabel_for
-from annotations.services.storage import media_path
+from annotations.services.storage import read_display
 from annotations.taxonomy import NO_FINDING
 
 logger = logging.getLogger(__name__)
@@ -81,13 +81,6 @@ def prelabel_run_create(*, project: Project, model_version: str | None = None,
     return run
 
 
-def _read_display(image: Image) -> np.ndarray:
-    arr = cv2.imread(str(media_path(image.display_path)), cv2.IMREAD_GRAYSCALE)
-    if arr is None:
-        raise DomainError("unavailable", f"display image of {image.pseudo_id} is missing")
-    return arr
-
-
 def _prediction(image: Image, version: str, det: Any, names: list[str]) -> Prediction:
     from training.uncertainty import image_uncertainty
 
@@ -116,13 +109,10 @@ def _findings_classifier(project: Project) -> tuple[str, Any] | None:
     """(version name, Classifier) of the project's promoted classifier, whose
     probabilities go with every pre-label (and gate its boxes when the project's
     two-stage switch is on); None when no classifier is promoted."""
-    version = ModelVersion.objects.filter(project=project, kind="classifier",
-                                          promoted=True).first()
-    if version is None:
+    loaded = promoted_classifier(project)
+    if loaded is None:
         return None
-    from training.classifier import Classifier
-
-    model = Classifier.from_dir(version_files(version.name), expected_sha256=version.sha256)
+    version, model = loaded
     if project.two_stage and NO_FINDING not in model.class_names:
         raise DomainError("invalid_model", f"classifier {version.name} has no "
                           f"{NO_FINDING!r} output to gate with")
@@ -133,7 +123,7 @@ def _apply_findings(project: Project, classifier: tuple[str, Any], arrays: list,
                     preds: list[Prediction]) -> None:
     """Keep the classifier's probabilities with each prediction; with the two-stage
     switch on, rescale (and, on films called normal, drop) its boxes by P(normal)."""
-    from training.two_stage import gate
+    from training.two_stage import gate_boxes
 
     name, model = classifier
     probs = model.predict(arrays)
@@ -144,12 +134,8 @@ def _apply_findings(project: Project, classifier: tuple[str, Any], arrays: list,
                              "p_normal": row[nf] if nf is not None else None, "gated": False}
         if not project.two_stage:
             continue
-        scores = [b["score"] for b in pred.boxes]
-        g = gate(scores, row[nf], project.two_stage_threshold,
-                 rescale=project.two_stage_rescale)
-        pred.boxes = [{**b, "score": float(s), "detector_score": b["score"]}
-                      for b, s, k in zip(pred.boxes, g.scores.tolist(), g.keep.tolist(),
-                                         strict=True) if k]
+        pred.boxes, g = gate_boxes(pred.boxes, row[nf], project.two_stage_threshold,
+                                   rescale=project.two_stage_rescale)
         pred.score = float(np.mean([b["score"] for b in pred.boxes])) if pred.boxes else 0.0
         pred.image_scores.update(gated=True, called_normal=g.called_normal,
                                  threshold=project.two_stage_threshold,
@@ -270,7 +256,7 @@ def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None
     classifier = _findings_classifier(project)
     for start in range(0, len(images), size):
         batch = images[start:start + size]
-        arrays = [_read_display(i) for i in batch]
+        arrays = [read_display(i) for i in batch]
         dets = detector.predict(arrays)
         preds = [_prediction(image, run.model_version, det, names)
                  for image, det in zip(batch, dets, strict=True)]

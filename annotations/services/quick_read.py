@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from django.conf import settings
 
@@ -27,11 +26,11 @@ from annotations.errors import DomainError
 from annotations.imaging.loader import load_file
 from annotations.imaging.render import encode_png, render
 from annotations.models import ModelVersion, Project
-from annotations.selectors import image_list_visible, is_admin, model_version_promoted
+from annotations.selectors import image_list_visible, model_version_promoted
 from annotations.services import explanations, ingest
 from annotations.services.audit import audit_record
-from annotations.services.image_state import consensus_is_final
-from annotations.services.storage import media_path
+from annotations.services.image_state import model_output_visible
+from annotations.services.storage import read_display
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +85,12 @@ def _gated(project: Project, predictions: list[dict[str, Any]],
     """The project's two-stage gate on quick-read boxes (as pre-labels get it)."""
     if not project.two_stage or findings is None or findings["p_normal"] is None:
         return predictions
-    from training.two_stage import gate
+    from training.two_stage import gate_boxes
 
-    g = gate(np.array([p["score"] for p in predictions]), findings["p_normal"],
-             project.two_stage_threshold, rescale=project.two_stage_rescale)
+    kept, g = gate_boxes(predictions, findings["p_normal"], project.two_stage_threshold,
+                         rescale=project.two_stage_rescale)
     findings["called_normal"] = g.called_normal
-    return [{**p, "score": float(s), "detector_score": p["score"]}
-            for p, s, k in zip(predictions, g.scores.tolist(), g.keep.tolist(), strict=True)
-            if k]
+    return kept
 
 
 def _data_url(img8: np.ndarray) -> str:
@@ -127,14 +124,12 @@ def quick_read(*, user: Any, project: Project, upload: Any = None, image_id: str
         image = image_list_visible(user, project).filter(pseudo_id=image_id).first()
         if image is None:
             raise DomainError("not_found", "no such image in this project")
-        if not (is_admin(user) or project.show_prelabels or consensus_is_final(image)):
+        if not model_output_visible(user, image):
             # the same rule as the viewer: no model boxes on an image still being read
             # unless the project shows pre-labels to its readers
             raise DomainError("forbidden", "the model's boxes on this image are hidden from "
                               "readers until its consensus is final", status=403)
-        display = cv2.imread(str(media_path(image.display_path)), cv2.IMREAD_GRAYSCALE)
-        if display is None:
-            raise DomainError("unavailable", "the display image is missing")
+        display = read_display(image)
         width, height, pseudo = image.width, image.height, image.pseudo_id
         predictions = _predict(version, display, (width / display.shape[1],
                                                   height / display.shape[0]))

@@ -13,7 +13,10 @@ import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
+import cv2
+import numpy as np
 from django.conf import settings
 
 from annotations.archives import ZipLimits, zip_open_checked
@@ -22,6 +25,15 @@ from annotations.errors import DomainError
 
 def media_path(relative: str) -> Path:
     return Path(settings.MEDIA_ROOT) / relative
+
+
+def read_display(image: Any) -> np.ndarray:
+    """An image's 8-bit display derivative (what readers and the models see); a clear
+    error when its file is gone."""
+    display = cv2.imread(str(media_path(image.display_path)), cv2.IMREAD_GRAYSCALE)
+    if display is None:
+        raise DomainError("unavailable", f"display image of {image.pseudo_id} is missing")
+    return display
 
 
 def write_atomic(path: Path, data: bytes) -> None:
