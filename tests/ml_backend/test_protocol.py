@@ -215,6 +215,19 @@ def test_a_version_name_is_one_path_component(name):
         ProjectModel("a", name, None)
 
 
+@pytest.mark.parametrize("fields", [
+    {"classifier": "../../etc/passwd"}, {"classifier": "c/../v1"}, {"classifier": ".c"},
+    {"classifier": "c1", "classifier_sha256": "not-a-digest"},
+    {"classifier": "c1", "threshold": 1.5}, {"classifier": "c1", "threshold": -0.1},
+])
+def test_a_gate_answer_that_names_a_path_or_a_bad_digest_is_refused(fields):
+    """The gate's classifier is loaded from the models folder by the name the platform
+    answers: a name that leaves the folder, a malformed digest or an operating point
+    outside 0..1 is refused before anything is read."""
+    with pytest.raises(ValueError):
+        ProjectModel("a", "v1", None, **fields)
+
+
 def test_start_training_goes_to_the_platform(server):
     url, _ = server
     # the platform (port 9: nothing listens) is unreachable: a clear 502, not a crash

@@ -276,6 +276,7 @@ def test_viewer_heatmap_follows_the_viewers_blinding(world, admin_user, trained_
     assert body["heatmap"].startswith("data:image/png;base64,")
     assert body["classifier"] == run.model_version.name
     assert heat(admin_user, final, "Nothing such").status_code == 400
+    assert heat(admin_user, final, "x" * 10_000).status_code == 400  # bounded, not echoed
     # a reader of an image still being read: hidden, as the model's layer is
     assert heat(world.reader_of_image(4, 0).user, reading).status_code == 403
     # a reader it was never assigned to: not there at all
