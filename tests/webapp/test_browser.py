@@ -28,7 +28,13 @@ import pytest
 from annotations.models import ModelVersion, TrainingRun
 from tests.browser import By, WebDriverWait, artifact_dir, chromium_driver
 from tests.webapp.test_quick_read import lesion_dicom
-from tests.webapp.world import PASSWORD, build_world, register_version, seed_feedback
+from tests.webapp.world import (
+    PASSWORD,
+    build_world,
+    promote_tiny_classifier,
+    register_version,
+    seed_feedback,
+)
 from tests.worker import BROKER, db_url, empty_broker, stop_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -285,20 +291,8 @@ def test_quick_read_grad_cam_layer_draws_toggles_and_follows_window(
     """The classifier's Grad-CAM overlay in Quick read: drawn in colour over the film,
     its opacity from the slider, gone when turned off, and window/level still changes
     the film under it."""
-    import torch
-
-    from annotations.services.model_registry import version_promote
-    from annotations.services.training import training_run_create, training_run_execute
-
-    torch.set_num_threads(1)
     register_version(world.project, trained_version, settings.MODEL_DIR)
-    run = training_run_execute(run_id=training_run_create(project=world.project, enqueue=False,
-                                                          params={"task": "classifier",
-                                                                  "preset": "tiny",
-                                                                  "max_iter": 5,
-                                                                  "val_fraction": 0.0}).pk)
-    assert run.status == "done", run.reason
-    version_promote(version=run.model_version, reason="test")
+    promote_tiny_classifier(world.project)
     dicom = lesion_dicom(tmp_path / "case.dcm")
     with chromium_driver(tmp_path, size=(1440, 1000)) as driver:
         sign_in(driver, live_server.url, admin_user.username, "admin-pass-123")

@@ -14,7 +14,7 @@ from django.test import Client
 from annotations.imaging.synthetic.dicom_writer import make_dataset
 from annotations.models import AuditEvent, Image, IngestBatch
 from tests.training.films import TRUTH, film, iou
-from tests.webapp.world import build_world, register_version
+from tests.webapp.world import build_world, promote_tiny_classifier, register_version
 
 pytestmark = pytest.mark.django_db
 
@@ -214,30 +214,15 @@ def test_quick_read_upload_over_the_limit_is_refused_while_streaming(promoted, a
 
 def test_quick_read_shows_the_classifiers_findings_and_applies_the_gate(
         world, admin_user, trained_version, settings):
-    import torch
-
-    from annotations.services.training import training_run_create, training_run_execute
-
-    torch.set_num_threads(1)
     register_version(world.project, trained_version, settings.MODEL_DIR)
     image = world.images[1]
     plain = post(login(admin_user), image=image.pseudo_id).json()
     assert plain["findings"] is None and plain["predictions"]  # no classifier yet
-    run = training_run_execute(run_id=training_run_create(project=world.project, enqueue=False,
-                                                          params={"task": "classifier",
-                                                                  "preset": "tiny",
-                                                                  "max_iter": 5,
-                                                                  "val_fraction": 0.0}).pk)
-    assert run.status == "done", run.reason
-    run.model_version.refresh_from_db()
-    if not run.model_version.promoted:  # promotion is the gold set's call; force it here
-        from annotations.services.model_registry import version_promote
-
-        version_promote(version=run.model_version, reason="test")
+    classifier = promote_tiny_classifier(world.project)
     res = post(login(admin_user), image=image.pseudo_id).json()
     names = {c["label"] for c in res["findings"]["probabilities"]}
     assert names == set(world.project.label_classes.values_list("name", flat=True))
-    assert res["findings"]["model_version"] == run.model_version.name and not res["two_stage"]
+    assert res["findings"]["model_version"] == classifier.name and not res["two_stage"]
     assert [p["score"] for p in res["predictions"]] == [p["score"] for p in plain["predictions"]]
     # the gate on, at an operating point every film reaches: called normal, no box left
     world.project.two_stage, world.project.two_stage_threshold = True, 0.0
@@ -251,30 +236,18 @@ def test_quick_read_shows_the_classifiers_findings_and_applies_the_gate(
 
 def test_viewer_heatmap_follows_the_viewers_blinding(world, admin_user, trained_version,
                                                      settings):
-    import torch
-
-    from annotations.services.model_registry import version_promote
-    from annotations.services.training import training_run_create, training_run_execute
-
-    torch.set_num_threads(1)
-
     def heat(user, image, finding="Pleural effusion"):
         return login(user).get(f"/api/images/{image.pseudo_id}/heatmap/",
                                {"finding": finding})
 
     final, reading = world.images[0], world.images[4]
     assert heat(admin_user, final).status_code == 404  # no classifier promoted yet
-    run = training_run_execute(run_id=training_run_create(project=world.project, enqueue=False,
-                                                          params={"task": "classifier",
-                                                                  "preset": "tiny",
-                                                                  "max_iter": 5,
-                                                                  "val_fraction": 0.0}).pk)
-    version_promote(version=run.model_version, reason="test")
+    classifier = promote_tiny_classifier(world.project)
     res = heat(admin_user, final)
     assert res.status_code == 200, res.content
     body = res.json()
     assert body["heatmap"].startswith("data:image/png;base64,")
-    assert body["classifier"] == run.model_version.name
+    assert body["classifier"] == classifier.name
     assert heat(admin_user, final, "Nothing such").status_code == 400
     assert heat(admin_user, final, "x" * 10_000).status_code == 400  # bounded, not echoed
     # a reader of an image still being read: hidden, as the model's layer is

@@ -127,3 +127,22 @@ def seed_feedback(world: World, version: str) -> None:
             for kind in kinds)
         PredictionRating.objects.create(prediction=pred, reader=reader, useful=index == 0,
                                         comment=["Found the effusion", "Box far too large"][index])
+
+
+def promote_tiny_classifier(project: Project) -> ModelVersion:
+    """Train the image classifier (tiny, 5 iterations) on the project's final labels
+    through a training run, and promote it whatever the gold set says: the tests that
+    use it are about serving a classifier, not about its quality."""
+    import torch
+
+    from annotations.services.model_registry import version_promote
+    from annotations.services.training import training_run_create, training_run_execute
+
+    torch.set_num_threads(1)
+    run = training_run_execute(run_id=training_run_create(project=project, enqueue=False, params={
+        "task": "classifier", "preset": "tiny", "max_iter": 5, "val_fraction": 0.0}).pk)
+    assert run.status == "done", run.reason
+    version = ModelVersion.objects.get(pk=run.model_version_id)
+    if not version.promoted:
+        version_promote(version=version, reason="test")
+    return version
