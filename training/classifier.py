@@ -101,6 +101,9 @@ def train_classifier(
 ) -> nn.Module:
     """Train on ``images`` with 0/1 ``targets`` ``(N, C)``; returns the model (eval mode).
 
+    ``images``: any sequence of films (``len`` and indexing), read when a batch needs
+    them, so a lazy sequence over files keeps memory to one batch.
+
     ``progress`` is called every ``progress_period`` iterations and at the end; it may
     raise to stop the training (a cancelled or lost run).  Positive classes are
     weighted by their rarity (``pos_weight``), as chest X-ray findings are rare.
@@ -114,7 +117,9 @@ def train_classifier(
         torch.manual_seed(seed)
     model = init if init is not None else build_classifier(cfg)
     size = int(cfg.CXR.CLASSIFIER.INPUT_SIZE)
-    x = torch.stack([prepare(im, size) for im in images])
+    # films are prepared per batch, never all at once: a project's films do not fit in
+    # memory as tensors (18,000 at 512 px would be 56 GB); ``images`` may load lazily
+    n = len(images)
     y = torch.from_numpy(targets)
     positives = y.sum(0)
     pos_weight = ((len(y) - positives) / positives.clamp(min=1.0)).clamp(1.0, 20.0)
@@ -125,8 +130,8 @@ def train_classifier(
     model.train()
     start = time.monotonic()
     for it in range(1, max_iter + 1):
-        batch = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator)
-        xb = x[batch]
+        batch = torch.randint(n, (min(batch_size, n),), generator=generator)
+        xb = torch.stack([prepare(images[int(j)], size) for j in batch])
         if torch.rand(1, generator=generator).item() < 0.5:  # exposure varies film to film
             xb = xb * (1.0 + 0.2 * (torch.rand(1, generator=generator).item() - 0.5))
         loss = loss_fn(model(xb), y[batch])

@@ -44,6 +44,22 @@ def classifier_targets(classes: Sequence[tuple[int, str, bool]],
     return y
 
 
+class _Displays(Sequence):
+    """The display derivatives of ``images``, read from storage when indexed (a training
+    or an evaluation never holds every film in memory)."""
+
+    def __init__(self, images: Sequence[Image]) -> None:
+        self.images = list(images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [read_display(i) for i in self.images[index]]
+        return read_display(self.images[index])
+
+
 def classifier_gold_report(*, version: ModelVersion) -> dict[str, Any]:
     """The classifier version's gold-set metrics (its files must exist)."""
     from training.classifier import Classifier
@@ -60,7 +76,7 @@ def classifier_gold_report(*, version: ModelVersion) -> dict[str, Any]:
     classes = classifier_classes(project)
     if [name for _, name, _ in classes] != model.class_names:
         raise DomainError("invalid_model", "the classifier's classes are not the project's")
-    scores = model.predict([read_display(i) for i in gold])
+    scores = model.predict(_Displays(gold))
     truth = classifier_targets(classes, [labels[i.pseudo_id] for i in gold])
     report = classifier_metrics(truth, scores, model.class_names)
     report["gold_images"] = len(gold)
@@ -81,7 +97,7 @@ def train_classifier_model(*, params: Mapping[str, Any], project: Project,
     cfg = classifier_config([name for _, name, _ in classes], preset=params["preset"])
     targets = classifier_targets(classes, [labels[i.pseudo_id] for i in images])
     model = train_classifier(
-        cfg, [read_display(i) for i in images], targets, max_iter=int(params["max_iter"]),
+        cfg, _Displays(images), targets, max_iter=int(params["max_iter"]),
         batch_size=int(params["ims_per_batch"]), base_lr=params.get("base_lr"),
         seed=params.get("seed"), progress=report,
         progress_period=max(1, int(params["max_iter"]) // 50))
