@@ -109,6 +109,28 @@ class LabelClass(models.Model):
         return f"{self.project.slug}:{self.name}"
 
 
+class MaskClass(models.Model):
+    """A structure readers paint as a mask: anatomy ("Left lung") or a finding's extent."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="mask_classes")
+    index = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=100)
+    code = models.SlugField(max_length=100)
+    color = models.CharField(max_length=9, default="#00c853")
+    anatomy = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["project", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "index"], name="uniq_mask_index"),
+            models.UniqueConstraint(fields=["project", "name"], name="uniq_mask_name"),
+            models.UniqueConstraint(fields=["project", "code"], name="uniq_mask_code"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}:{self.name}"
+
+
 class Study(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="studies")
     pseudo_id = models.CharField(max_length=64)
@@ -267,6 +289,25 @@ class AnnotationBox(models.Model):
                 condition=Q(x_max__gt=models.F("x_min")) & Q(y_max__gt=models.F("y_min")),
                 name="box_positive_area",
             ),
+        ]
+
+
+class AnnotationMask(models.Model):
+    """One structure a reader painted, in original pixels, stored losslessly (a PNG in the
+    platform's storage, named by its content's digest)."""
+
+    annotation = models.ForeignKey(ReaderAnnotation, on_delete=models.CASCADE,
+                                   related_name="masks")
+    mask_class = models.ForeignKey(MaskClass, on_delete=models.PROTECT, related_name="+")
+    path = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    area = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["annotation", "mask_class"]
+        constraints = [
+            models.UniqueConstraint(fields=["annotation", "mask_class"],
+                                    name="one_mask_per_class"),
         ]
 
 
@@ -480,6 +521,26 @@ class ConsensusBox(models.Model):
 
     class Meta:
         ordering = ["consensus_image", "position"]
+
+
+class ConsensusMask(models.Model):
+    """The merged mask of one structure on one image in one consensus run; ``meta`` holds
+    the method's per-reader estimates and the readers' Dice agreement."""
+
+    consensus_image = models.ForeignKey(ConsensusImage, on_delete=models.CASCADE,
+                                        related_name="masks")
+    mask_class = models.ForeignKey(MaskClass, on_delete=models.PROTECT, related_name="+")
+    path = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    area = models.PositiveIntegerField()
+    meta = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["consensus_image", "mask_class"]
+        constraints = [
+            models.UniqueConstraint(fields=["consensus_image", "mask_class"],
+                                    name="one_consensus_mask_per_class"),
+        ]
 
 
 class Adjudication(models.Model):

@@ -124,3 +124,59 @@ def preset(name: str) -> list[LabelClassSpec]:
         raise DomainError(
             "unknown_preset", f"unknown taxonomy preset {name!r}", detail=sorted(PRESETS)
         ) from exc
+
+
+# --- mask classes ---------------------------------------------------------------------
+#
+# Structures readers outline with a brush or polygon.  They are a list of their own beside
+# the box/image taxonomy: an anatomy structure ("Left lung") is never a box or an image
+# label, and a finding may be both a box class and a mask class (its extent), under the
+# same name.
+
+#: The anatomy preset: lung fields (JSRT/SCR convention: the heart's projection excluded)
+#: and the heart, the structures the cardiothoracic ratio is measured from.
+ANATOMY_MASK_CLASSES = ("Right lung", "Left lung", "Heart")
+_MASK_PALETTE = ["#00c853", "#2979ff", "#ff1744", "#ffab00", "#d500f9", "#00e5ff"]
+
+
+@dataclass(frozen=True)
+class MaskClassSpec:
+    """One class readers draw as a mask; ``anatomy`` marks normal structures (not findings)."""
+
+    index: int
+    name: str
+    code: str
+    color: str
+    anatomy: bool = False
+
+
+def build_mask_classes(names: list[str] | tuple[str, ...], *,
+                       anatomy: list[str] | tuple[str, ...] = ()) -> list[MaskClassSpec]:
+    """Mask classes in order; names listed in ``anatomy`` are marked as anatomy."""
+    names = list(names)
+    if len(set(names)) != len(names) or any(not n.strip() for n in names):
+        raise DomainError("invalid_taxonomy", "mask class names must be unique and non-empty",
+                          detail=names)
+    if NO_FINDING in names:
+        raise DomainError("invalid_taxonomy", f"{NO_FINDING!r} cannot be a mask class")
+    specs = [MaskClassSpec(i, n, _code(n), _MASK_PALETTE[i % len(_MASK_PALETTE)],
+                           anatomy=n in anatomy) for i, n in enumerate(names)]
+    codes = [s.code for s in specs]
+    if "" in codes or len(set(codes)) != len(codes):
+        raise DomainError("invalid_taxonomy",
+                          "mask class names must differ in their letters or digits",
+                          detail=names)
+    return specs
+
+
+MASK_PRESETS: dict[str, list[MaskClassSpec]] = {
+    "anatomy": build_mask_classes(ANATOMY_MASK_CLASSES, anatomy=ANATOMY_MASK_CLASSES),
+}
+
+
+def mask_preset(name: str) -> list[MaskClassSpec]:
+    try:
+        return MASK_PRESETS[name]
+    except KeyError as exc:
+        raise DomainError("unknown_preset", f"unknown mask preset {name!r}",
+                          detail=sorted(MASK_PRESETS)) from exc

@@ -11,11 +11,12 @@ from annotations.models import (
     IngestBatch,
     IngestItem,
     LabelClass,
+    MaskClass,
     Project,
     Reader,
 )
 from annotations.services.signing import signed_image_url
-from annotations.taxonomy import PRESETS, build_taxonomy
+from annotations.taxonomy import MASK_PRESETS, PRESETS, build_mask_classes, build_taxonomy
 
 
 class LabelClassSerializer(serializers.ModelSerializer):
@@ -24,8 +25,15 @@ class LabelClassSerializer(serializers.ModelSerializer):
         fields = ["class_id", "name", "code", "color", "image_level"]
 
 
+class MaskClassSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MaskClass
+        fields = ["index", "name", "code", "color", "anatomy"]
+
+
 class ProjectSerializer(serializers.ModelSerializer):
     label_classes = LabelClassSerializer(many=True, read_only=True)
+    mask_classes = MaskClassSerializer(many=True, read_only=True)
     image_count = serializers.IntegerField(source="images.count", read_only=True)
 
     class Meta:
@@ -34,7 +42,7 @@ class ProjectSerializer(serializers.ModelSerializer):
                   "consensus_strategy", "consensus_params", "show_prelabels", "clahe",
                   "allow_burned_in_annotation", "deid_retain_patient_characteristics",
                   "anatomy_policy", "display_long_side", "two_stage", "two_stage_threshold",
-                  "two_stage_rescale", "label_classes",
+                  "two_stage_rescale", "label_classes", "mask_classes",
                   "image_count", "created_at"]
         read_only_fields = ["taxonomy_preset", "created_at"]
 
@@ -48,6 +56,10 @@ class ProjectCreateSerializer(serializers.Serializer):
     #: image-level finding classes (multi-select per image), with or without box classes
     image_classes = serializers.ListField(child=serializers.CharField(max_length=100),
                                           required=False, allow_empty=True, max_length=200)
+    #: structures painted as masks: the ``anatomy`` preset and/or names
+    mask_preset = serializers.ChoiceField(choices=sorted(MASK_PRESETS), required=False)
+    mask_classes = serializers.ListField(child=serializers.CharField(max_length=100),
+                                         required=False, allow_empty=True, max_length=50)
     readers_per_image = serializers.IntegerField(min_value=1, max_value=20, default=3)
     description = serializers.CharField(required=False, allow_blank=True)
     show_prelabels = serializers.BooleanField(required=False)
@@ -65,6 +77,8 @@ class ProjectCreateSerializer(serializers.Serializer):
         names, image = data.get("class_names") or [], data.get("image_classes") or []
         if names or image:
             build_taxonomy(names, image_classes=image)
+        if data.get("mask_classes"):
+            build_mask_classes(data["mask_classes"])
         return data
 
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from annotations.consensus import image_findings
+from annotations.consensus import masks as mask_consensus
 from annotations.consensus.image_findings import ImageRule
 from annotations.consensus.types import ConsensusResult, ImageReads
 from annotations.registry import Registry
@@ -67,10 +68,12 @@ available = _REGISTRY.available
 
 
 def build(name: str, params: Mapping[str, Any] | None = None) -> Strategy:
-    """The strategy ``name`` with its params; the image-level ones configure ``run``."""
+    """The strategy ``name`` with its params; the image-level ones configure ``run``; the
+    mask ones (``masks.KEYS``) are validated here and used by the mask consensus."""
     cls = get_strategy(name)
     params = dict(params or {})
     image_params = {k: params.pop(k) for k in image_findings.KEYS if k in params}
+    mask_consensus.build({k: params.pop(k) for k in mask_consensus.KEYS if k in params})
     strategy = cls(params)
     strategy.image_rule = ImageRule.parse(name, image_params, cls.default_image_method)
     return strategy

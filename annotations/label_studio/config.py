@@ -20,13 +20,15 @@ import defusedxml.ElementTree as DefusedET
 from defusedxml import DefusedXmlException
 
 from annotations.errors import DomainError
-from annotations.taxonomy import LabelClassSpec
+from annotations.taxonomy import LabelClassSpec, MaskClassSpec
 
 #: Tag names the region mapping (``regions.py``) and the ML backend rely on.
 IMAGE_NAME = "image"
 IMAGE_VALUE = "$image"  # the task data key holding the image URL
 BOX_CONTROL = "label"
 CHOICES_CONTROL = "image_labels"
+MASK_CONTROL = "mask"  # BrushLabels: painted masks
+POLYGON_CONTROL = "outline"  # PolygonLabels: the same mask classes, outlined
 
 _IMAGE_ATTRS = {
     "zoom": "true",
@@ -43,24 +45,35 @@ class LabelConfigClasses:
 
     box_classes: tuple[str, ...]
     image_classes: tuple[str, ...]
+    mask_classes: tuple[str, ...] = ()
 
 
-def split_taxonomy(taxonomy: Sequence[LabelClassSpec]) -> LabelConfigClasses:
-    """Box classes and image-level classes of a taxonomy, in taxonomy order."""
+def split_taxonomy(taxonomy: Sequence[LabelClassSpec],
+                   mask_classes: Sequence[MaskClassSpec] = ()) -> LabelConfigClasses:
+    """Box classes, image-level classes and mask classes, each in taxonomy order."""
     return LabelConfigClasses(
         box_classes=tuple(c.name for c in taxonomy if not c.image_level),
         image_classes=tuple(c.name for c in taxonomy if c.image_level),
+        mask_classes=tuple(c.name for c in mask_classes),
     )
 
 
-def label_config(taxonomy: Sequence[LabelClassSpec]) -> str:
+def label_config(taxonomy: Sequence[LabelClassSpec],
+                 mask_classes: Sequence[MaskClassSpec] = ()) -> str:
     """The labeling config XML for ``taxonomy``: one Image, box labels (when the taxonomy
-    has box classes), image-level choices (multi-select, when it has image-level ones)."""
-    classes = split_taxonomy(taxonomy)
-    if not classes.box_classes and not classes.image_classes:
+    has box classes), a brush and a polygon tool over the mask classes (when there are
+    any; both give the same masks), image-level choices (multi-select, when the taxonomy
+    has image-level classes)."""
+    classes = split_taxonomy(taxonomy, mask_classes)
+    if not classes.box_classes and not classes.image_classes and not classes.mask_classes:
         raise DomainError("invalid_taxonomy", "a taxonomy needs at least one class")
     view = ET.Element("View")
     ET.SubElement(view, "Image", {"name": IMAGE_NAME, "value": IMAGE_VALUE, **_IMAGE_ATTRS})
+    for tag, name in (("BrushLabels", MASK_CONTROL), ("PolygonLabels", POLYGON_CONTROL)):
+        if mask_classes:
+            control = ET.SubElement(view, tag, {"name": name, "toName": IMAGE_NAME})
+            for mc in mask_classes:
+                ET.SubElement(control, "Label", {"value": mc.name, "background": mc.color})
     if classes.box_classes:
         boxes = ET.SubElement(view, "RectangleLabels",
                               {"name": BOX_CONTROL, "toName": IMAGE_NAME})
@@ -103,22 +116,32 @@ def parse_label_config(xml: str) -> LabelConfigClasses:
         raise _invalid(f'expected one <Image name="{IMAGE_NAME}" value="{IMAGE_VALUE}">')
     boxes = _control(root, "RectangleLabels", BOX_CONTROL)
     choices = _control(root, "Choices", CHOICES_CONTROL)
-    if boxes is None and choices is None:
+    brushes = _control(root, "BrushLabels", MASK_CONTROL)
+    polygons = _control(root, "PolygonLabels", POLYGON_CONTROL)
+    if boxes is None and choices is None and brushes is None:
         raise _invalid(f'missing <RectangleLabels name="{BOX_CONTROL}" toName="{IMAGE_NAME}">'
+                       f', <BrushLabels name="{MASK_CONTROL}" toName="{IMAGE_NAME}">'
                        f' or <Choices name="{CHOICES_CONTROL}" toName="{IMAGE_NAME}">')
     box_names = _values(boxes, "Label") if boxes is not None else ()
     choice_names = _values(choices, "Choice") if choices is not None else ()
-    return LabelConfigClasses(box_classes=box_names, image_classes=choice_names)
+    mask_names = _values(brushes, "Label") if brushes is not None else ()
+    if polygons is not None and _values(polygons, "Label") != mask_names:
+        raise _invalid(f'<PolygonLabels name="{POLYGON_CONTROL}"> must offer the brush\'s '
+                       "mask classes")
+    return LabelConfigClasses(box_classes=box_names, image_classes=choice_names,
+                              mask_classes=mask_names)
 
 
-def validate_label_config(xml: str, taxonomy: Sequence[LabelClassSpec]) -> LabelConfigClasses:
+def validate_label_config(xml: str, taxonomy: Sequence[LabelClassSpec],
+                          mask_classes: Sequence[MaskClassSpec] = ()) -> LabelConfigClasses:
     """Check that ``xml`` offers exactly the taxonomy's classes, each in the right control."""
     found = parse_label_config(xml)
-    expected = split_taxonomy(taxonomy)
+    expected = split_taxonomy(taxonomy, mask_classes)
     problems = []
     for kind, want, got in (
         ("box", expected.box_classes, found.box_classes),
         ("image-level", expected.image_classes, found.image_classes),
+        ("mask", expected.mask_classes, found.mask_classes),
     ):
         missing = [n for n in want if n not in got]
         unknown = [n for n in got if n not in want]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
@@ -20,13 +21,16 @@ from annotations import events
 from annotations.errors import DomainError
 from annotations.models import (
     AnnotationBox,
+    AnnotationMask,
     Assignment,
     Image,
     LabelClass,
+    MaskClass,
     Reader,
     ReaderAnnotation,
 )
 from annotations.services.audit import audit_record
+from annotations.services.storage import mask_digest, mask_write
 
 #: Boxes may overshoot the image by this many pixels (rounding in clients); clipped.
 EDGE_TOLERANCE = 1.0
@@ -41,6 +45,39 @@ class BoxIn:
     y_min: float
     x_max: float
     y_max: float
+
+
+@dataclass(frozen=True)
+class MaskIn:
+    """A painted structure as submitted: mask class name and a boolean mask in the
+    image's original pixels (several strokes of one class already merged)."""
+
+    label: str
+    mask: Any  # np.ndarray of bool, shape (image.height, image.width)
+
+
+def _resolve_masks(image: Image, masks: Sequence[MaskIn]
+                   ) -> list[tuple[MaskClass, Any, str]]:
+    """``(class, mask, digest)`` per submitted mask; unknown classes, a mask of the wrong
+    size or one class twice are refused; empty masks are dropped (nothing painted)."""
+    if not masks:
+        return []
+    by_name = {mc.name: mc for mc in MaskClass.objects.filter(project_id=image.project_id)}
+    out, seen = [], set()
+    for m in masks:
+        mc = by_name.get(m.label)
+        if mc is None:
+            raise DomainError("unknown_label", f"mask class {m.label!r} is not in this project")
+        if m.label in seen:
+            raise DomainError("invalid_mask", f"mask class {m.label!r} given twice")
+        seen.add(m.label)
+        arr = np.asarray(m.mask, dtype=bool)
+        if arr.shape != (image.height, image.width):
+            raise DomainError("invalid_mask", f"a {arr.shape} mask on a "
+                              f"{image.height}x{image.width} image")
+        if arr.any():
+            out.append((mc, arr, mask_digest(arr)))
+    return sorted(out, key=lambda t: t[0].index)
 
 
 def _classes(image: Image) -> tuple[dict[Any, LabelClass], set[str]]:
@@ -68,13 +105,15 @@ def _validate_box(box: BoxIn, image: Image) -> tuple[float, float, float, float]
 
 
 def _same_content(current: ReaderAnnotation, boxes: list[tuple], labels: list[str],
-                  cancelled: bool) -> bool:
+                  cancelled: bool, masks: list[tuple] = ()) -> bool:
     have = sorted(
         (b.label_class_id, b.x_min, b.y_min, b.x_max, b.y_max) for b in current.boxes.all()
     )
     want = sorted((lc.pk, *c) for lc, c in boxes)
+    have_masks = sorted(current.masks.values_list("mask_class_id", "sha256"))
+    want_masks = sorted((mc.pk, digest) for mc, _, digest in masks)
     return have == want and sorted(current.image_labels) == labels \
-        and current.was_cancelled == cancelled
+        and current.was_cancelled == cancelled and have_masks == want_masks
 
 
 def _resolve(image: Image, boxes: Sequence[BoxIn], image_labels: Sequence[str]
@@ -95,8 +134,8 @@ def _resolve(image: Image, boxes: Sequence[BoxIn], image_labels: Sequence[str]
 
 
 def reader_annotation_matches(*, image: Image, reader: Reader, boxes: Sequence[BoxIn],
-                              image_labels: Sequence[str] = (), was_cancelled: bool = False
-                              ) -> bool:
+                              image_labels: Sequence[str] = (), was_cancelled: bool = False,
+                              masks: Sequence[MaskIn] = ()) -> bool:
     """True when the reader's current read of ``image`` has exactly this content.
 
     Used where a read is frozen: seeing the same content again (a reconcile, a replay) is
@@ -107,7 +146,8 @@ def reader_annotation_matches(*, image: Image, reader: Reader, boxes: Sequence[B
     if current is None:
         return False
     resolved, labels = _resolve(image, boxes, image_labels)
-    return _same_content(current, resolved, labels, was_cancelled)
+    return _same_content(current, resolved, labels, was_cancelled,
+                         _resolve_masks(image, masks))
 
 
 @transaction.atomic
@@ -117,6 +157,7 @@ def reader_annotation_record(
     reader: Reader,
     boxes: Sequence[BoxIn],
     image_labels: Sequence[str] = (),
+    masks: Sequence[MaskIn] = (),
     source: str = ReaderAnnotation.Source.API,
     external_id: str = "",
     external_updated_at: dt.datetime | None = None,
@@ -133,6 +174,7 @@ def reader_annotation_record(
     ignored (out-of-order delivery), as is identical content (replay).
     """
     resolved, labels = _resolve(image, boxes, image_labels)
+    painted = _resolve_masks(image, masks)
 
     # Serialise writers of one image: with no current row there is nothing else to
     # lock, and two concurrent first reads would both insert a "current" version.
@@ -143,7 +185,7 @@ def reader_annotation_record(
         newer = current.external_updated_at
         if external_updated_at and newer and external_updated_at < newer:
             return current, False
-        if _same_content(current, resolved, labels, was_cancelled) and \
+        if _same_content(current, resolved, labels, was_cancelled, painted) and \
                 current.excluded_reason == excluded_reason:
             return current, False
         ReaderAnnotation.objects.filter(pk=current.pk).update(is_current=False)
@@ -159,12 +201,19 @@ def reader_annotation_record(
                       x_max=c[2], y_max=c[3])
         for lc, c in resolved
     )
+    for mc, arr, _ in painted:
+        # content-addressed: a file written for a transaction that rolls back is an
+        # orphan a later identical mask reuses, never a row pointing at nothing
+        path, digest, area = mask_write(arr)
+        AnnotationMask.objects.create(annotation=annotation, mask_class=mc, path=path,
+                                      sha256=digest, area=area)
     if assignment is not None and complete_assignment and not excluded_reason:
         status = Assignment.Status.SKIPPED if was_cancelled else Assignment.Status.COMPLETED
         Assignment.objects.filter(pk=assignment.pk).update(status=status,
                                                            completed_at=timezone.now())
     audit_record(action="annotation.record", actor=actor, project=image.project,
                  target=annotation, detail={"reader": reader.code, "boxes": len(resolved),
+                                            "masks": len(painted),
                                             "source": source, "version": annotation.version})
     if trigger_consensus and assignment is not None and image_reads_complete(image):
         # the image's k reads are in: the handlers start its consensus

@@ -35,6 +35,12 @@ from annotations.models import (
 from annotations.services import runs
 from annotations.services.adjudication import adjudications_route
 from annotations.services.audit import audit_record
+from annotations.services.mask_consensus import (
+    mask_agreement_by_image,
+    mask_consensus_compute,
+    mask_consensus_store,
+    masks_digest,
+)
 
 
 def usable_annotations(project: Project, images: Iterable[Image] | None = None):
@@ -129,14 +135,17 @@ def _execute(run: ConsensusRun) -> None:
     panel_wide = engine.build(run.strategy, run.params).panel_wide
     annotations = list(usable_annotations(run.project, None if panel_wide else scope))
     results, reads = _compute(run, annotations)
+    masks = _compute_masks(run, annotations)
     runs.run_heartbeat(run, cancellable=False)  # computed; storing is one transaction
     with transaction.atomic():
-        _store(run, results, reads)
+        rows = _store(run, results, reads, mask_agreement_by_image(masks))
+        n_masks = mask_consensus_store(rows, masks)
         run.annotations.set(annotations)
         adjudications_route(run=run)
-        run.digest = result_digest(results)
+        run.digest = _run_digest(results, masks)
         run.stats = {"images": len(results), "annotations": len(annotations),
-                     "boxes": int(sum(len(r.classes) for r in results.values()))}
+                     "boxes": int(sum(len(r.classes) for r in results.values())),
+                     "masks": n_masks}
         runs.run_finish(run, digest=run.digest, stats=run.stats)
 
 
@@ -152,8 +161,23 @@ def _compute(run: ConsensusRun, annotations: Sequence[ReaderAnnotation]):
     return results, reads
 
 
+def _compute_masks(run: ConsensusRun, annotations: Sequence[ReaderAnnotation]):
+    return mask_consensus_compute(run, annotations,
+                                  set(run.image_scope) if run.image_scope else None)
+
+
+def _run_digest(results: dict[str, ConsensusResult], masks: dict) -> str:
+    """The boxes' digest, extended by the masks' when the run merged any (so a box-only
+    run keeps the digest it always had)."""
+    digest = result_digest(results)
+    if not masks:
+        return digest
+    return hashlib.sha256(f"{digest}:{masks_digest(masks)}".encode()).hexdigest()
+
+
 def _store(run: ConsensusRun, results: dict[str, ConsensusResult],
-           reads: list[ImageReads]) -> None:
+           reads: list[ImageReads], mask_agreement: dict[str, float] | None = None
+           ) -> dict[str, ConsensusImage]:
     images = {i.pseudo_id: i for i in Image.objects.filter(
         project=run.project, pseudo_id__in=list(results))}
     classes = {lc.class_id: lc for lc in LabelClass.objects.filter(project=run.project)}
@@ -161,6 +185,9 @@ def _store(run: ConsensusRun, results: dict[str, ConsensusResult],
     thr = run.params.get("iou_thr", 0.4)
     thr = thr if isinstance(thr, int | float) else 0.4
     agreement = {r.image_id: _agreement(r, float(thr)) for r in reads}
+    for pid, dice in (mask_agreement or {}).items():
+        # masks that disagree send the image to adjudication like boxes that do
+        agreement[pid] = dice if agreement.get(pid) is None else min(agreement[pid], dice)
     rows = ConsensusImage.objects.bulk_create(
         ConsensusImage(run=run, image=images[pid], image_labels=sorted(res.image_labels),
                        n_readers=n_readers.get(pid, 0), agreement=agreement.get(pid),
@@ -176,6 +203,7 @@ def _store(run: ConsensusRun, results: dict[str, ConsensusResult],
                 consensus_image=row, label_class=classes[int(cls)], x_min=box[0], y_min=box[1],
                 x_max=box[2], y_max=box[3], score=score, support=list(support), position=pos))
     ConsensusBox.objects.bulk_create(boxes)
+    return {pid: row for row, (pid, _res) in zip(rows, sorted(results.items()), strict=True)}
 
 
 def _agreement(reads: ImageReads, iou_thr: float) -> float | None:
@@ -193,8 +221,9 @@ def _jsonable(meta: dict) -> dict:
 
 def consensus_run_replay(run: ConsensusRun) -> str:
     """Recompute a finished run from the annotation versions it recorded; its digest."""
-    results, _ = _compute(run, list(run.annotations.all()))
-    return result_digest(results)
+    annotations = list(run.annotations.all())
+    results, _ = _compute(run, annotations)
+    return _run_digest(results, _compute_masks(run, annotations))
 
 
 def consensus_results(run: ConsensusRun) -> dict[str, ConsensusResult]:

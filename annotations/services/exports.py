@@ -16,7 +16,7 @@ from typing import Any
 from annotations.errors import DomainError
 from annotations.formats import registry
 from annotations.formats.records import ImageRecord
-from annotations.models import ConsensusRun, LabelClass, Project
+from annotations.models import ConsensusRun, LabelClass, MaskClass, Project
 from annotations.services.audit import audit_record
 from annotations.services.consensus import (
     consensus_results,
@@ -25,7 +25,7 @@ from annotations.services.consensus import (
     usable_annotations,
 )
 from annotations.services.labels import final_results
-from annotations.taxonomy import LabelClassSpec
+from annotations.taxonomy import LabelClassSpec, MaskClassSpec
 
 SOURCES = ("final", "consensus", "readers")
 CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv", ".txt": "text/plain",
@@ -42,6 +42,11 @@ class ExportFile:
 def project_taxonomy(project: Project) -> list[LabelClassSpec]:
     return [LabelClassSpec(lc.class_id, lc.name, lc.code, lc.color, lc.image_level)
             for lc in LabelClass.objects.filter(project=project).order_by("class_id")]
+
+
+def project_mask_classes(project: Project) -> list[MaskClassSpec]:
+    return [MaskClassSpec(mc.index, mc.name, mc.code, mc.color, mc.anatomy)
+            for mc in MaskClass.objects.filter(project=project).order_by("index")]
 
 
 def image_records(project: Project) -> list[ImageRecord]:

@@ -27,6 +27,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import cv2
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
@@ -34,6 +36,7 @@ from django.utils.dateparse import parse_datetime
 from annotations.errors import DomainError
 from annotations.label_studio.client import LabelStudioClient, completed_by_id
 from annotations.label_studio.config import label_config, validate_label_config
+from annotations.label_studio.masks import MASK_TYPES, region_mask
 from annotations.label_studio.regions import build_result, parse_result
 from annotations.label_studio.tickets import sign_in_url, ticket_mint
 from annotations.models import (
@@ -41,6 +44,7 @@ from annotations.models import (
     Assignment,
     Image,
     LabelClass,
+    MaskClass,
     Project,
     ProtocolViolation,
     Reader,
@@ -53,15 +57,17 @@ from annotations.services import locks, runs
 from annotations.services.adjudication import adjudication_decide
 from annotations.services.annotating import (
     BoxIn,
+    MaskIn,
     reader_annotation_matches,
     reader_annotation_record,
 )
 from annotations.services.audit import audit_record
-from annotations.services.exports import project_taxonomy
+from annotations.services.exports import project_mask_classes, project_taxonomy
 from annotations.services.feedback import feedback_record
 from annotations.services.image_state import image_states
 from annotations.services.prelabels import prelabel_for
 from annotations.services.signing import signed_image_url
+from annotations.services.storage import mask_digest
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +122,9 @@ def workspace_ensure(project: Project, reader: Reader, kind: str = Workspace.Kin
     service = LabelStudioClient(settings.LABEL_STUDIO_URL, accounts.service_token,
                                 timeout=settings.LABEL_STUDIO_TIMEOUT)
     taxonomy = project_taxonomy(project)
-    config = label_config(taxonomy)
-    validate_label_config(config, taxonomy)
+    mask_classes = project_mask_classes(project)
+    config = label_config(taxonomy, mask_classes)
+    validate_label_config(config, taxonomy, mask_classes)
     suffix = "adjudication" if kind == Workspace.Kind.ADJUDICATION else "reading"
     ls_id = service.create_project(f"{project.name} · {reader.code} · {suffix}", config)
     ws = Workspace.objects.create(
@@ -216,7 +223,7 @@ def ls_result_boxes(annotation: Mapping[str, Any], image: Image
     names = dict(LabelClass.objects.filter(project_id=image.project_id)
                  .values_list("name", "image_level"))
     parsed = parse_result(
-        annotation.get("result") or [],
+        [r for r in annotation.get("result") or [] if r.get("type") not in MASK_TYPES],
         box_classes=[n for n, lvl in names.items() if not lvl],
         image_classes=[n for n, lvl in names.items() if lvl],
     )
@@ -227,6 +234,38 @@ def ls_result_boxes(annotation: Mapping[str, Any], image: Image
     boxes = [BoxIn(label, b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy)
              for label, b in zip(parsed.labels, parsed.boxes.tolist(), strict=True)]
     return boxes, sorted(parsed.image_labels)
+
+
+def ls_result_masks(annotation: Mapping[str, Any], image: Image) -> list[MaskIn]:
+    """A Label Studio result's brush and polygon regions as one mask per class, in the
+    image's original pixels.  Readers paint on the display derivative: a mask drawn on a
+    smaller canvas is scaled up by nearest neighbour (each display pixel covers the
+    original pixels it shows)."""
+    items = [r for r in annotation.get("result") or [] if r.get("type") in MASK_TYPES]
+    if not items:
+        return []
+    allowed = set(MaskClass.objects.filter(project_id=image.project_id)
+                  .values_list("name", flat=True))
+    size = None
+    merged: dict[str, np.ndarray] = {}
+    for item in items:
+        label, mask = region_mask(item, allowed, size)
+        size = (mask.shape[1], mask.shape[0])
+        merged[label] = merged[label] | mask if label in merged else mask
+    out = []
+    for label, mask in sorted(merged.items()):
+        if mask.shape != (image.height, image.width):
+            mask = cv2.resize(mask.astype(np.uint8), (image.width, image.height),
+                              interpolation=cv2.INTER_NEAREST).astype(bool)
+        out.append(MaskIn(label, mask))
+    return out
+
+
+def ls_result_signature(annotation: Mapping[str, Any], image: Image) -> tuple:
+    """What a result says, comparable: boxes, image labels and mask digests."""
+    boxes, labels = ls_result_boxes(annotation, image)
+    masks = tuple((m.label, mask_digest(m.mask)) for m in ls_result_masks(annotation, image))
+    return tuple(boxes), tuple(labels), masks
 
 
 def _content_digest(annotation: Mapping[str, Any] | None) -> str:
@@ -276,6 +315,7 @@ def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> s
         return _violation(task, ann_id, ProtocolViolation.Kind.FOREIGN_ANNOTATOR, annotation,
                           "annotation by someone other than the workspace's reader", user_id)
     boxes, labels = ls_result_boxes(annotation, task.image)
+    masks = ls_result_masks(annotation, task.image)
     if ws.kind == Workspace.Kind.ADJUDICATION:
         adj = task.adjudication
         if adj is None or adj.status != Adjudication.Status.PENDING:
@@ -286,11 +326,11 @@ def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> s
     cancelled = bool(annotation.get("was_cancelled"))
     if _frozen(task) and not reader_annotation_matches(
             image=task.image, reader=ws.reader, boxes=boxes, image_labels=labels,
-            was_cancelled=cancelled):
+            was_cancelled=cancelled, masks=masks):
         return _violation(task, ann_id, ProtocolViolation.Kind.AFTER_UNBLINDING, annotation,
                           "read changed after the image was final for its reader", user_id)
     recorded, created = reader_annotation_record(
-        image=task.image, reader=ws.reader, boxes=boxes, image_labels=labels,
+        image=task.image, reader=ws.reader, boxes=boxes, image_labels=labels, masks=masks,
         source=ReaderAnnotation.Source.LABEL_STUDIO, external_id=str(ann_id),
         external_updated_at=_updated_at(annotation), was_cancelled=cancelled,
     )

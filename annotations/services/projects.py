@@ -9,7 +9,7 @@ from django.utils.text import slugify
 
 from annotations import taxonomy
 from annotations.errors import DomainError
-from annotations.models import LabelClass, Project
+from annotations.models import LabelClass, MaskClass, Project
 from annotations.services.audit import audit_record
 
 
@@ -21,12 +21,16 @@ def project_create(
     taxonomy_preset: str | None = "vindr_cxr",
     class_names: list[str] | None = None,
     image_classes: list[str] | None = None,
+    mask_preset: str | None = None,
+    mask_classes: list[str] | None = None,
     readers_per_image: int = 3,
     actor: Any = None,
     **options: Any,
 ) -> Project:
     """Create a project with its taxonomy: a preset, or custom box class names and/or
-    image-level class names (read as a multi-select per image)."""
+    image-level class names (read as a multi-select per image); and the structures
+    readers paint as masks: the ``anatomy`` preset (both lung fields and the heart), and/or
+    ``mask_classes`` by name (a taxonomy box class's name paints that finding's extent)."""
     slug = slug or slugify(name)
     if not slug:
         raise DomainError("invalid_project", "a project needs a name")
@@ -40,6 +44,7 @@ def project_create(
     else:
         specs = taxonomy.preset(taxonomy_preset or "vindr_cxr")
         preset_name = taxonomy_preset or "vindr_cxr"
+    mask_specs = _mask_specs(mask_preset, mask_classes)
     allowed = {"description", "consensus_strategy", "consensus_params", "show_prelabels",
                "clahe", "allow_burned_in_annotation", "deid_retain_patient_characteristics",
                "anatomy_policy", "display_long_side"}
@@ -59,8 +64,22 @@ def project_create(
         )
         for s in specs
     )
+    MaskClass.objects.bulk_create(
+        MaskClass(project=project, index=s.index, name=s.name, code=s.code, color=s.color,
+                  anatomy=s.anatomy)
+        for s in mask_specs
+    )
     audit_record(action="project.create", actor=actor, project=project, target=project)
     return project
+
+
+def _mask_specs(preset: str | None, names: list[str] | None) -> list[taxonomy.MaskClassSpec]:
+    """The project's mask classes: the preset's structures first, then the named ones."""
+    anatomy = [s.name for s in taxonomy.mask_preset(preset)] if preset else []
+    extra = [n for n in (names or []) if n not in anatomy]
+    if not anatomy and not extra:
+        return []
+    return taxonomy.build_mask_classes([*anatomy, *extra], anatomy=anatomy)
 
 
 def project_get(slug: str) -> Project:

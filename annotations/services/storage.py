@@ -7,6 +7,7 @@ that a database row points to.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -34,6 +35,37 @@ def read_display(image: Any) -> np.ndarray:
     if display is None:
         raise DomainError("unavailable", f"display image of {image.pseudo_id} is missing")
     return display
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    """Content digest of a boolean mask (its shape and its bits)."""
+    m = np.asarray(mask, bool)
+    h = hashlib.sha256(f"{m.shape[0]}x{m.shape[1]}:".encode())
+    h.update(np.packbits(m).tobytes())
+    return h.hexdigest()
+
+
+def mask_write(mask: np.ndarray) -> tuple[str, str, int]:
+    """Store a boolean mask losslessly (1-bit PNG) under its digest; returns
+    ``(relative path, sha256, area)``.  Identical masks share one file."""
+    m = np.asarray(mask, bool)
+    digest = mask_digest(m)
+    relative = f"masks/{digest[:2]}/{digest}.png"
+    path = media_path(relative)
+    if not path.exists():
+        ok, png = cv2.imencode(".png", m.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1])
+        if not ok:  # pragma: no cover - OpenCV encodes any 2-D uint8 array
+            raise DomainError("storage_error", "could not encode a mask")
+        write_atomic(path, png.tobytes())
+    return relative, digest, int(m.sum())
+
+
+def mask_read(relative: str) -> np.ndarray:
+    """A stored mask as a boolean array; a clear error when its file is gone."""
+    data = cv2.imread(str(media_path(relative)), cv2.IMREAD_GRAYSCALE)
+    if data is None:
+        raise DomainError("unavailable", "a stored mask is missing")
+    return data > 0
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -35,7 +35,7 @@ from annotations.models import ReaderAnnotation, WebhookEvent, Workspace, Worksp
 from annotations.services.label_studio_sync import (
     ls_annotation_apply,
     ls_annotation_withdraw,
-    ls_result_boxes,
+    ls_result_signature,
     webhook_secret,
     ws_client,
 )
@@ -204,7 +204,8 @@ def _check_agrees(claimed: Mapping[str, Any], payload: Mapping[str, Any],
         raise DomainError("forged_webhook",
                           "the payload names another annotator than Label Studio")
     try:
-        same = ls_result_boxes(claimed, task.image) == ls_result_boxes(held, task.image) and \
+        same = ls_result_signature(claimed, task.image) == \
+            ls_result_signature(held, task.image) and \
             bool(claimed.get("was_cancelled")) == bool(held.get("was_cancelled"))
     except DomainError:
         same = False

@@ -33,6 +33,14 @@ MU_WATER = 0.0195  # 1/mm at the effective energy of a chest exposure
 FLUID_HU = 15.0
 SOFT_HU = 40.0
 
+#: Anatomy structures every CT-derived film carries an exact mask of (the names the
+#: ``anatomy`` mask preset uses).  Lung fields exclude the heart's projection, as in the
+#: JSRT/SCR convention; the heart includes a simulated cardiomegaly.
+RIGHT_LUNG = "Right lung"
+LEFT_LUNG = "Left lung"
+HEART = "Heart"
+ANATOMY_STRUCTURES = (RIGHT_LUNG, LEFT_LUNG, HEART)
+
 
 @dataclass(frozen=True)
 class CtVolume:
@@ -352,4 +360,30 @@ def render_ct(rows: int, cols: int, findings: list[str],
         if box is not None:
             boxes.append(box)
     image = expose(p, rng, pixel_mm=px)
-    return Rendering(image=image, boxes=boxes, pixel_mm=px)
+    masks = _anatomy_masks(vol, ed, m, (rows, cols))
+    return Rendering(image=image, boxes=boxes, pixel_mm=px, masks=masks)
+
+
+def _warp_mask(proj_ik: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A projected (i, k) footprint in film pixels (the same warp as the film)."""
+    rows, cols = size
+    f = cv2.warpAffine(np.ascontiguousarray(proj_ik.T[::-1]).astype(np.float32), m,
+                       (cols, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return f >= 0.5
+
+
+def _anatomy_masks(vol: CtVolume, ed: _Edit, m: np.ndarray, size: tuple[int, int]
+                   ) -> dict[str, np.ndarray]:
+    """Exact lung-field and heart masks of this film, from the CT's labels."""
+    heart_ids = (vol.ids["heart"], vol.ids["atrial_appendage_left"])
+    heart = _label_mask(heart_ids).any(axis=1)
+    for kind, fp in ed.footprints:
+        if kind == L.CARDIOMEGALY:
+            heart = heart | fp
+    heart_px = _warp_mask(heart, m, size)
+    out = {HEART: heart_px}
+    for name, side in ((RIGHT_LUNG, -1), (LEFT_LUNG, 1)):
+        lung = _label_mask(tuple(vol.lung_ids(side))).any(axis=1)
+        out[name] = _warp_mask(lung, m, size) & ~heart_px
+    return out

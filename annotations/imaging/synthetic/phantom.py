@@ -13,7 +13,7 @@ transform, so their ground-truth boxes are the tight boxes of their masks.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -29,11 +29,13 @@ _SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices
 
 @dataclass
 class Rendering:
-    """A rendered radiograph: display-ready floats (1 = dense), boxes, pixel size."""
+    """A rendered radiograph: display-ready floats (1 = dense), boxes, pixel size, and
+    (CT-derived films only) exact anatomy masks by structure name."""
 
     image: np.ndarray
     boxes: list[L.Box]
     pixel_mm: float
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _spline(points: list[tuple[float, float]], per_segment: int = 10) -> np.ndarray:
