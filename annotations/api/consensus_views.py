@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from annotations.api.permissions import IsPlatformAdmin
 from annotations.errors import DomainError
 from annotations.models import ConsensusRun
-from annotations.services import exports, imports, projects
+from annotations.services import exports, imports, mask_exports, projects
 from annotations.services.agreement import agreement_report
 from annotations.services.consensus import consensus_results, consensus_run_create
 
@@ -113,6 +113,28 @@ class AnnotationImport(APIView):
             project=projects.project_get(slug), fmt=request.data.get("format", "vinbigdata"),
             files=files, reader=request.data.get("reader") or None, actor=request.user)
         return Response(summary, status=status.HTTP_201_CREATED)
+
+
+class MaskExport(APIView):
+    """A consensus run's masks as COCO (RLE), PNG masks or DICOM Segmentation objects."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(parameters=[
+        OpenApiParameter("run", int, description="consensus run (default: the latest with "
+                                                 "masks)"),
+    ], responses={200: {"type": "string", "format": "binary"}})
+    def get(self, request, slug: str, fmt: str):
+        project = projects.project_get(slug)
+        try:
+            run_id = int(request.query_params["run"]) if request.query_params.get("run") else None
+        except ValueError as exc:
+            raise DomainError("invalid", "run must be an integer") from exc
+        out = mask_exports.masks_export(project=project, fmt=fmt, run_id=run_id,
+                                        actor=request.user)
+        response = HttpResponse(out.content, content_type=out.content_type)
+        response["Content-Disposition"] = f'attachment; filename="{out.filename}"'
+        return response
 
 
 class AnnotationExport(APIView):

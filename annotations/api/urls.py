@@ -27,6 +27,8 @@ urlpatterns = [
     path("projects/<slug:slug>/imports/", cv.AnnotationImport.as_view(), name="imports"),
     path("projects/<slug:slug>/exports/<str:fmt>/", cv.AnnotationExport.as_view(),
          name="exports"),
+    path("projects/<slug:slug>/mask-exports/<str:fmt>/", cv.MaskExport.as_view(),
+         name="mask-exports"),
     path("projects/<slug:slug>/adjudications/", av.AdjudicationList.as_view(),
          name="adjudications"),
     path("projects/<slug:slug>/adjudicators/", av.ProjectAdjudicators.as_view(),
