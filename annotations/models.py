@@ -720,6 +720,9 @@ class Prediction(models.Model):
     #: "probs": {class: p}, "p_normal", "gated"}``, plus ``"called_normal"``,
     #: ``"threshold"`` and ``"rescaled"`` when the two-stage gate applied.
     image_scores = models.JSONField(default=dict, blank=True)
+    #: A mask model's prediction (rows of a segmenter version): ``{"segmenter": name,
+    #: "classes": {class: {"path", "sha256", "area"}}}``, masks at the display size.
+    masks = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -838,6 +841,7 @@ class ModelVersion(models.Model):
     class Kind(models.TextChoices):
         DETECTOR = "detector"
         CLASSIFIER = "classifier"
+        SEGMENTER = "segmenter"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.DETECTOR)

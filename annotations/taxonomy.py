@@ -169,6 +169,11 @@ def build_mask_classes(names: list[str] | tuple[str, ...], *,
     return specs
 
 
+def mask_code(name: str) -> str:
+    """The code a mask class is stored and exported under."""
+    return _code(name)
+
+
 MASK_PRESETS: dict[str, list[MaskClassSpec]] = {
     "anatomy": build_mask_classes(ANATOMY_MASK_CLASSES, anatomy=ANATOMY_MASK_CLASSES),
 }

@@ -69,7 +69,9 @@ def add_cxr_config(cfg: CfgNode) -> None:
       ``training.modeling``);
     * ``TASK``: ``"detector"``, or ``"classifier"`` for an image-level classifier
       version (``training.classifier``), whose keys are under ``CLASSIFIER``
-      (``CLASS_NAMES``, ``INPUT_SIZE``, ``BASE_LR``).
+      (``CLASS_NAMES``, ``INPUT_SIZE``, ``BASE_LR``), or ``"segmenter"`` for a mask
+      model (``training.segmenter``, a MONAI U-Net), keys under ``SEGMENTER``
+      (``CLASS_NAMES``, ``INPUT_SIZE``, ``BASE_LR``, ``CHANNELS``, ``STRIDES``).
     """
     cfg.CXR = CfgNode()
     cfg.CXR.PRESET = "r50_fpn"
@@ -90,6 +92,12 @@ def add_cxr_config(cfg: CfgNode) -> None:
     cfg.CXR.CLASSIFIER.CLASS_NAMES = []
     cfg.CXR.CLASSIFIER.INPUT_SIZE = 512
     cfg.CXR.CLASSIFIER.BASE_LR = 1e-4
+    cfg.CXR.SEGMENTER = CfgNode()
+    cfg.CXR.SEGMENTER.CLASS_NAMES = []
+    cfg.CXR.SEGMENTER.INPUT_SIZE = 512
+    cfg.CXR.SEGMENTER.BASE_LR = 1e-3
+    cfg.CXR.SEGMENTER.CHANNELS = [32, 64, 128, 256, 512]
+    cfg.CXR.SEGMENTER.STRIDES = [2, 2, 2, 2]
 
 
 def default_device() -> str:

@@ -14,14 +14,19 @@ from annotations.params import Boolean, Choice, Number, Schema, invalid_param
 #: classifier's (``training.classifier``); ``tiny`` exists for both.
 DETECTOR_PRESETS = ("r50_fpn", "tiny")
 CLASSIFIER_PRESETS = ("densenet121", "tiny")
-PRESETS = ("r50_fpn", "tiny", "densenet121")
-TASKS = ("detector", "classifier")
+SEGMENTER_PRESETS = ("unet", "tiny")
+PRESETS = ("r50_fpn", "tiny", "densenet121", "unet")
+TASKS = ("detector", "classifier", "segmenter")
+_TASK_PRESETS = {"detector": DETECTOR_PRESETS, "classifier": CLASSIFIER_PRESETS,
+                 "segmenter": SEGMENTER_PRESETS}
 
 TRAINING_PARAMS = Schema("training", {
-    # what to train: the box detector, or the image-level classifier of the findings
+    # what to train: the box detector, the image-level classifier of the findings, or
+    # the mask model (a U-Net over the project's mask classes)
     "task": Choice("detector", TASKS),
-    # r50_fpn (the detector's default; densenet121 is the classifier's, used when a
-    # classifier run names no preset), tiny (either task, for tests and CPU demos)
+    # r50_fpn (the detector's default; densenet121 the classifier's and unet the
+    # segmenter's, used when such a run names no preset), tiny (any task, for tests
+    # and CPU demos)
     "preset": Choice("r50_fpn", PRESETS),
     "max_iter": Number(2000, lo=1, hi=1_000_000, integer=True),
     # None: the preset's own learning rate (it depends on the weights' initialisation)
@@ -39,12 +44,12 @@ TRAINING_PARAMS = Schema("training", {
 
 
 def training_params(params: dict | None) -> dict:
-    """Validated params; a classifier run that names no preset gets the classifier's
-    default, and a preset of the other task is refused by name."""
+    """Validated params; a run that names no preset gets its task's default, and a
+    preset of another task is refused by name."""
     merged = TRAINING_PARAMS.validate(params)
-    allowed = CLASSIFIER_PRESETS if merged["task"] == "classifier" else DETECTOR_PRESETS
-    if merged["task"] == "classifier" and "preset" not in (params or {}):
-        merged["preset"] = CLASSIFIER_PRESETS[0]
+    allowed = _TASK_PRESETS[merged["task"]]
+    if "preset" not in (params or {}):
+        merged["preset"] = allowed[0]
     if merged["preset"] not in allowed:
         raise invalid_param("training", "preset", f"{merged['preset']!r} is not a "
                             f"{merged['task']} preset; one of {list(allowed)}")

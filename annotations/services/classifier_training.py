@@ -44,7 +44,7 @@ def classifier_targets(classes: Sequence[tuple[int, str, bool]],
     return y
 
 
-class _Displays(Sequence):
+class LazyDisplays(Sequence):
     """The display derivatives of ``images``, read from storage when indexed (a training
     or an evaluation never holds every film in memory)."""
 
@@ -76,7 +76,7 @@ def classifier_gold_report(*, version: ModelVersion) -> dict[str, Any]:
     classes = classifier_classes(project)
     if [name for _, name, _ in classes] != model.class_names:
         raise DomainError("invalid_model", "the classifier's classes are not the project's")
-    scores = model.predict(_Displays(gold))
+    scores = model.predict(LazyDisplays(gold))
     truth = classifier_targets(classes, [labels[i.pseudo_id] for i in gold])
     report = classifier_metrics(truth, scores, model.class_names)
     report["gold_images"] = len(gold)
@@ -97,7 +97,7 @@ def train_classifier_model(*, params: Mapping[str, Any], project: Project,
     cfg = classifier_config([name for _, name, _ in classes], preset=params["preset"])
     targets = classifier_targets(classes, [labels[i.pseudo_id] for i in images])
     model = train_classifier(
-        cfg, _Displays(images), targets, max_iter=int(params["max_iter"]),
+        cfg, LazyDisplays(images), targets, max_iter=int(params["max_iter"]),
         batch_size=int(params["ims_per_batch"]), base_lr=params.get("base_lr"),
         seed=params.get("seed"), progress=report,
         progress_period=max(1, int(params["max_iter"]) // 50))

@@ -32,6 +32,7 @@ from annotations.errors import DomainError
 from annotations.models import Image, ModelVersion, Project
 from annotations.services.audit import audit_record
 from annotations.services.classifier_training import classifier_gold_report
+from annotations.services.segmenter_training import segmenter_gold_report
 from annotations.services.labels import final_results
 from annotations.services.storage import read_display
 
@@ -89,6 +90,8 @@ def version_gold_report(*, version: ModelVersion) -> dict[str, Any]:
     exist; its row need not, so a training can evaluate before it registers)."""
     if version.kind == ModelVersion.Kind.CLASSIFIER:
         return classifier_gold_report(version=version)
+    if version.kind == ModelVersion.Kind.SEGMENTER:
+        return segmenter_gold_report(version=version)
     gold, truth = gold_truth(version.project)
     if not gold:
         raise DomainError("no_gold_set", "the project has no gold images with final labels")
@@ -140,7 +143,8 @@ def version_rollback(*, project: Project, actor: Any = None,
 
 #: the gold figure each kind of version is promoted on
 PROMOTION_METRIC = {ModelVersion.Kind.DETECTOR: "map_40",
-                    ModelVersion.Kind.CLASSIFIER: "macro_auroc"}
+                    ModelVersion.Kind.CLASSIFIER: "macro_auroc",
+                    ModelVersion.Kind.SEGMENTER: "mean_dice"}
 
 
 def _score(metrics: dict[str, Any], kind: str) -> float:

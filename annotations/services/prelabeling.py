@@ -38,7 +38,7 @@ from annotations.services.audit import audit_record
 from annotations.services.explanations import promoted_classifier
 from annotations.services.label_studio_sync import ws_client
 from annotations.services.prelabels import prelabel_for
-from annotations.services.storage import read_display
+from annotations.services.storage import mask_write, read_display
 from annotations.taxonomy import NO_FINDING
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _store(predictions: list[Prediction]) -> None:
     Prediction.objects.bulk_create(
         predictions, update_conflicts=True, unique_fields=["image", "model_version"],
         update_fields=["boxes", "score", "uncertainty", "tta", "features", "image_scores",
-                       "updated_at"])
+                       "masks", "updated_at"])
 
 
 def _findings_classifier(project: Project) -> tuple[str, Any] | None:
@@ -244,6 +244,9 @@ def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None
              al_scores: frozenset[str]) -> dict[str, Any]:
     project = run.project
     size = batch_size or settings.PRELABEL_BATCH_SIZE
+    if ModelVersion.objects.filter(name=run.model_version,
+                                   kind=ModelVersion.Kind.SEGMENTER).exists():
+        return _execute_segmenter(run, progress, size)
     detector = _detector(run.model_version, size)
     qs = project.images.order_by("id")
     if run.image_scope:
@@ -269,6 +272,57 @@ def _execute(run: PrelabelRun, progress: Progress | None, batch_size: int | None
         runs.run_heartbeat(run, done=done)
         if progress:
             progress(done, len(images))
+    return {}
+
+
+#: Loaded segmenter of this worker process (one at a time).
+_SEGMENTERS: dict[str, Any] = {}
+#: A mask model's probability at which a pixel is pre-painted.
+MASK_THRESHOLD = 0.5
+
+
+def _segmenter(version: str) -> Any:
+    from training.segmenter import Segmenter
+
+    path = str(version_files(version))
+    if path not in _SEGMENTERS:
+        _SEGMENTERS.clear()
+        expected = ModelVersion.objects.filter(name=version).values_list(
+            "sha256", flat=True).first()
+        _SEGMENTERS[path] = Segmenter.from_dir(path, expected_sha256=expected)
+    return _SEGMENTERS[path]
+
+
+def _execute_segmenter(run: PrelabelRun, progress: Progress | None,
+                       size: int) -> dict[str, Any]:
+    """A mask model's pass: per film, each class's mask (probability >= 0.5) stored at the
+    display size, with its mean probability inside as the region's score."""
+    model = _segmenter(run.model_version)
+    qs = run.project.images.order_by("id")
+    if run.image_scope:
+        qs = qs.filter(pseudo_id__in=run.image_scope)
+    images = list(qs)
+    runs.run_heartbeat(run, total=len(images), done=0)
+    for start in range(0, len(images), size):
+        batch = images[start:start + size]
+        probs = model.predict([read_display(i) for i in batch])
+        preds = []
+        for image, p in zip(batch, probs, strict=True):
+            classes = {}
+            for name, channel in zip(model.class_names, p, strict=True):
+                mask = channel >= MASK_THRESHOLD
+                path, digest, area = mask_write(mask)
+                classes[name] = {"path": path, "sha256": digest, "area": area,
+                                 "score": float(channel[mask].mean()) if area else 0.0}
+            scores = [c["score"] for c in classes.values() if c["area"]]
+            preds.append(Prediction(
+                image=image, model_version=run.model_version, boxes=[],
+                masks={"segmenter": run.model_version, "classes": classes},
+                score=float(np.mean(scores)) if scores else 0.0, updated_at=timezone.now()))
+        _store(preds)
+        runs.run_heartbeat(run, done=start + len(batch))
+        if progress:
+            progress(start + len(batch), len(images))
     return {}
 
 

@@ -7,28 +7,51 @@ from typing import Any
 
 from django.conf import settings
 
+from annotations.label_studio.masks import brush_region
 from annotations.label_studio.regions import build_result
 from annotations.models import Image, Prediction
+from annotations.services.storage import mask_read
 from annotations.taxonomy import NO_FINDING
 
 
 def prelabel_for(image: Image, model_version: str | None = None) -> dict[str, Any] | None:
     """The newest prediction of ``image`` (of ``model_version`` if given) as
-    ``{result, score, model_version, prediction}``."""
-    qs = Prediction.objects.filter(image=image)
-    if model_version:
-        qs = qs.filter(model_version=model_version)
-    pred = qs.order_by("-updated_at", "-id").first()
+    ``{result, score, model_version, prediction}``.
+
+    A detector's boxes and a segmenter's masks are predictions of two versions; one
+    pre-label shows both: the requested (or newest) prediction, completed by the newest
+    of the other kind (a task gets one pre-label, so it carries all the models say).
+    """
+    qs = Prediction.objects.filter(image=image).order_by("-updated_at", "-id")
+    pred = (qs.filter(model_version=model_version) if model_version else qs).first()
     if pred is None:
         return None
-    floor = settings.PRELABEL_MIN_SCORE_SHOWN
-    rows = [b for b in pred.boxes if b.get("box") and float(b.get("score", 1.0)) >= floor]
-    result = build_result([b["box"] for b in rows], [b["label"] for b in rows],
-                          original_width=image.width, original_height=image.height,
-                          scores=[float(b.get("score", 1.0)) for b in rows],
-                          image_labels=_predicted_labels(image, pred.image_scores or {}))
+    boxes_row = qs.filter(masks={}).first() if pred.masks else pred
+    masks_row = pred if pred.masks else qs.exclude(masks={}).first()
+    result: list[dict[str, Any]] = []
+    if boxes_row is not None:
+        floor = settings.PRELABEL_MIN_SCORE_SHOWN
+        rows = [b for b in boxes_row.boxes
+                if b.get("box") and float(b.get("score", 1.0)) >= floor]
+        result += build_result(
+            [b["box"] for b in rows], [b["label"] for b in rows],
+            original_width=image.width, original_height=image.height,
+            scores=[float(b.get("score", 1.0)) for b in rows],
+            image_labels=_predicted_labels(image, boxes_row.image_scores or {}))
+    if masks_row is not None:
+        result += _mask_regions(masks_row)
     return {"result": result, "score": pred.score, "model_version": pred.model_version,
             "prediction": pred}
+
+
+def _mask_regions(pred: Prediction) -> list[dict[str, Any]]:
+    """A segmenter's masks as brush regions (at the display size readers paint on)."""
+    out = []
+    for name, entry in sorted((pred.masks.get("classes") or {}).items()):
+        if entry.get("area"):
+            out.append(brush_region(mask_read(entry["path"]), name,
+                                    score=entry.get("score")))
+    return out
 
 
 #: A classifier's probability at which an image-level finding is pre-selected.

@@ -40,6 +40,7 @@ from annotations.models import Image, ModelVersion, Project, TrainingRun
 from annotations.services import runs
 from annotations.services.audit import audit_record
 from annotations.services.classifier_training import train_classifier_model
+from annotations.services.segmenter_training import train_segmenter_model
 from annotations.services.exports import project_taxonomy
 from annotations.services.image_state import image_states
 from annotations.services.labels import final_results
@@ -59,6 +60,9 @@ def training_run_create(*, project: Project, params: dict | None = None, actor: 
             not project.label_classes.filter(image_level=False).exists():
         raise DomainError("no_box_classes", "the detector trains on boxes and this project's "
                           "taxonomy has only image-level classes")
+    if merged["task"] == "segmenter" and not project.mask_classes.exists():
+        raise DomainError("no_mask_classes", "the segmenter trains on masks and this project "
+                          "has no mask classes", status=400)
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(project=project, params=merged, created_by=(
@@ -152,6 +156,8 @@ def _training_images(run: TrainingRun) -> tuple[list[Image], list[Image], dict]:
 def _train(run: TrainingRun, work: Path) -> ModelVersion:
     if run.params.get("task") == "classifier":
         return _train_classifier(run)
+    if run.params.get("task") == "segmenter":
+        return _train_segmenter(run)
     from training.config import build_config
     from training.datasets import register_coco_dataset
     from training.detector import save_model_version
@@ -263,6 +269,44 @@ def _train_classifier(run: TrainingRun) -> ModelVersion:
             train_images=sorted(i.pseudo_id for i in train),
             label_sources={i.pseudo_id: labels[i.pseudo_id].meta for i in train}),
             detail={"images": len(train), "validation": len(val), "kind": "classifier"})
+    except BaseException:
+        if not ModelVersion.objects.filter(name=name).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _train_segmenter(run: TrainingRun) -> ModelVersion:
+    """The mask model: trained on the final masks, saved, then evaluated, registered and
+    promoted like the other kinds."""
+    from training.segmenter import save_segmenter
+
+    project, params = run.project, run.params
+    train, val, _labels = _training_images(run)
+    runs.run_heartbeat(run)
+    state: dict[str, Any] = {}
+
+    def report(progress) -> None:
+        state.update(iteration=progress.iteration, max_iter=progress.max_iter,
+                     fraction=progress.fraction, eta_seconds=progress.eta_seconds,
+                     losses={"loss_dice_ce": progress.loss}, phase="training")
+        state.setdefault("loss_history", []).append([progress.iteration, progress.loss])
+        runs.run_heartbeat(run, progress=state, best_effort=True)  # raises: cancelled, lost
+
+    model, cfg, used = train_segmenter_model(params=params, project=project, images=train,
+                                             report=report)
+    state["phase"] = "evaluating"
+    runs.run_heartbeat(run, progress=state)
+    name = _next_name(project)
+    folder = Path(settings.MODEL_DIR) / name
+    _, digest = save_segmenter(model, cfg, folder)
+    parent = ModelVersion.objects.filter(project=project, promoted=True,
+                                         kind=ModelVersion.Kind.SEGMENTER).first()
+    try:
+        return _register(run, state, ModelVersion(
+            project=project, name=name, kind=ModelVersion.Kind.SEGMENTER, sha256=digest,
+            config=cfg.dump(), parent=parent, training_run=run,
+            train_images=sorted(i.pseudo_id for i in used), label_sources={}),
+            detail={"images": len(used), "validation": len(val), "kind": "segmenter"})
     except BaseException:
         if not ModelVersion.objects.filter(name=name).exists():
             shutil.rmtree(folder, ignore_errors=True)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -39,7 +40,7 @@ from annotations.imaging.synthetic.readers import (
     default_profiles,
     simulate_readers,
 )
-from annotations.taxonomy import NO_FINDING
+from annotations.taxonomy import NO_FINDING, mask_code
 
 CSV_HEADER = ["image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max",
               "y_max"]
@@ -60,6 +61,9 @@ class GenerationResult:
     readers: list[ReaderProfile] = field(default_factory=list)
     #: Per image: the DICOM choices made (modality, photometric, bits, voi, syntax...).
     variants: list[dict[str, object]] = field(default_factory=list)
+    #: Per image: exact anatomy masks by structure (CT-derived films; empty for the
+    #: phantom), also written as ``masks/<image_id>/<structure code>.png``.
+    masks: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
 def image_id_for(seed: int, index: int) -> str:
@@ -193,6 +197,7 @@ def generate_studies(
     truth: list[list[Box]] = []
     shapes: list[tuple[int, int]] = []
     variants: list[dict[str, object]] = []
+    masks: list[dict[str, np.ndarray]] = []
     for i in range(n):
         rng = np.random.default_rng([seed, i, 1])
         if size is not None:
@@ -225,6 +230,8 @@ def generate_studies(
         truth.append(rendering.boxes)
         shapes.append((rows, cols))
         variants.append(variant)
+        masks.append(rendering.masks)
+        _write_masks(out / "masks" / image_id, rendering.masks)
 
     reads = simulate_readers(truth, shapes, profiles, readers_per_image, seed)
     gt_rows: list[list[str]] = []
@@ -242,4 +249,11 @@ def generate_studies(
         truth=truth,
         readers=profiles,
         variants=variants,
+        masks=masks,
     )
+
+
+def _write_masks(folder: Path, masks: dict[str, np.ndarray]) -> None:
+    for name, m in masks.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{mask_code(name)}.png"), m.astype(np.uint8) * 255)
