@@ -32,8 +32,8 @@ from annotations.errors import DomainError
 from annotations.models import Image, ModelVersion, Project
 from annotations.services.audit import audit_record
 from annotations.services.classifier_training import classifier_gold_report
-from annotations.services.segmenter_training import segmenter_gold_report
 from annotations.services.labels import final_results
+from annotations.services.segmenter_training import segmenter_gold_report
 from annotations.services.storage import read_display
 
 Truth = dict[str, tuple[np.ndarray, np.ndarray]]

@@ -40,11 +40,11 @@ from annotations.models import Image, ModelVersion, Project, TrainingRun
 from annotations.services import runs
 from annotations.services.audit import audit_record
 from annotations.services.classifier_training import train_classifier_model
-from annotations.services.segmenter_training import train_segmenter_model
 from annotations.services.exports import project_taxonomy
 from annotations.services.image_state import image_states
 from annotations.services.labels import final_results
 from annotations.services.model_registry import version_gold_report
+from annotations.services.segmenter_training import train_segmenter_model
 from training.params import training_params
 
 logger = logging.getLogger(__name__)
