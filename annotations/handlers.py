@@ -139,15 +139,21 @@ def prelabel_with_promoted(event: ev.ModelPromoted) -> None:
     the reading tasks that show none yet; the push follows when the run is done."""
     project = Project.objects.get(pk=event.project_id)
     version = ModelVersion.objects.get(pk=event.version_id)
-    if version.kind != ModelVersion.Kind.DETECTOR:
-        return  # pre-labels and AL scores come from the detector
+    if version.kind == ModelVersion.Kind.CLASSIFIER:
+        return  # its probabilities ride with the detector's pre-labels
     if project.prelabel_runs.filter(model_version=version.name,
                                     status__in=(RunStatus.PENDING, RunStatus.RUNNING)).exists():
         return  # a rollback back and forth: that run is on its way
-    scope = set(active_learning.pool_images(project))
-    if project.show_prelabels:
-        scope |= set(project.images.filter(workspace_tasks__workspace__kind="reading",
-                                           workspace_tasks__prediction__isnull=True))
+    unshown = project.images.filter(workspace_tasks__workspace__kind="reading",
+                                    workspace_tasks__prediction__isnull=True,
+                                    workspace_tasks__mask_prediction__isnull=True)
+    if version.kind == ModelVersion.Kind.SEGMENTER:
+        # a mask model pre-paints reading tasks (AL scores come from the detector)
+        scope = set(unshown) if project.show_prelabels else set()
+    else:
+        scope = set(active_learning.pool_images(project))
+        if project.show_prelabels:
+            scope |= set(unshown)
     done = set(Prediction.objects.filter(image__in=scope, model_version=version.name)
                .values_list("image_id", flat=True))
     scope = {i for i in scope if i.pk not in done}  # a version's predictions never change

@@ -628,6 +628,9 @@ class WorkspaceTask(models.Model):
     #: The model pre-label shown to the reader with this task, if any.
     prediction = models.ForeignKey("Prediction", null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="tasks")
+    #: The mask model's prediction shown with it (another version's row), if any.
+    mask_prediction = models.ForeignKey("Prediction", null=True, blank=True,
+                                        on_delete=models.SET_NULL, related_name="mask_tasks")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -754,6 +757,24 @@ class PredictionFeedback(models.Model):
     label_class = models.ForeignKey(LabelClass, on_delete=models.CASCADE, related_name="+")
     iou = models.FloatField()
     predicted_index = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class MaskFeedback(models.Model):
+    """How much one reader changed one pre-painted mask: Dice between the model's mask
+    and the reader's final mask of that class (1.0: accepted as painted; a class the
+    reader removed or the model missed: 0.0)."""
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE,
+                                   related_name="mask_feedback")
+    annotation = models.ForeignKey(ReaderAnnotation, on_delete=models.CASCADE,
+                                   related_name="+")
+    reader = models.ForeignKey(Reader, on_delete=models.CASCADE, related_name="+")
+    model_version = models.CharField(max_length=64, db_index=True)
+    mask_class = models.ForeignKey(MaskClass, on_delete=models.CASCADE, related_name="+")
+    dice = models.FloatField()
+    predicted_area = models.PositiveIntegerField()
+    read_area = models.PositiveIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 
 

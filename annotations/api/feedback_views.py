@@ -16,7 +16,11 @@ from annotations.errors import DomainError
 from annotations.models import Prediction, PredictionRating
 from annotations.selectors import model_version_for_ls_project, model_version_gate, reader_of
 from annotations.services import projects
-from annotations.services.feedback import feedback_summary, prediction_rate
+from annotations.services.feedback import (
+    feedback_summary,
+    mask_feedback_summary,
+    prediction_rate,
+)
 from annotations.services.service_accounts import ML_BACKEND
 from annotations.services.training_requests import training_request_from_label_studio
 
@@ -36,6 +40,7 @@ class ProjectFeedback(APIView):
                                                   ).select_related("reader", "prediction")
         return Response({
             "implicit": feedback_summary(project),
+            "masks": mask_feedback_summary(project),
             "ratings": [{"prediction": r.prediction_id, "image": r.prediction.image.pseudo_id,
                          "model_version": r.prediction.model_version, "reader": r.reader.code,
                          "useful": r.useful, "comment": r.comment, "created_at": r.created_at}

@@ -206,7 +206,8 @@ def _push_prelabels(ws: Workspace, assignments: list[Assignment], task_ids: list
         pred = prelabel_for(a.image)
         if pred is not None:
             client.create_prediction(tid, pred["result"], pred["score"], pred["model_version"])
-            WorkspaceTask.objects.filter(ls_task_id=tid).update(prediction=pred["prediction"])
+            WorkspaceTask.objects.filter(ls_task_id=tid).update(prediction=pred["prediction"],
+                                                                 mask_prediction=pred["mask_prediction"])
 
 
 # --- applying Label Studio annotations ----------------------------------------------
@@ -334,7 +335,7 @@ def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> s
         source=ReaderAnnotation.Source.LABEL_STUDIO, external_id=str(ann_id),
         external_updated_at=_updated_at(annotation), was_cancelled=cancelled,
     )
-    if created and task.prediction_id is not None:
+    if created and (task.prediction_id is not None or task.mask_prediction_id is not None):
         feedback_record(recorded)
     return "created" if created else "unchanged"
 

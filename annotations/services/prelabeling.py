@@ -360,8 +360,9 @@ def prelabels_push(project: Project, model_version: str) -> int:
     clients: dict[int, Any] = {}
     pushed = 0
     tasks = WorkspaceTask.objects.filter(workspace__project=project, workspace__kind="reading",
-                                         prediction__isnull=True).select_related("image",
-                                                                                 "workspace")
+                                         prediction__isnull=True,
+                                         mask_prediction__isnull=True).select_related(
+                                             "image", "workspace")
     for task in tasks:
         pred = prelabel_for(task.image, model_version=model_version)
         if pred is None:
@@ -371,6 +372,7 @@ def prelabels_push(project: Project, model_version: str) -> int:
             task.workspace_id, ws_client(task.workspace))
         client.create_prediction(task.ls_task_id, pred["result"], pred["score"],
                                  pred["model_version"])
-        WorkspaceTask.objects.filter(pk=task.pk).update(prediction=pred["prediction"])
+        WorkspaceTask.objects.filter(pk=task.pk).update(prediction=pred["prediction"],
+                                                                 mask_prediction=pred["mask_prediction"])
         pushed += 1
     return pushed

@@ -16,7 +16,8 @@ from annotations.taxonomy import NO_FINDING
 
 def prelabel_for(image: Image, model_version: str | None = None) -> dict[str, Any] | None:
     """The newest prediction of ``image`` (of ``model_version`` if given) as
-    ``{result, score, model_version, prediction}``.
+    ``{result, score, model_version, prediction, mask_prediction}`` (the box and the
+    mask prediction shown, either may be None).
 
     A detector's boxes and a segmenter's masks are predictions of two versions; one
     pre-label shows both: the requested (or newest) prediction, completed by the newest
@@ -41,7 +42,7 @@ def prelabel_for(image: Image, model_version: str | None = None) -> dict[str, An
     if masks_row is not None:
         result += _mask_regions(masks_row)
     return {"result": result, "score": pred.score, "model_version": pred.model_version,
-            "prediction": pred}
+            "prediction": boxes_row, "mask_prediction": masks_row}
 
 
 def _mask_regions(pred: Prediction) -> list[dict[str, Any]]:

@@ -10,15 +10,26 @@ import pytest
 from annotations.errors import DomainError
 from annotations.imaging.synthetic import generate_studies
 from annotations.label_studio.masks import rle_to_mask
-from annotations.models import Image, ModelVersion, Prediction, TrainingRun
+from annotations.models import (
+    Image,
+    MaskFeedback,
+    ModelVersion,
+    Prediction,
+    PredictionFeedback,
+    TrainingRun,
+    Workspace,
+    WorkspaceTask,
+)
 from annotations.services import readers
 from annotations.services.annotating import MaskIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
+from annotations.services.feedback import feedback_record, mask_feedback_summary
 from annotations.services.ingest import source_key
 from annotations.services.prelabeling import prelabel_run_create, prelabel_run_execute
 from annotations.services.prelabels import prelabel_for
 from annotations.services.projects import project_create
 from annotations.services.segmenter_training import final_masks
+from annotations.services.storage import mask_read
 from annotations.services.training import training_run_create, training_run_execute
 from tests.conftest import ingest_paths
 
@@ -97,6 +108,26 @@ def test_segmenter_trains_evaluates_is_promoted_and_prelabels(painted, settings)
     exact = truth[images[0].pk]["Right lung"]
     assert m.shape == exact.shape
     assert 2 * (m & exact).sum() / (m.sum() + exact.sum()) > 0.6
+    assert shown["mask_prediction"] == pred and shown["prediction"] is None
+
+    # feedback: a reader shown these masks keeps the heart as painted, redraws the lungs
+    reader = readers.reader_create(email="seg3@example.org", code="S3")
+    ws = Workspace.objects.create(project=project, reader=reader, ls_project_id=9001)
+    WorkspaceTask.objects.create(workspace=ws, image=images[0], ls_task_id=9001,
+                                 mask_prediction=pred)
+    painted_heart = mask_read(pred.masks["classes"]["Heart"]["path"])
+    annotation, _ = reader_annotation_record(
+        image=images[0], reader=reader, boxes=[], trigger_consensus=False,
+        masks=[MaskIn("Heart", painted_heart), MaskIn("Right lung", exact)])
+    assert feedback_record(annotation) == 3
+    got = {f.mask_class.name: f for f in MaskFeedback.objects.filter(reader=reader)}
+    assert got["Heart"].dice == pytest.approx(1.0)
+    assert 0.6 < got["Right lung"].dice < 1.0
+    assert got["Left lung"].dice == 0.0 and got["Left lung"].read_area == 0  # removed
+    assert not PredictionFeedback.objects.filter(reader=reader).exists()  # no box feedback
+    summary = {r["mask_class"]: r for r in mask_feedback_summary(project)}
+    assert summary["Heart"]["unchanged"] == 1 and summary["Heart"]["model_version"] == \
+        version.name
 
 
 def test_segmenter_runs_are_refused_by_name(painted):
