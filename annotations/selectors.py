@@ -43,6 +43,19 @@ def model_version_for_ls_project(ls_project_id: int) -> ModelVersion | None:
     return model_version_promoted(workspace.project) if workspace else None
 
 
+def project_for_ls_project(ls_project_id: int) -> Project | None:
+    """The platform project behind a Label Studio project (one workspace's)."""
+    workspace = Workspace.objects.filter(ls_project_id=ls_project_id).select_related(
+        "project").first()
+    return workspace.project if workspace else None
+
+
+def model_version_segmenter(project: Project) -> ModelVersion | None:
+    """The project's promoted mask model, if any."""
+    return ModelVersion.objects.filter(project=project, promoted=True,
+                                       kind="segmenter").first()
+
+
 def project_list_visible(user: Any) -> QuerySet[Project]:
     if is_admin(user):
         return Project.objects.all()

@@ -42,7 +42,7 @@ class ProjectModel:
     """The platform's answer for one Label Studio project."""
 
     project: str  # the platform project's slug
-    version: str  # the promoted version's folder name
+    version: str | None  # the promoted detector's folder name (None: masks only)
     sha256: str | None  # the registry's manifest digest
     #: the project's two-stage gate: its promoted classifier gates the boxes
     #: (``training.two_stage``), at ``threshold``, rescaling scores when ``rescale``
@@ -50,12 +50,17 @@ class ProjectModel:
     classifier_sha256: str | None = None
     threshold: float = 0.9
     rescale: bool = False
+    #: the project's promoted mask model (pre-painted brush regions), if any
+    segmenter: str | None = None
+    segmenter_sha256: str | None = None
 
     def __post_init__(self) -> None:
-        for name in (self.version, self.classifier):
+        if self.version is None and self.segmenter is None:
+            raise ValueError("the answer names neither a detector nor a mask model")
+        for name in (self.version, self.classifier, self.segmenter):
             if name is not None and not VERSION_NAME.fullmatch(name):
                 raise ValueError(f"not a model version name: {name[:80]!r}")
-        for digest in (self.sha256, self.classifier_sha256):
+        for digest in (self.sha256, self.classifier_sha256, self.segmenter_sha256):
             if digest is not None and not DIGEST.fullmatch(digest):
                 raise ValueError("not a manifest digest")
         if not 0.0 <= float(self.threshold) <= 1.0:
@@ -120,8 +125,11 @@ class ModelStore:
         """The version serving this Label Studio project and its loaded Detector."""
         return self.detector_of(self.model_for(ls_project_id))
 
-    def detector_of(self, model: ProjectModel) -> tuple[str, Any]:
-        """The loaded Detector of one answer of the platform (loaded once, LRU-kept)."""
+    def detector_of(self, model: ProjectModel) -> tuple[str | None, Any]:
+        """The loaded Detector of one answer of the platform (loaded once, LRU-kept);
+        ``(None, None)`` for a project a mask model serves alone."""
+        if model.version is None:
+            return None, None
         key = (model.version, model.sha256)
         with self._lock:
             if key in self._loaded:
@@ -156,6 +164,30 @@ class ModelStore:
                               f"unavailable here: {getattr(exc, 'message', exc)}") from exc
             self._loaded[key] = loaded
             while len(self._loaded) > self.max_loaded + 1:  # room for one gate classifier
+                self._loaded.popitem(last=False)
+            return loaded
+
+    def segmenter(self, model: ProjectModel) -> Any | None:
+        """The project's promoted mask model (else None), verified against the
+        registry's digest, kept loaded like detectors."""
+        if model.segmenter is None:
+            return None
+        key = (model.segmenter, model.segmenter_sha256)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            from annotations.errors import DomainError
+            from training.segmenter import Segmenter
+
+            try:
+                loaded = Segmenter.from_dir(self.model_dir / model.segmenter,
+                                            expected_sha256=model.segmenter_sha256)
+            except (DomainError, OSError) as exc:
+                raise NoModel(f"mask model {model.segmenter} of project {model.project} is "
+                              f"unavailable here: {getattr(exc, 'message', exc)}") from exc
+            self._loaded[key] = loaded
+            while len(self._loaded) > self.max_loaded + 2:  # room for a gate and a mask model
                 self._loaded.popitem(last=False)
             return loaded
 

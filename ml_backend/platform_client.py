@@ -55,12 +55,17 @@ class PlatformClient:
         try:
             body = response.json()
             gate = body.get("two_stage") or {}
-            return ProjectModel(project=str(body["project"]), version=str(body["model_version"]),
+            masks = body.get("masks") or {}
+            version = body.get("model_version")
+            return ProjectModel(project=str(body["project"]),
+                                version=str(version) if version is not None else None,
                                 sha256=body.get("sha256") or None,
                                 classifier=gate.get("classifier") or None,
                                 classifier_sha256=gate.get("sha256") or None,
                                 threshold=float(gate.get("threshold", 0.9)),
-                                rescale=bool(gate.get("rescale", False)))
+                                rescale=bool(gate.get("rescale", False)),
+                                segmenter=masks.get("segmenter") or None,
+                                segmenter_sha256=masks.get("sha256") or None)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ProtocolError(502, "the platform's answer names no usable model") from exc
 

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from annotations.label_studio.config import parse_label_config
+from annotations.label_studio.masks import brush_region
 from annotations.label_studio.regions import build_result
 from annotations.taxonomy import NO_FINDING
 from ml_backend.images import ImageError, ImageFetcher, ImageRefused
@@ -178,36 +179,57 @@ def predict(body: Any, store: ModelStore, fetch: ImageFetcher, score_threshold: 
     ls_project = ls_project_of(body)
     urls = _image_urls(body, fetch, max_tasks)
     try:
-        served = store.model_for(ls_project)  # one answer: detector and gate agree
+        served = store.model_for(ls_project)  # one answer: detector, gate, masks agree
         version, detector = store.detector_of(served)
-        classifier = store.classifier(served)
+        classifier = store.classifier(served) if detector is not None else None
+        segmenter = store.segmenter(served)
     except NoModel as exc:
         raise ProtocolError(503, str(exc)) from exc
+    version = version or served.segmenter
     images = _fetch_all(body["tasks"], urls, fetch)
     ready = [im for im in images if im is not None]
-    detections = iter(detector.predict(ready) if ready else [])
+    detections = iter(detector.predict(ready) if ready and detector is not None else [])
     p_normal = iter(_p_normal(classifier, ready))
+    painted = iter(segmenter.predict(ready) if ready and segmenter is not None else [])
     results = []
     for image in images:
         if image is None:
             results.append({"result": [], "score": 0.0, "model_version": version})
             continue
-        det = next(detections)
-        det_scores, det_keep, labels = det.scores, np.ones(len(det.scores), bool), []
-        if classifier is not None:  # the project's two-stage gate (training.two_stage)
-            g = gate(det.scores, next(p_normal), served.threshold, rescale=served.rescale)
-            det_scores, det_keep = g.scores, g.keep
-            labels = [NO_FINDING] if g.called_normal else []
-        keep = det_keep & (det_scores >= score_threshold)
+        result, scores = [], np.zeros(0)
         h, w = image.shape[:2]
-        names = [detector.class_names[int(c)] for c in det.classes[keep]]
-        scores = det_scores[keep].astype(float)
-        result = build_result(det.boxes[keep], names, original_width=w, original_height=h,
-                              scores=scores.tolist(), image_labels=labels)
+        if detector is not None:
+            det = next(detections)
+            det_scores, det_keep, labels = det.scores, np.ones(len(det.scores), bool), []
+            if classifier is not None:  # the project's two-stage gate (training.two_stage)
+                g = gate(det.scores, next(p_normal), served.threshold, rescale=served.rescale)
+                det_scores, det_keep = g.scores, g.keep
+                labels = [NO_FINDING] if g.called_normal else []
+            keep = det_keep & (det_scores >= score_threshold)
+            names = [detector.class_names[int(c)] for c in det.classes[keep]]
+            scores = det_scores[keep].astype(float)
+            result = build_result(det.boxes[keep], names, original_width=w, original_height=h,
+                                  scores=scores.tolist(), image_labels=labels)
+        if segmenter is not None:
+            result += _brushes(segmenter.class_names, next(painted))
         results.append({"result": result,
                         "score": float(scores.mean()) if len(scores) else 0.0,
                         "model_version": version})
     return {"results": results}
+
+
+#: A mask model's probability at which a pixel is pre-painted.
+MASK_THRESHOLD = 0.5
+
+
+def _brushes(class_names: list[str], probs: np.ndarray) -> list[dict[str, Any]]:
+    """The mask model's classes as brush regions, on the canvas Label Studio shows."""
+    out = []
+    for name, channel in zip(class_names, probs, strict=True):
+        mask = channel >= MASK_THRESHOLD
+        if mask.any():
+            out.append(brush_region(mask, name, score=float(channel[mask].mean())))
+    return out
 
 
 def _p_normal(classifier: Any, images: list) -> list[float]:

@@ -14,7 +14,13 @@ from annotations.api.permissions import IsAdminOrRadiologist, IsPlatformAdmin
 from annotations.api.service_auth import IsAllowedService
 from annotations.errors import DomainError
 from annotations.models import Prediction, PredictionRating
-from annotations.selectors import model_version_for_ls_project, model_version_gate, reader_of
+from annotations.selectors import (
+    model_version_for_ls_project,
+    model_version_gate,
+    model_version_segmenter,
+    project_for_ls_project,
+    reader_of,
+)
 from annotations.services import projects
 from annotations.services.feedback import (
     feedback_summary,
@@ -99,16 +105,21 @@ class ModelForLabelStudioProject(APIView):
 
     @extend_schema(responses={200: {"type": "object"}})
     def get(self, request, ls_project_id: int):
+        project = project_for_ls_project(ls_project_id)
         version = model_version_for_ls_project(ls_project_id)
-        if version is None:
+        segmenter = model_version_segmenter(project) if project else None
+        if version is None and segmenter is None:
             raise DomainError("not_found", f"no promoted model for Label Studio project "
                               f"{ls_project_id}")
-        project = version.project
-        classifier = model_version_gate(project)
+        classifier = model_version_gate(project) if version else None
         # the two-stage gate, when the project has it on and a classifier to gate with
         gate = {"classifier": classifier.name, "sha256": classifier.sha256,
                 "threshold": project.two_stage_threshold,
                 "rescale": project.two_stage_rescale} if classifier else None
+        # the mask model pre-paints beside the detector's boxes (or alone)
+        masks = {"segmenter": segmenter.name, "sha256": segmenter.sha256} \
+            if segmenter else None
         return Response({"ls_project_id": ls_project_id, "project": project.slug,
-                         "model_version": version.name, "sha256": version.sha256,
-                         "two_stage": gate})
+                         "model_version": version.name if version else None,
+                         "sha256": version.sha256 if version else None,
+                         "two_stage": gate, "masks": masks})

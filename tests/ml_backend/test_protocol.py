@@ -269,3 +269,48 @@ def test_the_projects_two_stage_gate_is_applied(trained_version, tmp_path, files
     assert any(r["type"] == "rectanglelabels" for r in kept)
     assert not any(r["type"] == "choices" for r in kept)
     assert answers["tampered"].status_code == 503
+
+
+def test_the_projects_mask_model_pre_paints_brush_regions(trained_version, tmp_path, files):
+    """A promoted mask model answers brush regions readers can correct, beside the
+    detector's boxes or alone; a mask model whose files do not verify is a 503."""
+    import torch
+
+    from annotations.label_studio.masks import rle_to_mask
+    from training.segmenter import save_segmenter, segmenter_config, train_segmenter
+
+    torch.set_num_threads(1)
+    models = model_dir_with(trained_version.directory, tmp_path)
+    image = film(0)
+    lung = np.zeros(image.shape[:2], bool)
+    lung[40:200, 30:120] = True
+    cfg = segmenter_config(["Right lung"], preset="tiny")
+    model = train_segmenter(cfg, [image], [lung[None]], max_iter=60, seed=0)
+    _, digest = save_segmenter(model, cfg, models / "s1")
+    task = {"project": "1.2", "tasks": [{"id": 1, "data": {"image": f"{files}/lesion.png"}}]}
+    answers = {}
+    for name, served in (
+            ("both", ProjectModel("a", "v1", trained_version.sha256, segmenter="s1",
+                                  segmenter_sha256=digest)),
+            ("alone", ProjectModel("a", None, None, segmenter="s1", segmenter_sha256=digest)),
+            ("tampered", ProjectModel("a", None, None, segmenter="s1",
+                                      segmenter_sha256="0" * 64))):
+        app = backend(models, serves=lambda _, s=served: s, image_origins=(files,))
+        with serve_wsgi(app) as url:
+            answers[name] = requests.post(f"{url}/predict", auth=AUTH, timeout=60, json=task)
+    both = answers["both"].json()["results"][0]
+    assert {r["type"] for r in both["result"]} >= {"rectanglelabels", "brushlabels"}
+    alone = answers["alone"].json()["results"][0]
+    assert alone["model_version"] == "s1"
+    [brush] = alone["result"]
+    assert brush["type"] == "brushlabels" and brush["value"]["brushlabels"] == ["Right lung"]
+    painted = rle_to_mask(brush["value"]["rle"], brush["original_width"],
+                          brush["original_height"])
+    assert painted.shape == lung.shape
+    assert 2 * (painted & lung).sum() / (painted.sum() + lung.sum()) > 0.7
+    assert answers["tampered"].status_code == 503
+
+
+def test_an_answer_naming_no_model_at_all_is_refused():
+    with pytest.raises(ValueError, match="neither"):
+        ProjectModel("a", None, None)
