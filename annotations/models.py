@@ -74,6 +74,9 @@ class Project(models.Model):
     #: Also multiply every box score by P(abnormal) (off: only films called normal
     #: lose their boxes; ``bench.two_stage`` measures both).
     two_stage_rescale = models.BooleanField(default=False)
+    #: Cardiothoracic ratio above which a film is flagged for cardiomegaly (PA films;
+    #: measured from the heart and lung-field masks).
+    ctr_threshold = models.FloatField(default=0.5)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",

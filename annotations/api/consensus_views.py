@@ -16,6 +16,7 @@ from annotations.errors import DomainError
 from annotations.models import ConsensusRun
 from annotations.services import exports, imports, mask_exports, projects
 from annotations.services.agreement import agreement_report
+from annotations.services.ctr_report import ctr_report
 from annotations.services.consensus import consensus_results, consensus_run_create
 
 
@@ -113,6 +114,17 @@ class AnnotationImport(APIView):
             project=projects.project_get(slug), fmt=request.data.get("format", "vinbigdata"),
             files=files, reader=request.data.get("reader") or None, actor=request.user)
         return Response(summary, status=status.HTTP_201_CREATED)
+
+
+class CtrReport(APIView):
+    """The cardiothoracic ratio of every image with final heart and lung masks, flagged
+    above the project's threshold, against the readers' cardiomegaly labels."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(responses={200: {"type": "object"}})
+    def get(self, request, slug: str):
+        return Response(ctr_report(projects.project_get(slug)))
 
 
 class MaskExport(APIView):

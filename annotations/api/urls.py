@@ -29,6 +29,7 @@ urlpatterns = [
          name="exports"),
     path("projects/<slug:slug>/mask-exports/<str:fmt>/", cv.MaskExport.as_view(),
          name="mask-exports"),
+    path("projects/<slug:slug>/ctr/", cv.CtrReport.as_view(), name="ctr-report"),
     path("projects/<slug:slug>/adjudications/", av.AdjudicationList.as_view(),
          name="adjudications"),
     path("projects/<slug:slug>/adjudicators/", av.ProjectAdjudicators.as_view(),

@@ -21,9 +21,11 @@ from annotations.models import (
     ReaderAnnotation,
 )
 from annotations.selectors import image_list_visible, is_admin, reader_of
+from annotations.services import mask_layers
 from annotations.services.consensus import reads_from_annotations, usable_annotations
 from annotations.services.image_state import image_states
 from annotations.services.labels import final_results
+from annotations.services.mask_layers import CARDIOMEGALY
 from annotations.services.signing import signed_image_path
 
 
@@ -34,11 +36,13 @@ def _reader_layers(image: Image, only_reader: Any = None) -> list[dict[str, Any]
             .order_by("reader__code"))
     if only_reader is not None:
         anns = anns.filter(reader=only_reader)
+    colors = mask_layers.mask_colors(image) if mask_layers.has_masks(image) else None
     return [{
         "kind": "reader", "name": ann.reader.code,
         "excluded": ann.excluded_reason or None, "image_labels": list(ann.image_labels),
         "boxes": [{"label": b.label_class.name, "color": b.label_class.color,
                    "box": [b.x_min, b.y_min, b.x_max, b.y_max]} for b in ann.boxes.all()],
+        "outlines": mask_layers.annotation_outlines(ann, colors) if colors is not None else [],
     } for ann in anns]
 
 
@@ -50,8 +54,13 @@ def _consensus_layer(image: Image) -> dict[str, Any] | None:
         return None
     colors = dict(image.project.label_classes.values_list("class_id", "color"))
     names = dict(image.project.label_classes.values_list("class_id", "name"))
+    masks = mask_layers.final_mask_layer(image) if mask_layers.has_masks(image) else \
+        {"outlines": [], "ctr": None}
+    if masks["ctr"] is not None:  # the ratio's call against the final label
+        masks["ctr"]["cardiomegaly_labelled"] = CARDIOMEGALY in final.image_labels or any(
+            names.get(int(c)) == CARDIOMEGALY for c in final.classes)
     return {
-        "kind": "consensus", "name": "Consensus",
+        "kind": "consensus", "name": "Consensus", **masks,
         "source": final.meta.get("source", "consensus"),
         "strategy": row.run.strategy if row else None,
         "agreement": row.agreement if row else None,
@@ -70,8 +79,8 @@ def _prediction_layer(image: Image) -> dict[str, Any] | None:
     pred = None
     if version is not None:
         pred = Prediction.objects.filter(image=image, model_version=version.name).first()
-    if pred is None:
-        pred = Prediction.objects.filter(image=image).order_by("-updated_at").first()
+    if pred is None:  # the newest box prediction (a mask model's rows are drawn apart)
+        pred = Prediction.objects.filter(image=image, masks={}).order_by("-updated_at").first()
     if pred is None:
         return None
     colors = dict(image.project.label_classes.values_list("name", "color"))
@@ -130,6 +139,9 @@ def image_layers(*, user: Any, image_id: str) -> dict[str, Any]:
         model = _prediction_layer(image)
         if model is not None:
             layers.append(model)
+        painted = mask_layers.model_mask_layer(image) if mask_layers.has_masks(image) else None
+        if painted is not None:
+            layers.append({"kind": "model_masks", "boxes": [], **painted})
     agreement, pairs = None, []
     if admin or final:
         agreement = (ConsensusImage.objects.filter(image=image,

@@ -95,7 +95,8 @@ UPDATABLE = frozenset({"name", "description", "consensus_strategy", "consensus_p
                        "show_prelabels", "clahe", "adjudication_threshold",
                        "adjudication_budget_per_week",
                        "promotion_threshold", "auto_retrain_after", "anatomy_policy",
-                       "two_stage", "two_stage_threshold", "two_stage_rescale"})
+                       "two_stage", "two_stage_threshold", "two_stage_rescale",
+                       "ctr_threshold"})
 
 
 @transaction.atomic

@@ -70,6 +70,45 @@ class CXRViewer {
   }
   setMinScore(score) { this.minScore = score; this.draw(); }
 
+  /** Mask outlines (closed polygons, original pixels) and each layer's cardiothoracic
+   *  ratio lines; returns how many outlines were drawn. */
+  _drawMasks(ctx, v, s) {
+    let drawn = 0;
+    const ratios = [];
+    for (const layer of this.layers) {
+      if (!layer.visible) continue;
+      for (const o of layer.outlines || []) {
+        ctx.strokeStyle = layer.kind === "consensus" ? o.color : (layer.color || o.color);
+        ctx.lineWidth = (layer.kind === "consensus" ? 2.5 : 1.5) / v.zoom;
+        ctx.setLineDash(layer.dash || []);
+        for (const poly of o.polygons) {
+          ctx.beginPath();
+          for (let i = 0; i < poly.length; i += 2) {
+            const x = poly[i] * s, y = poly[i + 1] * s;
+            if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+          }
+          ctx.closePath(); ctx.stroke(); drawn++;
+        }
+      }
+      const r = layer.ctr;
+      if (r) {  // the two measured diameters, and the ratio beside the cardiac one
+        ctx.setLineDash([]);
+        for (const [line, color] of [[r.cardiac, "#ff5252"], [r.thoracic, "#40c4ff"]]) {
+          ctx.strokeStyle = color; ctx.lineWidth = 2 / v.zoom;
+          ctx.beginPath(); ctx.moveTo(line.x0 * s, line.y * s); ctx.lineTo(line.x1 * s, line.y * s); ctx.stroke();
+        }
+        ctx.font = `${13 / v.zoom}px system-ui, sans-serif`;
+        ctx.fillStyle = r.cardiomegaly ? "#ff5252" : "#fff";
+        ctx.fillText(`CTR ${r.ratio.toFixed(2)}${r.cardiomegaly ? " > " + r.threshold.toFixed(2) : ""}`,
+          r.cardiac.x1 * s + 4 / v.zoom, r.cardiac.y * s);
+        ratios.push(r.ratio.toFixed(3));
+      }
+    }
+    ctx.setLineDash([]);
+    this.stage.dataset.ctr = ratios.join(",");
+    return drawn;
+  }
+
   /** Boxes drawn right now, per layer (what a user sees; tests read it too). */
   visibleBoxes() {
     const out = [];
@@ -180,7 +219,9 @@ class CXRViewer {
       }
     }
     ctx.setLineDash([]);
+    const outlines = this._drawMasks(ctx, v, s);
     this.stage.dataset.boxes = String(shown);
+    this.stage.dataset.outlines = String(outlines);
     this.hud.textContent = `zoom ${(v.zoom * this.scale).toFixed(2)}× · W ${Math.round(this.wl.width)} L ${Math.round(this.wl.center)} · ${shown} boxes`;
   }
 }

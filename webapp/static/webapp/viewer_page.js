@@ -17,6 +17,7 @@
     const layers = d.layers.map((l) => {
       if (l.kind === "reader") return { ...l, color: PALETTE[readerIndex++ % PALETTE.length], short: `${l.name}: `, visible: true };
       if (l.kind === "consensus") return { ...l, name: l.provisional ? "Consensus (provisional)" : l.name, color: "#ffd400", short: "C: ", visible: true };
+      if (l.kind === "model_masks") return { ...l, color: "#ff4fd8", dash: [6, 4], short: "M: ", visible: false };
       return { ...l, color: "#ff4fd8", dash: [6, 4], short: "M: ", visible: false };
     });
     viewer.setLayers(layers);
@@ -33,7 +34,8 @@
       const extra = l.kind === "reader" && l.image_labels.length ? ` · ${l.image_labels.join(", ")}` : "";
       return el("label", { class: "layer" }, box, el("span", { class: "swatch", style: `background:${l.color}` }),
         el("span", {}, l.kind === "reader" ? `Reader ${l.name}` : l.name, l.excluded ? el("span", { class: "badge bad" }, "excluded") : null),
-        el("span", { class: "count" }, `${l.boxes.length} box${l.boxes.length === 1 ? "" : "es"}${extra}`));
+        el("span", { class: "count" }, `${l.boxes.length} box${l.boxes.length === 1 ? "" : "es"}` +
+          `${(l.outlines || []).length ? ` · ${l.outlines.length} mask${l.outlines.length === 1 ? "" : "s"}` : ""}${extra}`));
     }) : [el("div", { class: "muted small" }, "No reads yet.")];
     document.getElementById("layers").replaceChildren(...list);
 
@@ -46,6 +48,9 @@
     if (consensus) facts.push(["Consensus", `${consensus.source}${consensus.strategy ? ` (${consensus.strategy})` : ""}`],
       ["Final labels", consensus.image_labels.join(", ") || `${consensus.boxes.length} boxes`]);
     if (model) facts.push(["Model", model.name], ["Entropy (max)", fmt(model.uncertainty && model.uncertainty.entropy_max, 3)]);
+    for (const l of layers) if (l.ctr) facts.push([`CTR (${l.kind === "consensus" ? "final masks" : l.name})`,
+      el("span", { "data-ctr": l.ctr.ratio }, `${fmt(l.ctr.ratio, 3)}${l.ctr.cardiomegaly ? ` > ${fmt(l.ctr.threshold, 2)}: cardiomegaly` : ""}` +
+        `${l.ctr.cardiomegaly_labelled !== undefined ? ` · readers ${l.ctr.cardiomegaly_labelled ? "labelled" : "did not label"} cardiomegaly` : ""}`)]);
     document.getElementById("facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     const f = model && model.findings;
     if (f) document.getElementById("findings").replaceChildren(
