@@ -16,8 +16,8 @@ from annotations.errors import DomainError
 from annotations.models import ConsensusRun
 from annotations.services import exports, imports, mask_exports, projects
 from annotations.services.agreement import agreement_report
-from annotations.services.ctr_report import ctr_report
 from annotations.services.consensus import consensus_results, consensus_run_create
+from annotations.services.ctr_report import ctr_report
 
 
 class ConsensusRunSerializer(serializers.ModelSerializer):
