@@ -31,7 +31,7 @@ from annotations.models import (
     ReaderAnnotation,
 )
 from annotations.services import locks
-from annotations.services.annotating import BoxIn, reader_annotation_record
+from annotations.services.annotating import BoxIn, MaskIn, reader_annotation_record
 from annotations.services.audit import audit_record
 
 
@@ -114,7 +114,7 @@ def project_adjudicator_add(*, project: Project, reader: Reader, actor: Any = No
 @transaction.atomic
 def adjudication_decide(
     *, adjudication: Adjudication, adjudicator: Reader, boxes: Sequence[BoxIn],
-    image_labels: Sequence[str] = (), actor: Any = None,
+    image_labels: Sequence[str] = (), masks: Sequence[MaskIn] = (), actor: Any = None,
 ) -> Adjudication:
     adj = Adjudication.objects.select_for_update().get(pk=adjudication.pk)
     if adj.status != Adjudication.Status.PENDING:
@@ -126,7 +126,7 @@ def adjudication_decide(
         raise DomainError("forbidden", "an adjudicator cannot decide an image they read")
     decision, _ = reader_annotation_record(
         image=adj.image, reader=adjudicator, boxes=boxes, image_labels=image_labels,
-        source=ReaderAnnotation.Source.ADJUDICATION, actor=actor,
+        masks=masks, source=ReaderAnnotation.Source.ADJUDICATION, actor=actor,
         complete_assignment=False, trigger_consensus=False,
     )
     adj.status, adj.adjudicator, adj.decision = Adjudication.Status.DONE, adjudicator, decision

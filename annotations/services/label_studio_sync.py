@@ -36,7 +36,7 @@ from django.utils.dateparse import parse_datetime
 from annotations.errors import DomainError
 from annotations.label_studio.client import LabelStudioClient, completed_by_id
 from annotations.label_studio.config import label_config, validate_label_config
-from annotations.label_studio.masks import MASK_TYPES, region_mask
+from annotations.label_studio.masks import MASK_TYPES, brush_region, region_mask
 from annotations.label_studio.regions import build_result, parse_result
 from annotations.label_studio.tickets import sign_in_url, ticket_mint
 from annotations.models import (
@@ -67,7 +67,7 @@ from annotations.services.feedback import feedback_record
 from annotations.services.image_state import image_states
 from annotations.services.prelabels import prelabel_for
 from annotations.services.signing import signed_image_url
-from annotations.services.storage import mask_digest
+from annotations.services.storage import mask_digest, mask_read
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> s
         if adj is None or adj.status != Adjudication.Status.PENDING:
             return "unchanged"
         adjudication_decide(adjudication=adj, adjudicator=ws.reader, boxes=boxes,
-                            image_labels=labels)
+                            image_labels=labels, masks=masks)
         return "adjudicated"
     cancelled = bool(annotation.get("was_cancelled"))
     if _frozen(task) and not reader_annotation_matches(
@@ -488,7 +488,8 @@ def _adjudication_prelabels(adj: Adjudication):
         yield f"reader-{ann.reader.code}", build_result(
             [[b.x_min, b.y_min, b.x_max, b.y_max] for b in boxes],
             [b.label_class.name for b in boxes], original_width=image.width,
-            original_height=image.height, image_labels=ann.image_labels)
+            original_height=image.height, image_labels=ann.image_labels) + _display_brushes(
+            image, ann.masks.select_related("mask_class"))
     row = image.consensus.filter(run=adj.consensus_run).first()
     if row is not None:
         boxes = list(row.boxes.all())
@@ -496,4 +497,19 @@ def _adjudication_prelabels(adj: Adjudication):
             [[b.x_min, b.y_min, b.x_max, b.y_max] for b in boxes],
             [names[b.label_class.class_id] for b in boxes], original_width=image.width,
             original_height=image.height, scores=[b.score for b in boxes],
-            image_labels=row.image_labels)
+            image_labels=row.image_labels) + _display_brushes(
+            image, row.masks.select_related("mask_class"))
+
+
+def _display_brushes(image: Image, stored) -> list[dict[str, Any]]:
+    """Stored masks (original pixels) as brush regions on the canvas the adjudicator
+    sees: the display derivative's size."""
+    size = (image.display_width or image.width, image.display_height or image.height)
+    out = []
+    for m in stored:
+        mask = mask_read(m.path)
+        if (mask.shape[1], mask.shape[0]) != size:
+            mask = cv2.resize(mask.astype(np.uint8), size,
+                              interpolation=cv2.INTER_NEAREST).astype(bool)
+        out.append(brush_region(mask, m.mask_class.name))
+    return out

@@ -124,3 +124,19 @@ def test_simulated_readers_miss_leak_and_wobble_as_profiled():
     assert dice(got["c"]["s"], truth["s"]) > 0.97
     assert not got["m"]["s"].any()
     assert (got["l"]["s"] & ~truth["s"]).sum() > (got["c"]["s"] & ~truth["s"]).sum() + 200
+
+
+def test_ct_films_with_an_enlarged_heart_have_a_measurably_larger_ratio():
+    """The CT-derived generator's exact masks: cardiomegaly (the heart dilated in the
+    volume) raises the measured ratio well above every normal film's."""
+    from annotations.imaging.synthetic import lesions as L
+    from annotations.imaging.synthetic.ct_anatomy import HEART, LEFT_LUNG, RIGHT_LUNG, render_ct
+
+    def ratio(findings, i):
+        m = render_ct(256, 256, findings, np.random.default_rng([3, i])).masks
+        return cardiothoracic_ratio(m[HEART], m[RIGHT_LUNG], m[LEFT_LUNG]).ratio
+
+    normal = [ratio([], i) for i in range(3)]
+    enlarged = [ratio([L.CARDIOMEGALY], i) for i in range(3)]
+    assert all(0.4 < r < 0.6 for r in normal), normal
+    assert min(enlarged) > max(normal) + 0.08, (normal, enlarged)

@@ -180,3 +180,28 @@ def _media(path):
     from annotations.services.storage import media_path
 
     return media_path(path)
+
+
+def test_adjudicator_masks_become_final_and_they_see_the_readers_masks(world):
+    from annotations.models import Adjudication
+    from annotations.services.adjudication import adjudication_decide, project_adjudicator_add
+    from annotations.services.label_studio_sync import _adjudication_prelabels
+    from annotations.services.segmenter_training import final_masks
+
+    project, (r1, r2, r3), images = world
+    heart = _ellipse(100, 100, 30, 20)
+    for r, m in ((r1, heart), (r2, _ellipse(100, 100, 31, 21)), (r3, _ellipse(40, 130, 15, 15))):
+        _read(images[1], r, Heart=m)
+    run = consensus_run_create(project=project, enqueue=False)
+    consensus_run_execute(run_id=run.pk)
+    adj = Adjudication.objects.get(project=project, image=images[1])
+    shown = dict(_adjudication_prelabels(adj))
+    assert set(shown) == {"reader-R1", "reader-R2", "reader-R3", "consensus"}
+    assert [r["type"] for r in shown["reader-R3"]] == ["brushlabels"]
+    boss = readers.reader_create(email="boss@example.org", code="ADJ")
+    project_adjudicator_add(project=project, reader=boss)
+    decided = _ellipse(100, 100, 29, 19)
+    adjudication_decide(adjudication=adj, adjudicator=boss, boxes=[],
+                        masks=[MaskIn("Heart", decided)])
+    final = final_masks(project, [images[1]])[images[1].pseudo_id]
+    assert (mask_read(final["Heart"]) == decided).all()
