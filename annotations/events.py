@@ -101,6 +101,13 @@ class AssignmentsCreated(Event):
 
 
 @dataclass(frozen=True)
+class ExplanationsEnabled(Event):
+    """A project turned its explanation overlays on: its workspaces need the control."""
+
+    project_id: int
+
+
+@dataclass(frozen=True)
 class WebhookStored(Event):
     """A Label Studio webhook passed the door and was stored for processing
     (``retry``: the webhook sweep found it still pending)."""

@@ -76,6 +76,12 @@ def push_new_assignments(event: ev.AssignmentsCreated) -> None:
         task_enqueue("assignments_push_task", project_id=event.project_id)
 
 
+@ev.subscribe(ev.ExplanationsEnabled)
+def explanation_control_for_workspaces(event: ev.ExplanationsEnabled) -> None:
+    if Project.objects.filter(pk=event.project_id, workspaces__isnull=False).exists():
+        task_enqueue("workspaces_config_update_task", project_id=event.project_id)
+
+
 @ev.subscribe(ev.WebhookStored)
 def process_webhook(event: ev.WebhookStored) -> None:
     task_enqueue("webhook_event_process_task", event_id=event.event_id)

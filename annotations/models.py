@@ -77,6 +77,9 @@ class Project(models.Model):
     #: Cardiothoracic ratio above which a film is flagged for cardiomegaly (PA films;
     #: measured from the heart and lung-field masks).
     ctr_threshold = models.FloatField(default=0.5)
+    #: Pre-labels also carry where the classifier looked for each finding it calls
+    #: (its Grad-CAM region, a brush overlay of its own control readers may ignore).
+    explanation_prelabels = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",

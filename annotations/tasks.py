@@ -115,6 +115,16 @@ def gpu_training_task(run_id: int) -> None:
     training.training_run_execute(run_id=run_id)
 
 
+@shared_task(name="annotations.tasks.workspaces_config_update_task", autoretry_for=TRANSIENT,
+             retry_backoff=2, max_retries=5, acks_late=True)
+def workspaces_config_update_task(project_id: int) -> None:
+    """The project's labeling config, as its settings now call for, in every workspace."""
+    try:
+        label_studio_sync.workspaces_config_update(Project.objects.get(pk=project_id))
+    except DomainError as exc:
+        logger.warning("project %s: workspace configs not updated (%s)", project_id, exc.code)
+
+
 @shared_task(name="annotations.tasks.assignments_push_task", autoretry_for=TRANSIENT,
              retry_backoff=2, max_retries=5, acks_late=True)
 def assignments_push_task(project_id: int) -> None:

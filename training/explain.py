@@ -56,15 +56,25 @@ def pointing_baseline(box: Sequence[float], shape: tuple[int, int]) -> float:
     return float(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]) / (w * h))
 
 
-def cam_box(heat: np.ndarray, fraction: float = 0.5) -> np.ndarray | None:
-    """The box of the largest region where the map is at least ``fraction`` of its peak."""
+def cam_region(heat: np.ndarray, fraction: float = 0.5) -> np.ndarray:
+    """The largest connected region where the map is at least ``fraction`` of its peak
+    (a boolean mask; empty for a map with no peak)."""
+    if not float(heat.max()) > 0:
+        return np.zeros(heat.shape, bool)
     mask = (heat >= fraction * float(heat.max())).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
+        return np.zeros(heat.shape, bool)
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def cam_box(heat: np.ndarray, fraction: float = 0.5) -> np.ndarray | None:
+    """The box of the largest region where the map is at least ``fraction`` of its peak."""
+    region = cam_region(heat, fraction)
+    if not region.any():
         return None
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    x, y, w, h = (int(v) for v in stats[k, :4])
-    return np.array([x, y, x + w, y + h], dtype=np.float64)
+    ys, xs = np.nonzero(region)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
 
 
 def heatmap_rgba(heat: np.ndarray, floor: float = 0.2) -> np.ndarray:

@@ -42,7 +42,8 @@ class ProjectSerializer(serializers.ModelSerializer):
                   "consensus_strategy", "consensus_params", "show_prelabels", "clahe",
                   "allow_burned_in_annotation", "deid_retain_patient_characteristics",
                   "anatomy_policy", "display_long_side", "two_stage", "two_stage_threshold",
-                  "two_stage_rescale", "ctr_threshold", "label_classes", "mask_classes",
+                  "two_stage_rescale", "ctr_threshold", "explanation_prelabels",
+                  "label_classes", "mask_classes",
                   "image_count", "created_at"]
         read_only_fields = ["taxonomy_preset", "created_at"]
 
@@ -103,6 +104,7 @@ class ProjectUpdateSerializer(serializers.Serializer):
     two_stage_threshold = serializers.FloatField(min_value=0.0, max_value=1.0)
     two_stage_rescale = serializers.BooleanField()
     ctr_threshold = serializers.FloatField(min_value=0.3, max_value=0.8)
+    explanation_prelabels = serializers.BooleanField()
 
     def validate(self, attrs: dict) -> dict:
         unknown = sorted(set(self.initial_data) - set(self.fields))

@@ -20,7 +20,7 @@ import defusedxml.ElementTree as DefusedET
 from defusedxml import DefusedXmlException
 
 from annotations.errors import DomainError
-from annotations.taxonomy import LabelClassSpec, MaskClassSpec
+from annotations.taxonomy import NO_FINDING, LabelClassSpec, MaskClassSpec
 
 #: Tag names the region mapping (``regions.py``) and the ML backend rely on.
 IMAGE_NAME = "image"
@@ -29,6 +29,9 @@ BOX_CONTROL = "label"
 CHOICES_CONTROL = "image_labels"
 MASK_CONTROL = "mask"  # BrushLabels: painted masks
 POLYGON_CONTROL = "outline"  # PolygonLabels: the same mask classes, outlined
+#: BrushLabels holding the model's explanation overlays (pre-labels only: what a reader
+#: leaves there is never read as a mask)
+EXPLANATION_CONTROL = "explanation"
 
 _IMAGE_ATTRS = {
     "zoom": "true",
@@ -46,6 +49,7 @@ class LabelConfigClasses:
     box_classes: tuple[str, ...]
     image_classes: tuple[str, ...]
     mask_classes: tuple[str, ...] = ()
+    explanation_classes: tuple[str, ...] = ()
 
 
 def split_taxonomy(taxonomy: Sequence[LabelClassSpec],
@@ -58,12 +62,19 @@ def split_taxonomy(taxonomy: Sequence[LabelClassSpec],
     )
 
 
+def explanation_classes(taxonomy: Sequence[LabelClassSpec]) -> tuple[str, ...]:
+    """The findings a classifier explains: every class but "No finding"."""
+    return tuple(c.name for c in taxonomy if c.name != NO_FINDING)
+
+
 def label_config(taxonomy: Sequence[LabelClassSpec],
-                 mask_classes: Sequence[MaskClassSpec] = ()) -> str:
+                 mask_classes: Sequence[MaskClassSpec] = (), *,
+                 explanations: bool = False) -> str:
     """The labeling config XML for ``taxonomy``: one Image, box labels (when the taxonomy
     has box classes), a brush and a polygon tool over the mask classes (when there are
     any; both give the same masks), image-level choices (multi-select, when the taxonomy
-    has image-level classes)."""
+    has image-level classes); with ``explanations``, a brush control of the findings that
+    only the model's explanation overlays use."""
     classes = split_taxonomy(taxonomy, mask_classes)
     if not classes.box_classes and not classes.image_classes and not classes.mask_classes:
         raise DomainError("invalid_taxonomy", "a taxonomy needs at least one class")
@@ -88,6 +99,12 @@ def label_config(taxonomy: Sequence[LabelClassSpec],
         )
         for name in classes.image_classes:
             ET.SubElement(choices, "Choice", {"value": name})
+    if explanations:
+        control = ET.SubElement(view, "BrushLabels", {"name": EXPLANATION_CONTROL,
+                                                      "toName": IMAGE_NAME})
+        for spec in taxonomy:
+            if spec.name != NO_FINDING:
+                ET.SubElement(control, "Label", {"value": spec.name, "background": "#ff9100"})
     return ET.tostring(view, encoding="unicode")
 
 
@@ -128,12 +145,16 @@ def parse_label_config(xml: str) -> LabelConfigClasses:
     if polygons is not None and _values(polygons, "Label") != mask_names:
         raise _invalid(f'<PolygonLabels name="{POLYGON_CONTROL}"> must offer the brush\'s '
                        "mask classes")
+    explained = _control(root, "BrushLabels", EXPLANATION_CONTROL)
     return LabelConfigClasses(box_classes=box_names, image_classes=choice_names,
-                              mask_classes=mask_names)
+                              mask_classes=mask_names,
+                              explanation_classes=_values(explained, "Label")
+                              if explained is not None else ())
 
 
 def validate_label_config(xml: str, taxonomy: Sequence[LabelClassSpec],
-                          mask_classes: Sequence[MaskClassSpec] = ()) -> LabelConfigClasses:
+                          mask_classes: Sequence[MaskClassSpec] = (), *,
+                          explanations: bool = False) -> LabelConfigClasses:
     """Check that ``xml`` offers exactly the taxonomy's classes, each in the right control."""
     found = parse_label_config(xml)
     expected = split_taxonomy(taxonomy, mask_classes)
@@ -142,6 +163,8 @@ def validate_label_config(xml: str, taxonomy: Sequence[LabelClassSpec],
         ("box", expected.box_classes, found.box_classes),
         ("image-level", expected.image_classes, found.image_classes),
         ("mask", expected.mask_classes, found.mask_classes),
+        ("explanation", explanation_classes(taxonomy) if explanations else (),
+         found.explanation_classes),
     ):
         missing = [n for n in want if n not in got]
         unknown = [n for n in got if n not in want]

@@ -35,7 +35,11 @@ from django.utils.dateparse import parse_datetime
 
 from annotations.errors import DomainError
 from annotations.label_studio.client import LabelStudioClient, completed_by_id
-from annotations.label_studio.config import label_config, validate_label_config
+from annotations.label_studio.config import (
+    EXPLANATION_CONTROL,
+    label_config,
+    validate_label_config,
+)
 from annotations.label_studio.masks import MASK_TYPES, brush_region, region_mask
 from annotations.label_studio.regions import build_result, parse_result
 from annotations.label_studio.tickets import sign_in_url, ticket_mint
@@ -123,8 +127,9 @@ def workspace_ensure(project: Project, reader: Reader, kind: str = Workspace.Kin
                                 timeout=settings.LABEL_STUDIO_TIMEOUT)
     taxonomy = project_taxonomy(project)
     mask_classes = project_mask_classes(project)
-    config = label_config(taxonomy, mask_classes)
-    validate_label_config(config, taxonomy, mask_classes)
+    config = label_config(taxonomy, mask_classes, explanations=project.explanation_prelabels)
+    validate_label_config(config, taxonomy, mask_classes,
+                          explanations=project.explanation_prelabels)
     suffix = "adjudication" if kind == Workspace.Kind.ADJUDICATION else "reading"
     ls_id = service.create_project(f"{project.name} · {reader.code} · {suffix}", config)
     ws = Workspace.objects.create(
@@ -210,6 +215,20 @@ def _push_prelabels(ws: Workspace, assignments: list[Assignment], task_ids: list
                                                                  mask_prediction=pred["mask_prediction"])
 
 
+def workspaces_config_update(project: Project) -> int:
+    """Give every workspace of ``project`` the labeling config its settings call for now
+    (turning the explanation overlay on adds its control; a control is never removed,
+    since readers' annotations may hold regions of it).  How many were updated."""
+    taxonomy, mask_classes = project_taxonomy(project), project_mask_classes(project)
+    config = label_config(taxonomy, mask_classes, explanations=True)
+    validate_label_config(config, taxonomy, mask_classes, explanations=True)
+    n = 0
+    for ws in project.workspaces.all():
+        ws_client(ws).update_project(ws.ls_project_id, label_config=config)
+        n += 1
+    return n
+
+
 # --- applying Label Studio annotations ----------------------------------------------
 
 
@@ -242,7 +261,9 @@ def ls_result_masks(annotation: Mapping[str, Any], image: Image) -> list[MaskIn]
     image's original pixels.  Readers paint on the display derivative: a mask drawn on a
     smaller canvas is scaled up by nearest neighbour (each display pixel covers the
     original pixels it shows)."""
-    items = [r for r in annotation.get("result") or [] if r.get("type") in MASK_TYPES]
+    # the explanation control holds the model's overlays, never a reader's mask
+    items = [r for r in annotation.get("result") or [] if r.get("type") in MASK_TYPES
+             and r.get("from_name") != EXPLANATION_CONTROL]
     if not items:
         return []
     allowed = set(MaskClass.objects.filter(project_id=image.project_id)

@@ -37,7 +37,7 @@ from annotations.services import locks, runs
 from annotations.services.audit import audit_record
 from annotations.services.explanations import promoted_classifier
 from annotations.services.label_studio_sync import ws_client
-from annotations.services.prelabels import prelabel_for
+from annotations.services.prelabels import FINDING_PRESELECT, prelabel_for
 from annotations.services.storage import mask_write, read_display
 from annotations.taxonomy import NO_FINDING
 
@@ -128,10 +128,12 @@ def _apply_findings(project: Project, classifier: tuple[str, Any], arrays: list,
     name, model = classifier
     probs = model.predict(arrays)
     nf = model.class_names.index(NO_FINDING) if NO_FINDING in model.class_names else None
-    for pred, row in zip(preds, probs.tolist(), strict=True):
+    for pred, row, array in zip(preds, probs.tolist(), arrays, strict=True):
         pred.image_scores = {"classifier": name,
                              "probs": dict(zip(model.class_names, row, strict=True)),
                              "p_normal": row[nf] if nf is not None else None, "gated": False}
+        if project.explanation_prelabels:
+            pred.image_scores["explanations"] = _explanations(model, array, row)
         if not project.two_stage:
             continue
         pred.boxes, g = gate_boxes(pred.boxes, row[nf], project.two_stage_threshold,
@@ -140,6 +142,26 @@ def _apply_findings(project: Project, classifier: tuple[str, Any], arrays: list,
         pred.image_scores.update(gated=True, called_normal=g.called_normal,
                                  threshold=project.two_stage_threshold,
                                  rescaled=project.two_stage_rescale)
+
+
+#: Findings per film whose Grad-CAM region goes with the pre-label (the most probable).
+EXPLAINED_FINDINGS = 3
+
+
+def _explanations(model: Any, display: np.ndarray, probs: list[float]) -> dict[str, Any]:
+    """Where the classifier looked for each finding it calls (probability >= the
+    pre-selection point, at most ``EXPLAINED_FINDINGS``): the Grad-CAM map's largest
+    region above half its peak, stored at the display size."""
+    from training.explain import cam_region, classifier_cams
+
+    called = sorted(((p, n) for n, p in zip(model.class_names, probs, strict=True)
+                     if n != NO_FINDING and p >= FINDING_PRESELECT), reverse=True)
+    out = {}
+    for p, n in called[:EXPLAINED_FINDINGS]:
+        region = cam_region(classifier_cams(model, [display], n)[0])
+        path, digest, area = mask_write(region)
+        out[n] = {"path": path, "sha256": digest, "area": area, "p": float(p)}
+    return out
 
 
 #: Loaded model versions of this worker process (a version's files never change).

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 
+from annotations.label_studio.config import EXPLANATION_CONTROL
 from annotations.label_studio.masks import brush_region
 from annotations.label_studio.regions import build_result
 from annotations.models import Image, Prediction
@@ -39,10 +40,21 @@ def prelabel_for(image: Image, model_version: str | None = None) -> dict[str, An
             original_width=image.width, original_height=image.height,
             scores=[float(b.get("score", 1.0)) for b in rows],
             image_labels=_predicted_labels(image, boxes_row.image_scores or {}))
+        if image.project.explanation_prelabels:
+            result += _explanation_regions(boxes_row)
     if masks_row is not None:
         result += _mask_regions(masks_row)
     return {"result": result, "score": pred.score, "model_version": pred.model_version,
             "prediction": boxes_row, "mask_prediction": masks_row}
+
+
+def _explanation_regions(pred: Prediction) -> list[dict[str, Any]]:
+    """Where the classifier looked for each finding it called, as brush regions of the
+    explanation control (readers see them as an overlay; they are never read back)."""
+    found = (pred.image_scores or {}).get("explanations") or {}
+    return [brush_region(mask_read(e["path"]), name, score=e.get("p"),
+                         from_name=EXPLANATION_CONTROL)
+            for name, e in sorted(found.items()) if e.get("area")]
 
 
 def _mask_regions(pred: Prediction) -> list[dict[str, Any]]:

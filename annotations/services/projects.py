@@ -7,7 +7,7 @@ from typing import Any
 from django.db import transaction
 from django.utils.text import slugify
 
-from annotations import taxonomy
+from annotations import events, taxonomy
 from annotations.errors import DomainError
 from annotations.models import LabelClass, MaskClass, Project
 from annotations.services.audit import audit_record
@@ -96,7 +96,7 @@ UPDATABLE = frozenset({"name", "description", "consensus_strategy", "consensus_p
                        "adjudication_budget_per_week",
                        "promotion_threshold", "auto_retrain_after", "anatomy_policy",
                        "two_stage", "two_stage_threshold", "two_stage_rescale",
-                       "ctr_threshold"})
+                       "ctr_threshold", "explanation_prelabels"})
 
 
 @transaction.atomic
@@ -118,9 +118,12 @@ def project_update(*, project: Project, actor: Any = None, **fields: Any) -> Pro
             raise DomainError("invalid_project", exc.message) from exc
         except (TypeError, ValueError) as exc:
             raise DomainError("invalid_project", f"invalid strategy parameters: {exc}") from exc
+    enabling = bool(fields.get("explanation_prelabels")) and not project.explanation_prelabels
     for name, value in fields.items():
         setattr(project, name, value)
     project.save(update_fields=sorted(fields))
+    if enabling:  # its Label Studio workspaces get the overlay's control
+        events.emit(events.ExplanationsEnabled(project_id=project.pk))
     audit_record(action="project.update", actor=actor, project=project, target=project,
                  detail={"fields": sorted(fields)})
     return project

@@ -166,6 +166,21 @@ def test_two_stage_prelabels_gate_the_detectors_boxes(labelled, settings, traine
     assert probs["Pneumonia"] >= 0.5, probs
     shown = prelabel_for(lesion, "cls-det")["result"]
     assert [r["value"]["choices"] for r in shown if r["type"] == "choices"] == [["Pneumonia"]]
+    assert "explanations" not in plain[lesion].image_scores  # the overlay is off
+    # with the overlay on, each finding it calls comes with where it looked
+    project.explanation_prelabels = True
+    project.save()
+    explained = prelabel()[lesion].image_scores["explanations"]
+    called = {n for n, p in probs.items() if p >= 0.5 and n != "No finding"}
+    assert set(explained) == called and "Pneumonia" in called
+    film_area = lesion.display_width * lesion.display_height
+    # a region where the map is above half its peak: something, never the whole film
+    assert all(0 < e["area"] < film_area for e in explained.values()), \
+        {n: e["area"] for n, e in explained.items()}
+    overlay = [r for r in prelabel_for(Image.objects.get(pk=lesion.pk), "cls-det")["result"]
+               if r["from_name"] == "explanation"]
+    assert sorted(r["value"]["brushlabels"][0] for r in overlay) == sorted(called)
+    project.explanation_prelabels = False
     project.two_stage, project.two_stage_threshold = True, 0.5
     project.save()
     gated = prelabel()
