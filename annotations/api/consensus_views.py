@@ -128,13 +128,14 @@ class CtrReport(APIView):
 
 
 class MaskExport(APIView):
-    """A consensus run's masks as COCO (RLE), PNG masks or DICOM Segmentation objects."""
+    """The final masks (or one consensus run's) as COCO (RLE), PNG masks or DICOM
+    Segmentation objects."""
 
     permission_classes = [IsPlatformAdmin]
 
     @extend_schema(parameters=[
-        OpenApiParameter("run", int, description="consensus run (default: the latest with "
-                                                 "masks)"),
+        OpenApiParameter("run", int, description="one consensus run's masks (default: the "
+                                                 "final masks)"),
     ], responses={200: {"type": "string", "format": "binary"}})
     def get(self, request, slug: str, fmt: str):
         project = projects.project_get(slug)

@@ -12,7 +12,7 @@ Pure module: numpy, OpenCV, pycocotools; no Django.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -32,17 +32,16 @@ def coco_rle_to_mask(rle: Mapping) -> np.ndarray:
                              "counts": str(rle["counts"]).encode("ascii")}).astype(bool)
 
 
-def write_coco_masks(records: Sequence[ImageRecord],
-                     masks: Mapping[str, Mapping[str, np.ndarray]],
+def write_coco_masks(films: Iterable[tuple[ImageRecord, Mapping[str, np.ndarray]]],
                      classes: Sequence[MaskClassSpec]) -> str:
-    """COCO JSON of ``masks`` (``{image id: {class name: bool mask}}``)."""
+    """COCO JSON of ``films``: ``(image record, {class name: bool mask})`` pairs, taken
+    one at a time (a lazy iterable keeps one film's masks in memory)."""
     cat_id = {c.name: c.index + 1 for c in classes}
     images, annotations = [], []
-    for n, rec in enumerate(records, start=1):
+    for n, (rec, masks) in enumerate(films, start=1):
         images.append({"id": n, "file_name": rec.file_name, "width": rec.width,
                        "height": rec.height})
-        for name, m in sorted(masks.get(rec.image_id, {}).items(),
-                              key=lambda kv: cat_id[kv[0]]):
+        for name, m in sorted(masks.items(), key=lambda kv: cat_id[kv[0]]):
             rle = mask_to_coco_rle(m)
             raw = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
             annotations.append({

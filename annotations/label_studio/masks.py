@@ -39,6 +39,12 @@ MASK_TYPES = frozenset({BRUSH_TYPE, POLYGON_TYPE})
 MAX_MASK_PIXELS = 4096 * 4096
 #: Polygons with more vertices than this are not drawn by hand.
 MAX_POLYGON_POINTS = 20_000
+#: A painted structure's brush code: a hand-painted lung on a 4,096 px film is tens of
+#: kilobytes (runs per row, not pixels); the SDK's decoder expands every byte into
+#: eight Python strings, so a code is refused beyond this before it is decoded.
+MAX_RLE_BYTES = 512 * 1024
+#: Mask regions one read may hold (strokes of every class together).
+MAX_MASK_REGIONS = 64
 
 
 def mask_to_rle(mask: np.ndarray) -> list[int]:
@@ -54,10 +60,11 @@ def rle_to_mask(rle: Sequence[int], width: int, height: int) -> np.ndarray:
     _check_canvas(width, height)
     if not isinstance(rle, (list, tuple)) or len(rle) < 5:
         raise DomainError("invalid_region", "a brush region needs its rle code")
-    # The code can never need more bytes than the raw canvas (4 bytes a pixel) plus its
-    # header: refuse before the SDK expands it into a bit string.
-    if len(rle) > 4 * width * height + 16:
-        raise DomainError("invalid_region", "brush code longer than its canvas")
+    # Refuse before the SDK expands the code into a bit string: never longer than the
+    # raw canvas could need (4 bytes a pixel plus the header), nor than a painted
+    # structure's code is.
+    if len(rle) > min(4 * width * height + 16, MAX_RLE_BYTES):
+        raise DomainError("invalid_region", "brush code longer than its canvas allows")
     try:
         header = bytes(int(v) for v in rle[:4])
     except (TypeError, ValueError) as exc:
@@ -83,7 +90,7 @@ def polygon_to_mask(points: Sequence[Sequence[float]], width: int, height: int) 
         raise DomainError("invalid_region", f"a polygon needs 3..{MAX_POLYGON_POINTS} points")
     try:
         pts = np.array([[float(p[0]), float(p[1])] for p in points], dtype=np.float64)
-    except (TypeError, ValueError, IndexError) as exc:
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
         raise DomainError("invalid_region", "bad polygon points") from exc
     if not np.isfinite(pts).all() or (pts < -0.01).any() or (pts > 100.01).any():
         raise DomainError("invalid_region", "polygon points lie outside the image")
@@ -120,6 +127,8 @@ def region_mask(item: Mapping[str, Any], allowed: set[str] | None,
     (``size``, when given, is the size every region of the result must have)."""
     kind = item.get("type")
     value = item.get("value") or {}
+    if not isinstance(value, Mapping):
+        raise DomainError("invalid_region", "a mask region's value is an object")
     names = value.get(kind) or []
     if len(names) != 1:
         raise DomainError("invalid_region", f"a mask needs exactly one label, got {names}")
@@ -134,7 +143,10 @@ def region_mask(item: Mapping[str, Any], allowed: set[str] | None,
     if size is not None and (width, height) != size:
         raise DomainError("invalid_region", f"mask measured on a {(width, height)} image, "
                           f"expected {size}")
-    turned = float(item.get("image_rotation") or 0.0) % 360.0
+    try:
+        turned = float(item.get("image_rotation") or 0.0) % 360.0
+    except (TypeError, ValueError) as exc:
+        raise DomainError("invalid_region", "bad image_rotation") from exc
     if min(turned, 360.0 - turned) > 1e-6:
         raise DomainError("invalid_region", "rotated images are not supported")
     if kind == BRUSH_TYPE:

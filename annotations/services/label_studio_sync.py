@@ -40,7 +40,12 @@ from annotations.label_studio.config import (
     label_config,
     validate_label_config,
 )
-from annotations.label_studio.masks import MASK_TYPES, brush_region, region_mask
+from annotations.label_studio.masks import (
+    MASK_TYPES,
+    MAX_MASK_REGIONS,
+    brush_region,
+    region_mask,
+)
 from annotations.label_studio.regions import build_result, parse_result
 from annotations.label_studio.tickets import sign_in_url, ticket_mint
 from annotations.models import (
@@ -71,7 +76,7 @@ from annotations.services.feedback import feedback_record
 from annotations.services.image_state import image_states
 from annotations.services.prelabels import prelabel_for
 from annotations.services.signing import signed_image_url
-from annotations.services.storage import mask_digest, mask_read
+from annotations.services.storage import mask_read
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +248,7 @@ def ls_result_boxes(annotation: Mapping[str, Any], image: Image
     names = dict(LabelClass.objects.filter(project_id=image.project_id)
                  .values_list("name", "image_level"))
     parsed = parse_result(
-        [r for r in annotation.get("result") or [] if r.get("type") not in MASK_TYPES],
+        [r for r in _result_items(annotation) if r.get("type") not in MASK_TYPES],
         box_classes=[n for n, lvl in names.items() if not lvl],
         image_classes=[n for n, lvl in names.items() if lvl],
     )
@@ -256,16 +261,41 @@ def ls_result_boxes(annotation: Mapping[str, Any], image: Image
     return boxes, sorted(parsed.image_labels)
 
 
+def _result_items(annotation: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    result = annotation.get("result") or []
+    if not isinstance(result, list) or not all(isinstance(r, Mapping) for r in result):
+        raise DomainError("invalid_region", "a result is a list of regions")
+    return result
+
+
+def _mask_items(annotation: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The result's reader mask regions (the explanation control holds the model's
+    overlays, never a reader's mask)."""
+    return [r for r in _result_items(annotation) if r.get("type") in MASK_TYPES
+            and r.get("from_name") != EXPLANATION_CONTROL]
+
+
 def ls_result_masks(annotation: Mapping[str, Any], image: Image) -> list[MaskIn]:
     """A Label Studio result's brush and polygon regions as one mask per class, in the
-    image's original pixels.  Readers paint on the display derivative: a mask drawn on a
-    smaller canvas is scaled up by nearest neighbour (each display pixel covers the
-    original pixels it shows)."""
-    # the explanation control holds the model's overlays, never a reader's mask
-    items = [r for r in annotation.get("result") or [] if r.get("type") in MASK_TYPES
-             and r.get("from_name") != EXPLANATION_CONTROL]
+    image's original pixels.  Readers paint on the display derivative: a region's canvas
+    must be the display size (scaled up by nearest neighbour: each display pixel covers
+    the original pixels it shows) or the original size; any other canvas, or more than
+    ``MAX_MASK_REGIONS`` regions, is refused before anything is decoded."""
+    items = _mask_items(annotation)
     if not items:
         return []
+    if len(items) > MAX_MASK_REGIONS:
+        raise DomainError("invalid_region", f"more than {MAX_MASK_REGIONS} mask regions")
+    canvases = {(image.display_width, image.display_height), (image.width, image.height)}
+    for item in items:
+        try:
+            canvas = (int(item["original_width"]), int(item["original_height"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DomainError("invalid_region", "mask region has no original size") from exc
+        if canvas not in canvases:
+            raise DomainError("invalid_region", f"a mask painted on a {canvas[0]}x{canvas[1]}"
+                              f" canvas; this image is {image.display_width}x"
+                              f"{image.display_height} as shown")
     allowed = set(MaskClass.objects.filter(project_id=image.project_id)
                   .values_list("name", flat=True))
     size = None
@@ -284,10 +314,14 @@ def ls_result_masks(annotation: Mapping[str, Any], image: Image) -> list[MaskIn]
 
 
 def ls_result_signature(annotation: Mapping[str, Any], image: Image) -> tuple:
-    """What a result says, comparable: boxes, image labels and mask digests."""
+    """What a result says, comparable without decoding masks: boxes, image labels and
+    the canonical JSON of its mask regions (a forged or stale payload differs there;
+    only Label Studio's own copy is ever decoded)."""
     boxes, labels = ls_result_boxes(annotation, image)
-    masks = tuple((m.label, mask_digest(m.mask)) for m in ls_result_masks(annotation, image))
-    return tuple(boxes), tuple(labels), masks
+    masks = sorted(json.dumps([r.get("type"), r.get("from_name"), r.get("value"),
+                               r.get("original_width"), r.get("original_height")],
+                              sort_keys=True, default=str) for r in _mask_items(annotation))
+    return tuple(boxes), tuple(labels), hashlib.sha256("\n".join(masks).encode()).hexdigest()
 
 
 def _content_digest(annotation: Mapping[str, Any] | None) -> str:
@@ -307,7 +341,8 @@ def _violation(task: WorkspaceTask, ann_id: int, kind: str, annotation: Mapping[
                   "actual_reader": ws.reader if kind == ProtocolViolation.Kind.AFTER_UNBLINDING
                   else None,
                   "detail": {"reason": reason,
-                             "result": None if annotation is None else annotation.get("result")}},
+                             "result": None if annotation is None else
+                             _without_brush_codes(annotation.get("result"))}},
     )
     if created:
         logger.warning("protocol violation (%s): annotation %s in workspace %s", kind, ann_id,
@@ -315,6 +350,22 @@ def _violation(task: WorkspaceTask, ann_id: int, kind: str, annotation: Mapping[
         audit_record(action="label_studio.protocol_violation", project=ws.project, target=ws,
                      detail={"ls_annotation": ann_id, "kind": kind, "reason": reason})
     return "violation"
+
+
+def _without_brush_codes(result: Any) -> Any:
+    """A result as kept in a violation: brush codes replaced by their length and digest
+    (a violation records what was attempted, not megabytes of paint)."""
+    if not isinstance(result, list):
+        return None
+    out = []
+    for r in result[:200]:
+        value = r.get("value") if isinstance(r, Mapping) else None
+        if isinstance(value, Mapping) and "rle" in value:
+            code = json.dumps(value.get("rle"), default=str).encode()
+            r = {**r, "value": {**value, "rle": {"bytes": len(code),
+                                                  "sha256": hashlib.sha256(code).hexdigest()}}}
+        out.append(r)
+    return out
 
 
 def _frozen(task: WorkspaceTask) -> bool:
@@ -357,7 +408,11 @@ def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> s
         external_updated_at=_updated_at(annotation), was_cancelled=cancelled,
     )
     if created and (task.prediction_id is not None or task.mask_prediction_id is not None):
-        feedback_record(recorded)
+        try:  # feedback is about the model: it never costs the reader their read
+            with transaction.atomic():
+                feedback_record(recorded)
+        except DomainError as exc:
+            logger.warning("feedback on annotation %s not recorded (%s)", ann_id, exc.code)
     return "created" if created else "unchanged"
 
 

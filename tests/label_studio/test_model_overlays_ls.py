@@ -79,6 +79,35 @@ def test_overlays_are_shown_kept_and_only_masks_are_read(label_studio, ls_settin
     assert fb.mask_class.name == "Heart" and fb.dice == pytest.approx(1.0)
 
 
+def test_a_lost_premask_file_costs_the_feedback_never_the_read(label_studio, ls_settings,
+                                                                tmp_path):
+    from annotations.services.storage import media_path
+
+    project = project_create(name="Lost", slug="lost", readers_per_image=1,
+                             mask_preset="anatomy")
+    project_update(project=project, show_prelabels=True)
+    ingest_paths(project, [write_png(tmp_path / "l.png", seed=8, size=(H, W))])
+    img = Image.objects.get(project=project)
+    reader = readers.reader_create(email="lost@example.org", code="X1")
+    readers.assignments_create(project=project)
+    heart = _ellipse(150, 140, 45, 30)
+    hp, hd, ha = mask_write(heart)
+    Prediction.objects.create(image=img, model_version="lost-seg", score=0.9, boxes=[],
+                              masks={"segmenter": "lost-seg", "classes": {"Heart": {
+                                  "path": hp, "sha256": hd, "area": ha, "score": 0.9}}})
+    assert sync.assignments_push(project) == 1
+    task = reader.workspaces.get(kind="reading").tasks.get(image=img)
+    media_path(hp).unlink()  # the pre-painted mask's file is gone when the read arrives
+    mine = _ellipse(150, 140, 40, 28)
+    from annotations.label_studio.masks import brush_region
+
+    reader_client(label_studio, reader).create_annotation(task.ls_task_id,
+                                                          [brush_region(mine, "Heart")])
+    read = ReaderAnnotation.objects.get(image=img, reader=reader, is_current=True)
+    assert (mask_read(read.masks.get().path) == mine).all()
+    assert not MaskFeedback.objects.filter(reader=reader).exists()
+
+
 def test_turning_the_overlay_on_gives_existing_workspaces_its_control(label_studio,
                                                                       ls_settings, tmp_path):
     project = project_create(name="Later", slug="later", readers_per_image=1)

@@ -152,7 +152,7 @@ def test_mask_export_without_masks_is_a_clear_404(world, admin_user):
     api = APIClient()
     api.force_authenticate(admin_user)
     resp = api.get(f"/api/projects/{project.slug}/mask-exports/png/")
-    assert resp.status_code == 404 and b"no finished consensus run" in resp.content
+    assert resp.status_code == 404 and b"no masks to export" in resp.content
     assert api.get(f"/api/projects/{project.slug}/mask-exports/nifti/").status_code == 400
 
 
@@ -205,3 +205,33 @@ def test_adjudicator_masks_become_final_and_they_see_the_readers_masks(world):
                         masks=[MaskIn("Heart", decided)])
     final = final_masks(project, [images[1]])[images[1].pseudo_id]
     assert (mask_read(final["Heart"]) == decided).all()
+
+
+def test_export_follows_the_final_masks_or_a_chosen_run(world, admin_user):
+    from annotations.models import Adjudication
+    from annotations.services.adjudication import adjudication_decide, project_adjudicator_add
+
+    project, (r1, r2, r3), images = world
+    for r, m in ((r1, _ellipse(100, 100, 30, 20)), (r2, _ellipse(100, 100, 31, 21)),
+                 (r3, _ellipse(40, 130, 15, 15))):
+        _read(images[1], r, Heart=m)
+    run = consensus_run_create(project=project, enqueue=False)
+    consensus_run_execute(run_id=run.pk)
+    boss = readers.reader_create(email="boss2@example.org", code="ADJ2")
+    project_adjudicator_add(project=project, reader=boss)
+    decided = _ellipse(100, 100, 25, 15)
+    adjudication_decide(adjudication=Adjudication.objects.get(image=images[1]),
+                        adjudicator=boss, boxes=[], masks=[MaskIn("Heart", decided)])
+    api = APIClient()
+    api.force_authenticate(admin_user)
+
+    def heart(query=""):
+        doc = json.loads(api.get(f"/api/projects/{project.slug}/mask-exports/coco/{query}")
+                         .content)
+        [ann] = [a for a in doc["annotations"]]
+        return coco_rle_to_mask(ann["segmentation"])
+
+    assert (heart() == decided).all()  # the adjudicator's masks are final
+    assert not (heart(f"?run={run.pk}") == decided).all()  # that run's consensus
+    assert api.get(f"/api/projects/{project.slug}/mask-exports/coco/?run=999999"
+                   ).status_code == 404
