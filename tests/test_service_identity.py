@@ -95,7 +95,8 @@ def test_ml_backend_token_reads_which_model_serves_a_project_and_writes_nothing(
     resp = client.get(MODEL.format(ls_project))
     assert resp.status_code == 200, resp.content
     assert resp.json() == {"ls_project_id": ls_project, "project": "test",
-                           "model_version": "test-v1", "sha256": "a" * 64, "two_stage": None}
+                           "model_version": "test-v1", "sha256": "a" * 64, "two_stage": None,
+                           "masks": None}
     # the project's two-stage gate goes with it once switched on with a classifier
     classifier = ModelVersion.objects.create(project=project, name="test-c1", kind="classifier",
                                              sha256="b" * 64, config="")
@@ -106,6 +107,17 @@ def test_ml_backend_token_reads_which_model_serves_a_project_and_writes_nothing(
     assert client.get(MODEL.format(ls_project)).json()["two_stage"] == {
         "classifier": "test-c1", "sha256": "b" * 64, "threshold": 0.8, "rescale": False}
     assert client.get(MODEL.format(ls_project)).json()["model_version"] == "test-v1"
+    # a promoted mask model is named beside the detector, and serves alone without one
+    segmenter = ModelVersion.objects.create(project=project, name="test-s1", kind="segmenter",
+                                            sha256="c" * 64, config="")
+    version_promote(version=segmenter)
+    assert client.get(MODEL.format(ls_project)).json()["masks"] == {
+        "segmenter": "test-s1", "sha256": "c" * 64}
+    ModelVersion.objects.filter(kind="detector").update(promoted=False)
+    alone = client.get(MODEL.format(ls_project)).json()
+    assert alone["model_version"] is None and alone["two_stage"] is None
+    assert alone["masks"]["segmenter"] == "test-s1"
+    version_promote(version=version)
     assert client.get(MODEL.format(ls_project + 1)).status_code == 404  # no such workspace
     assert client.get(MODEL.format(10 ** 30)).status_code == 404  # out of the id range
     for method in ("post", "put", "patch", "delete"):

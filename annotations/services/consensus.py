@@ -144,8 +144,9 @@ def _execute(run: ConsensusRun) -> None:
         adjudications_route(run=run)
         run.digest = _run_digest(results, masks)
         run.stats = {"images": len(results), "annotations": len(annotations),
-                     "boxes": int(sum(len(r.classes) for r in results.values())),
-                     "masks": n_masks}
+                     "boxes": int(sum(len(r.classes) for r in results.values()))}
+        if masks:
+            run.stats["masks"] = n_masks
         runs.run_finish(run, digest=run.digest, stats=run.stats)
 
 

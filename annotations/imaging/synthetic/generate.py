@@ -62,7 +62,8 @@ class GenerationResult:
     #: Per image: the DICOM choices made (modality, photometric, bits, voi, syntax...).
     variants: list[dict[str, object]] = field(default_factory=list)
     #: Per image: exact anatomy masks by structure (CT-derived films; empty for the
-    #: phantom), also written as ``masks/<image_id>/<structure code>.png``.
+    #: phantom), also written as ``<masks_dir>/<image_id>/<structure code>.png`` when
+    #: asked (outside the folder of films, which is ingested as a whole).
     masks: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
@@ -162,6 +163,7 @@ def generate_studies(
     compressed_fraction: float = 0.25,
     readers: Sequence[ReaderProfile] | None = None,
     readers_per_image: int = 3,
+    masks_dir: Path | None = None,
 ) -> GenerationResult:
     """Write ``n`` synthetic chest radiograph studies, ground truth and reader CSVs.
 
@@ -231,7 +233,8 @@ def generate_studies(
         shapes.append((rows, cols))
         variants.append(variant)
         masks.append(rendering.masks)
-        _write_masks(out / "masks" / image_id, rendering.masks)
+        if masks_dir is not None:
+            _write_masks(Path(masks_dir) / image_id, rendering.masks)
 
     reads = simulate_readers(truth, shapes, profiles, readers_per_image, seed)
     gt_rows: list[list[str]] = []
