@@ -41,6 +41,14 @@ class ProjectCreateForm(forms.Form):
         label="Image-level findings",
         help_text="Custom taxonomy: one image-level finding per line, picked per image "
                   "(with the box classes above, or alone).")
+    anatomy_masks = forms.BooleanField(
+        required=False, label="Readers also paint the lung fields and the heart (masks)",
+        help_text="The anatomy preset: right lung, left lung, heart; the cardiothoracic "
+                  "ratio is measured from them.")
+    custom_mask_classes = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Other masks",
+        help_text="One structure or finding per line that readers paint as a mask "
+                  "(e.g. a finding's extent).")
     readers_per_image = forms.IntegerField(min_value=1, max_value=17, initial=3,
                                            label="Readers per image (k)")
     consensus_strategy = forms.ChoiceField(initial="wbf")
@@ -56,13 +64,15 @@ class ProjectCreateForm(forms.Form):
 
     def service_kwargs(self) -> dict:
         data = self.cleaned_data
-        classes, image = (
+        classes, image, masks = (
             [c.strip() for c in (data.get(key) or "").splitlines() if c.strip()]
-            for key in ("custom_classes", "custom_image_classes"))
+            for key in ("custom_classes", "custom_image_classes", "custom_mask_classes"))
         return {
             "name": data["name"], "slug": data.get("slug") or None,
             "taxonomy_preset": None if classes or image else data["taxonomy_preset"],
             "class_names": classes or None, "image_classes": image or None,
+            "mask_preset": "anatomy" if data.get("anatomy_masks") else None,
+            "mask_classes": masks or None,
             "readers_per_image": data["readers_per_image"],
             "consensus_strategy": data["consensus_strategy"],
             "show_prelabels": data["show_prelabels"], "clahe": data["clahe"],

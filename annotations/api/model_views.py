@@ -107,8 +107,9 @@ class ModelRollback(APIView):
     permission_classes = [IsPlatformAdmin]
 
     @extend_schema(request=None, responses={200: ModelVersionSerializer},
-                   parameters=[OpenApiParameter("kind", str, enum=ModelVersion.Kind.values,
-                                                description="detector (default) or classifier")])
+                   parameters=[OpenApiParameter(
+                       "kind", str, enum=ModelVersion.Kind.values,
+                       description="detector (default), classifier or segmenter")])
     def post(self, request, slug: str):
         kind = request.query_params.get("kind", ModelVersion.Kind.DETECTOR)
         if kind not in ModelVersion.Kind.values:

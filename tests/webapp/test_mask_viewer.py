@@ -137,3 +137,30 @@ def _admin():
 
     return get_user_model().objects.create_user(username="ctr-admin@example.org",
                                                 is_staff=True)
+
+
+def test_models_page_starts_a_mask_model_run(masked, admin_user, live_server, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    from annotations.models import TrainingRun
+
+    project, *_ = masked
+    with chromium_driver(tmp_path, size=(1280, 900)) as driver:
+        sign_in(driver, live_server.url, admin_user.username, "admin-pass-123")
+        driver.get(f"{live_server.url}/projects/{project.slug}/models/")
+        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "task"))
+        Select(driver.find_element(By.ID, "task")).select_by_value("segmenter")
+        options = [o.get_attribute("value") for o in
+                   driver.find_elements(By.CSS_SELECTOR, "#preset option")]
+        assert options == ["unet", "tiny"]
+        assert not driver.find_element(By.ID, "soft-labels-row").is_displayed()
+        Select(driver.find_element(By.ID, "preset")).select_by_value("tiny")
+        field = driver.find_element(By.ID, "max_iter")
+        field.clear()
+        field.send_keys("20")
+        driver.find_element(By.ID, "retrain").click()
+        WebDriverWait(driver, 20).until(lambda d: TrainingRun.objects.filter(
+            project=project).exists())
+    params = TrainingRun.objects.get(project=project).params
+    assert params["task"] == "segmenter" and params["preset"] == "tiny"
+    assert params["max_iter"] == 20 and params["soft_labels"] is False  # the default

@@ -164,6 +164,24 @@ def test_project_form_takes_image_level_findings(world, admin_user):
     assert not Project.objects.filter(name="Only findings").exists()
 
 
+def test_project_form_takes_mask_classes(world, admin_user):
+    client = login(admin_user)
+    assert "lung fields and the heart" in client.get("/projects/").content.decode()
+    res = client.post("/projects/", {"name": "Anatomy", "taxonomy_preset": "vindr_cxr",
+                                     "anatomy_masks": "on",
+                                     "custom_mask_classes": "Pneumothorax\n",
+                                     "readers_per_image": 3, "consensus_strategy": "wbf"})
+    assert res.status_code == 302, res.content[:500]
+    made = Project.objects.get(name="Anatomy")
+    assert list(made.mask_classes.values_list("name", "anatomy")) == [
+        ("Right lung", True), ("Left lung", True), ("Heart", True), ("Pneumothorax", False)]
+    res = client.post("/projects/", {"name": "Bad masks", "taxonomy_preset": "vindr_cxr",
+                                     "custom_mask_classes": "No finding\n",
+                                     "readers_per_image": 3, "consensus_strategy": "wbf"})
+    assert res.status_code == 200 and b"cannot be a mask class" in res.content
+    assert not Project.objects.filter(name="Bad masks").exists()
+
+
 def test_strategy_change_and_rerun(world, admin_user, django_capture_on_commit_callbacks):
     client = login(admin_user)
     res = client.post("/projects/clinic/", {"action": "strategy",

@@ -82,9 +82,10 @@
         const m = v.metrics || {};
         const actions = [];
         if (!v.promoted) actions.push(el("button", { class: "secondary", type: "button", "data-promote": v.name, onclick: () => act(`/api/model-versions/${v.name}/promote/`, `Put ${v.name} in service, replacing ${promoted ? promoted.name : "nothing"}?`) }, "Promote"));
-        if (v.promoted && v.parent) actions.push(el("button", { class: "secondary", type: "button", id: "rollback", onclick: () => act(`/api/projects/${slug}/model-versions/rollback/`, `Roll back from ${v.name} to the version before it?`) }, "Roll back"));
+        if (v.promoted && v.parent) actions.push(el("button", { class: "secondary", type: "button", id: "rollback", onclick: () => act(`/api/projects/${slug}/model-versions/rollback/?kind=${v.kind || "detector"}`, `Roll back from ${v.name} to the version before it?`) }, "Roll back"));
         const row = el("tr", { "data-version": v.name, style: selected === v.name ? "background:#f0f6fc" : "" },
-          el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); select(v.name); } }, el("strong", { class: "mono" }, v.name)), " ", v.promoted ? el("span", { class: "badge ok" }, "in service") : null),
+          el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); select(v.name); } }, el("strong", { class: "mono" }, v.name)), " ", v.promoted ? el("span", { class: "badge ok" }, "in service") : null,
+            v.kind && v.kind !== "detector" ? el("span", { class: "badge", "data-kind": v.kind }, v.kind === "segmenter" ? `mask model · gold Dice ${fmt(m.mean_dice)}` : `classifier · gold AUROC ${fmt(m.macro_auroc)}`) : null),
           el("td", { class: "mono small" }, v.parent || "–"), el("td", { class: "num" }, `${v.n_train_images} images`), el("td", { class: "small", "data-labels": v.name }, labelsOf(v)),
           el("td", { class: "num", "data-metric": "map_40" }, fmt(m.map_40)), el("td", { class: "num" }, fmt(m.coco_map)), el("td", { class: "num" }, fmt(m.froc_score)),
           el("td", { class: "small" }, when(v.created_at)), el("td", {}, ...actions));
@@ -152,10 +153,21 @@
       (e) => { inFlight = false; document.getElementById("active-run").replaceChildren(el("div", { class: "errorlist" }, e.message)); timer = setTimeout(kick, 5000); });
   }
 
+  // what to train: each kind of model has its own presets
+  const PRESETS = { detector: [["r50_fpn", "ResNet-50 FPN (production)"], ["tiny", "Tiny (quick check)"]],
+    classifier: [["densenet121", "DenseNet-121 (production)"], ["tiny", "Tiny (quick check)"]],
+    segmenter: [["unet", "U-Net, 512 px (production)"], ["tiny", "Tiny U-Net (quick check)"]] };
+  const taskPick = document.getElementById("task");
+  taskPick.addEventListener("change", () => {
+    document.getElementById("preset").replaceChildren(...PRESETS[taskPick.value].map(([v, t]) => el("option", { value: v }, t)));
+    document.getElementById("soft-labels-row").style.display = taskPick.value === "detector" ? "" : "none";
+  });
   document.getElementById("retrain-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    const params = { preset: document.getElementById("preset").value, max_iter: Number(document.getElementById("max_iter").value),
-      soft_labels: document.getElementById("soft_labels").checked };
+    const task = document.getElementById("task").value;
+    const params = { preset: document.getElementById("preset").value, max_iter: Number(document.getElementById("max_iter").value) };
+    if (task === "detector") params.soft_labels = document.getElementById("soft_labels").checked;
+    else params.task = task;
     const seed = document.getElementById("seed").value;
     if (seed !== "") params.seed = Number(seed);
     try { await api(`/api/projects/${slug}/training-runs/`, { method: "POST", body: { params } }); }
