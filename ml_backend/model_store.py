@@ -146,48 +146,38 @@ class ModelStore:
     def classifier(self, model: ProjectModel) -> Any | None:
         """The gate's classifier of a project whose two-stage switch is on (else None),
         verified against the registry's digest, kept loaded like detectors."""
-        if model.classifier is None:
-            return None
-        key = (model.classifier, model.classifier_sha256)
-        with self._lock:
-            if key in self._loaded:
-                self._loaded.move_to_end(key)
-                return self._loaded[key]
-            from annotations.errors import DomainError
-            from training.classifier import Classifier
+        from training.classifier import Classifier
 
-            try:
-                loaded = Classifier.from_dir(self.model_dir / model.classifier,
-                                             expected_sha256=model.classifier_sha256)
-            except (DomainError, OSError) as exc:
-                raise NoModel(f"classifier {model.classifier} of project {model.project} is "
-                              f"unavailable here: {getattr(exc, 'message', exc)}") from exc
-            self._loaded[key] = loaded
-            while len(self._loaded) > self.max_loaded + 1:  # room for one gate classifier
-                self._loaded.popitem(last=False)
-            return loaded
+        return self._companion(model, model.classifier, model.classifier_sha256,
+                               Classifier, "classifier")
 
     def segmenter(self, model: ProjectModel) -> Any | None:
-        """The project's promoted mask model (else None), verified against the
-        registry's digest, kept loaded like detectors."""
-        if model.segmenter is None:
+        """The project's promoted mask model (else None), verified and kept likewise."""
+        from training.segmenter import Segmenter
+
+        return self._companion(model, model.segmenter, model.segmenter_sha256,
+                               Segmenter, "mask model")
+
+    def _companion(self, model: ProjectModel, name: str | None, digest: str | None,
+                   kind: Any, what: str) -> Any | None:
+        """A model that serves beside the detector (gate classifier, mask model): loaded
+        once per (version, digest); room is kept for one of each beyond the detectors."""
+        if name is None:
             return None
-        key = (model.segmenter, model.segmenter_sha256)
+        key = (name, digest)
         with self._lock:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
             from annotations.errors import DomainError
-            from training.segmenter import Segmenter
 
             try:
-                loaded = Segmenter.from_dir(self.model_dir / model.segmenter,
-                                            expected_sha256=model.segmenter_sha256)
+                loaded = kind.from_dir(self.model_dir / name, expected_sha256=digest)
             except (DomainError, OSError) as exc:
-                raise NoModel(f"mask model {model.segmenter} of project {model.project} is "
-                              f"unavailable here: {getattr(exc, 'message', exc)}") from exc
+                raise NoModel(f"{what} {name} of project {model.project} is unavailable "
+                              f"here: {getattr(exc, 'message', exc)}") from exc
             self._loaded[key] = loaded
-            while len(self._loaded) > self.max_loaded + 2:  # room for a gate and a mask model
+            while len(self._loaded) > self.max_loaded + 2:
                 self._loaded.popitem(last=False)
             return loaded
 

@@ -189,3 +189,17 @@ def config_from_yaml(text: bytes | str) -> CfgNode:
         raise DomainError("invalid_model_config", f"config.yaml does not fit this "
                           f"platform's config: {exc}", status=422) from exc
     return cfg
+
+
+def load_task_version(directory: str | Path, expected_sha256: str | None, task: str,
+                      build: Any) -> tuple[torch.nn.Module, VersionFiles]:
+    """A verified version of the kind ``task`` (``CXR.TASK``): the model ``build(cfg)``
+    makes, with the version's weights loaded (``weights_only``: no pickled code)."""
+    files = read_version(directory, expected_sha256)  # verified before parsing
+    if files.cfg.CXR.TASK != task:
+        raise DomainError("invalid_model", f"{Path(directory).name} is not a {task}",
+                          status=422)
+    model = build(files.cfg)
+    blob = torch.load(io.BytesIO(files.weights), map_location="cpu", weights_only=True)
+    model.load_state_dict(blob["model"])
+    return model, files

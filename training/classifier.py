@@ -18,10 +18,7 @@ then a square resize to ``CXR.CLASSIFIER.INPUT_SIZE``.  No Django.
 
 from __future__ import annotations
 
-import io
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -36,9 +33,10 @@ import training.compat  # noqa: F401  (patches libraries before detectron2 loads
 from detectron2.config import CfgNode
 
 from annotations.errors import DomainError
-from training.artifacts import read_version, save_model_version
+from training.artifacts import load_task_version, save_model_version
 from training.config import empty_config
 from training.inputs import to_model_image
+from training.loop import Progress, generator_for, train_loop
 
 #: presets: torchvision's DenseNet-121, and a toy DenseNet for tests and CPU demos
 PRESETS = {
@@ -81,18 +79,6 @@ def prepare(image: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy((arr - _MEAN) / _STD).permute(2, 0, 1).float()
 
 
-@dataclass(frozen=True)
-class Progress:
-    iteration: int
-    max_iter: int
-    loss: float
-    eta_seconds: float | None
-
-    @property
-    def fraction(self) -> float:
-        return self.iteration / self.max_iter if self.max_iter else 1.0
-
-
 def train_classifier(
     cfg: CfgNode, images: Sequence[np.ndarray], targets: np.ndarray, *, max_iter: int,
     batch_size: int = 8, base_lr: float | None = None, seed: int | None = None,
@@ -111,39 +97,20 @@ def train_classifier(
     targets = np.asarray(targets, dtype=np.float32)
     if len(images) != len(targets) or not len(images):
         raise DomainError("no_training_data", "no labelled image to train the classifier on")
-    generator = torch.Generator().manual_seed(seed if seed is not None else
-                                              int(time.time_ns() % 2**31))
-    if seed is not None:
-        torch.manual_seed(seed)
+    generator = generator_for(seed)
     model = init if init is not None else build_classifier(cfg)
     size = int(cfg.CXR.CLASSIFIER.INPUT_SIZE)
     # films are prepared per batch, never all at once: a project's films do not fit in
     # memory as tensors (18,000 at 512 px would be 56 GB); ``images`` may load lazily
-    n = len(images)
     y = torch.from_numpy(targets)
     positives = y.sum(0)
     pos_weight = ((len(y) - positives) / positives.clamp(min=1.0)).clamp(1.0, 20.0)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=base_lr or cfg.CXR.CLASSIFIER.BASE_LR,
-                                  weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(max_iter, 1))
-    model.train()
-    start = time.monotonic()
-    for it in range(1, max_iter + 1):
-        batch = torch.randint(n, (min(batch_size, n),), generator=generator)
-        xb = torch.stack([prepare(images[int(j)], size) for j in batch])
-        if torch.rand(1, generator=generator).item() < 0.5:  # exposure varies film to film
-            xb = xb * (1.0 + 0.2 * (torch.rand(1, generator=generator).item() - 0.5))
-        loss = loss_fn(model(xb), y[batch])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        if progress is not None and (it % progress_period == 0 or it == max_iter):
-            elapsed = time.monotonic() - start
-            progress(Progress(it, max_iter, float(loss.detach()),
-                              elapsed / it * (max_iter - it) if it else None))
-    return model.eval()
+    return train_loop(
+        model, len(images),
+        lambda batch: (torch.stack([prepare(images[int(j)], size) for j in batch]), y[batch]),
+        nn.BCEWithLogitsLoss(pos_weight=pos_weight),
+        lr=base_lr or cfg.CXR.CLASSIFIER.BASE_LR, max_iter=max_iter, batch_size=batch_size,
+        generator=generator, progress=progress, progress_period=progress_period)
 
 
 class Classifier:
@@ -156,13 +123,7 @@ class Classifier:
 
     @classmethod
     def from_dir(cls, directory: str | Path, expected_sha256: str | None = None) -> Classifier:
-        files = read_version(directory, expected_sha256)  # verified before parsing
-        if files.cfg.CXR.TASK != "classifier":
-            raise DomainError("invalid_model", f"{Path(directory).name} is not a classifier",
-                              status=422)
-        model = build_classifier(files.cfg)
-        blob = torch.load(io.BytesIO(files.weights), map_location="cpu", weights_only=True)
-        model.load_state_dict(blob["model"])
+        model, files = load_task_version(directory, expected_sha256, "classifier", build_classifier)
         return cls(model, files.cfg, files.digest)
 
     @torch.no_grad()

@@ -15,10 +15,7 @@ written and verified like the other kinds (``training.artifacts``), with
 
 from __future__ import annotations
 
-import io
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -34,9 +31,10 @@ import training.compat  # noqa: F401  (patches libraries before detectron2 loads
 from detectron2.config import CfgNode
 
 from annotations.errors import DomainError
-from training.artifacts import read_version, save_model_version
+from training.artifacts import load_task_version, save_model_version
 from training.config import empty_config
 from training.inputs import to_model_image
+from training.loop import Progress, generator_for, train_loop
 
 PRESETS = {
     "unet": {"input_size": 512, "lr": 1e-3, "channels": [32, 64, 128, 256, 512],
@@ -84,18 +82,6 @@ def prepare_masks(masks: np.ndarray, size: int) -> torch.Tensor:
         for m in np.asarray(masks)]).astype(np.float32))
 
 
-@dataclass(frozen=True)
-class Progress:
-    iteration: int
-    max_iter: int
-    loss: float
-    eta_seconds: float | None
-
-    @property
-    def fraction(self) -> float:
-        return self.iteration / self.max_iter if self.max_iter else 1.0
-
-
 def train_segmenter(
     cfg: CfgNode, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], *,
     max_iter: int, batch_size: int = 4, base_lr: float | None = None,
@@ -107,35 +93,16 @@ def train_segmenter(
     may raise to stop the training (a cancelled or lost run)."""
     if len(images) != len(masks) or not len(images):
         raise DomainError("no_training_data", "no film with final masks to train on")
-    generator = torch.Generator().manual_seed(seed if seed is not None else
-                                              int(time.time_ns() % 2**31))
-    if seed is not None:
-        torch.manual_seed(seed)
+    generator = generator_for(seed)
     model = build_segmenter(cfg)
     size = int(cfg.CXR.SEGMENTER.INPUT_SIZE)
-    loss_fn = DiceCELoss(sigmoid=True, squared_pred=True)
-    optimiser = torch.optim.AdamW(model.parameters(),
-                                  lr=base_lr or cfg.CXR.SEGMENTER.BASE_LR, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(max_iter, 1))
-    n = len(images)
-    model.train()
-    start = time.monotonic()
-    for it in range(1, max_iter + 1):
-        batch = torch.randint(n, (min(batch_size, n),), generator=generator)
-        xb = torch.stack([prepare(images[int(j)], size) for j in batch])
-        yb = torch.stack([prepare_masks(masks[int(j)], size) for j in batch])
-        if torch.rand(1, generator=generator).item() < 0.5:  # exposure varies film to film
-            xb = xb * (1.0 + 0.2 * (torch.rand(1, generator=generator).item() - 0.5))
-        loss = loss_fn(model(xb), yb)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        if progress is not None and (it % progress_period == 0 or it == max_iter):
-            elapsed = time.monotonic() - start
-            progress(Progress(it, max_iter, float(loss.detach()),
-                              elapsed / it * (max_iter - it) if it else None))
-    return model.eval()
+    return train_loop(
+        model, len(images),
+        lambda batch: (torch.stack([prepare(images[int(j)], size) for j in batch]),
+                       torch.stack([prepare_masks(masks[int(j)], size) for j in batch])),
+        DiceCELoss(sigmoid=True, squared_pred=True),
+        lr=base_lr or cfg.CXR.SEGMENTER.BASE_LR, max_iter=max_iter, batch_size=batch_size,
+        generator=generator, progress=progress, progress_period=progress_period)
 
 
 class Segmenter:
@@ -148,13 +115,7 @@ class Segmenter:
 
     @classmethod
     def from_dir(cls, directory: str | Path, expected_sha256: str | None = None) -> Segmenter:
-        files = read_version(directory, expected_sha256)  # verified before parsing
-        if files.cfg.CXR.TASK != "segmenter":
-            raise DomainError("invalid_model", f"{Path(directory).name} is not a segmenter",
-                              status=422)
-        model = build_segmenter(files.cfg)
-        blob = torch.load(io.BytesIO(files.weights), map_location="cpu", weights_only=True)
-        model.load_state_dict(blob["model"])
+        model, files = load_task_version(directory, expected_sha256, "segmenter", build_segmenter)
         return cls(model, files.cfg, files.digest)
 
     @torch.no_grad()

@@ -236,81 +236,70 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
         raise
 
 
+def _loss_report(run: TrainingRun, state: dict[str, Any], loss: str):
+    """The heartbeat of a one-loss training (classifier, segmenter): progress, the loss
+    curve, and a stop when the run was cancelled or lost (the heartbeat raises)."""
+    def report(progress) -> None:
+        state.update(iteration=progress.iteration, max_iter=progress.max_iter,
+                     fraction=progress.fraction, eta_seconds=progress.eta_seconds,
+                     losses={loss: progress.loss}, phase="training")
+        state.setdefault("loss_history", []).append([progress.iteration, progress.loss])
+        runs.run_heartbeat(run, progress=state, best_effort=True)
+    return report
+
+
+def _publish(run: TrainingRun, state: dict[str, Any], *, kind: str, model, cfg, save,
+             images: list[Image], val: list[Image], label_sources: dict) -> ModelVersion:
+    """Save a trained classifier or segmenter as the project's next version, evaluate,
+    register and promote it like a detector; a version that does not register leaves no
+    folder behind."""
+    project = run.project
+    state["phase"] = "evaluating"
+    runs.run_heartbeat(run, progress=state)
+    name = _next_name(project)
+    folder = Path(settings.MODEL_DIR) / name
+    _, digest = save(model, cfg, folder)
+    parent = ModelVersion.objects.filter(project=project, promoted=True, kind=kind).first()
+    try:
+        return _register(run, state, ModelVersion(
+            project=project, name=name, kind=kind, sha256=digest, config=cfg.dump(),
+            parent=parent, training_run=run, train_images=sorted(i.pseudo_id for i in images),
+            label_sources=label_sources),
+            detail={"images": len(images), "validation": len(val), "kind": kind})
+    except BaseException:
+        if not ModelVersion.objects.filter(name=name).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def _train_classifier(run: TrainingRun) -> ModelVersion:
-    """The image-level classifier: trained in memory on the display derivatives, saved,
-    then evaluated, registered and promoted exactly as a detector is."""
+    """The image-level classifier: trained in memory on the display derivatives."""
     from training.classifier import save_classifier
 
     project, params = run.project, run.params
     train, val, labels = _training_images(run)
     runs.run_heartbeat(run)
     state: dict[str, Any] = {}
-
-    def report(progress) -> None:
-        state.update(iteration=progress.iteration, max_iter=progress.max_iter,
-                     fraction=progress.fraction, eta_seconds=progress.eta_seconds,
-                     losses={"loss_bce": progress.loss}, phase="training")
-        state.setdefault("loss_history", []).append([progress.iteration, progress.loss])
-        runs.run_heartbeat(run, progress=state, best_effort=True)  # raises: cancelled, lost
-
     model, cfg = train_classifier_model(params=params, project=project, images=train,
-                                        labels=labels, report=report)
-    state["phase"] = "evaluating"
-    runs.run_heartbeat(run, progress=state)
-    name = _next_name(project)
-    folder = Path(settings.MODEL_DIR) / name
-    _, digest = save_classifier(model, cfg, folder)
-    parent = ModelVersion.objects.filter(project=project, promoted=True,
-                                         kind=ModelVersion.Kind.CLASSIFIER).first()
-    try:
-        return _register(run, state, ModelVersion(
-            project=project, name=name, kind=ModelVersion.Kind.CLASSIFIER, sha256=digest,
-            config=cfg.dump(), parent=parent, training_run=run,
-            train_images=sorted(i.pseudo_id for i in train),
-            label_sources={i.pseudo_id: labels[i.pseudo_id].meta for i in train}),
-            detail={"images": len(train), "validation": len(val), "kind": "classifier"})
-    except BaseException:
-        if not ModelVersion.objects.filter(name=name).exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
+                                        labels=labels,
+                                        report=_loss_report(run, state, "loss_bce"))
+    return _publish(run, state, kind=ModelVersion.Kind.CLASSIFIER, model=model, cfg=cfg,
+                    save=save_classifier, images=train, val=val,
+                    label_sources={i.pseudo_id: labels[i.pseudo_id].meta for i in train})
 
 
 def _train_segmenter(run: TrainingRun) -> ModelVersion:
-    """The mask model: trained on the final masks, saved, then evaluated, registered and
-    promoted like the other kinds."""
+    """The mask model: trained on the final masks of the training images."""
     from training.segmenter import save_segmenter
 
     project, params = run.project, run.params
     train, val, _labels = _training_images(run)
     runs.run_heartbeat(run)
     state: dict[str, Any] = {}
-
-    def report(progress) -> None:
-        state.update(iteration=progress.iteration, max_iter=progress.max_iter,
-                     fraction=progress.fraction, eta_seconds=progress.eta_seconds,
-                     losses={"loss_dice_ce": progress.loss}, phase="training")
-        state.setdefault("loss_history", []).append([progress.iteration, progress.loss])
-        runs.run_heartbeat(run, progress=state, best_effort=True)  # raises: cancelled, lost
-
     model, cfg, used = train_segmenter_model(params=params, project=project, images=train,
-                                             report=report)
-    state["phase"] = "evaluating"
-    runs.run_heartbeat(run, progress=state)
-    name = _next_name(project)
-    folder = Path(settings.MODEL_DIR) / name
-    _, digest = save_segmenter(model, cfg, folder)
-    parent = ModelVersion.objects.filter(project=project, promoted=True,
-                                         kind=ModelVersion.Kind.SEGMENTER).first()
-    try:
-        return _register(run, state, ModelVersion(
-            project=project, name=name, kind=ModelVersion.Kind.SEGMENTER, sha256=digest,
-            config=cfg.dump(), parent=parent, training_run=run,
-            train_images=sorted(i.pseudo_id for i in used), label_sources={}),
-            detail={"images": len(used), "validation": len(val), "kind": "segmenter"})
-    except BaseException:
-        if not ModelVersion.objects.filter(name=name).exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
+                                             report=_loss_report(run, state, "loss_dice_ce"))
+    return _publish(run, state, kind=ModelVersion.Kind.SEGMENTER, model=model, cfg=cfg,
+                    save=save_segmenter, images=used, val=val, label_sources={})
 
 
 def _register(run: TrainingRun, state: dict[str, Any], version: ModelVersion,

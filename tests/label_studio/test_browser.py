@@ -51,9 +51,9 @@ return {
 """
 
 
-@pytest.fixture
-def reading(label_studio, live_server, settings, admin_user, tmp_path):
-    """Two one-reader projects, pre-labels on and off, each with one predicted image."""
+def browser_settings(settings, label_studio, live_server) -> None:
+    """The platform and Label Studio as a browser reaches them (the live server's URL,
+    Label Studio's, its image CORS origin)."""
     settings.LABEL_STUDIO_URL = label_studio.url
     settings.LABEL_STUDIO_PUBLIC_URL = label_studio.url
     settings.LABEL_STUDIO_TOKEN = label_studio.token
@@ -61,6 +61,12 @@ def reading(label_studio, live_server, settings, admin_user, tmp_path):
     settings.PUBLIC_BASE_URL = live_server.url
     settings.PLATFORM_URL_FOR_LABEL_STUDIO = live_server.url
     settings.IMAGE_CORS_ORIGINS = [label_studio.url]
+
+
+@pytest.fixture
+def reading(label_studio, live_server, settings, admin_user, tmp_path):
+    """Two one-reader projects, pre-labels on and off, each with one predicted image."""
+    browser_settings(settings, label_studio, live_server)
     reader = readers.reader_create(email="reader.browser@example.org", code="R1")
     tasks = {}
     for i, show in enumerate((True, False)):

@@ -17,20 +17,19 @@ from annotations.services.projects import project_create
 from annotations.services.storage import mask_read
 from tests.browser import By, WebDriverWait, chromium_driver
 from tests.conftest import ingest_paths
-from tests.label_studio.test_browser import EDITOR_STATE_JS, _login, _open_task
+from tests.label_studio.test_browser import (
+    EDITOR_STATE_JS,
+    _login,
+    _open_task,
+    browser_settings,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def painting(label_studio, live_server, settings, admin_user, tmp_path):
-    settings.LABEL_STUDIO_URL = label_studio.url
-    settings.LABEL_STUDIO_PUBLIC_URL = label_studio.url
-    settings.LABEL_STUDIO_TOKEN = label_studio.token
-    settings.LABEL_STUDIO_BRIDGE_SECRET = label_studio.bridge_secret
-    settings.PUBLIC_BASE_URL = live_server.url
-    settings.PLATFORM_URL_FOR_LABEL_STUDIO = live_server.url
-    settings.IMAGE_CORS_ORIGINS = [label_studio.url]
+    browser_settings(settings, label_studio, live_server)
     reader = readers.reader_create(email="painter@example.org", code="P1")
     project = project_create(name="Paint", slug="paint", readers_per_image=1,
                              mask_preset="anatomy", actor=admin_user)

@@ -8,7 +8,6 @@ another reader's masks.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -22,6 +21,7 @@ from annotations.services.projects import project_create
 from annotations.services.storage import mask_read
 from tests.conftest import ingest_paths, write_png
 from tests.label_studio.readers_ls import reader_client
+from tests.masks import ellipse
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,9 +29,7 @@ W, H = 400, 360
 
 
 def _ellipse(cx, cy, ax, ay) -> np.ndarray:
-    m = np.zeros((H, W), np.uint8)
-    cv2.ellipse(m, (cx, cy), (ax, ay), 0, 0, 360, 1, -1)
-    return m.astype(bool)
+    return ellipse((H, W), cx, cy, ax, ay)
 
 
 def _setup(tmp_path):

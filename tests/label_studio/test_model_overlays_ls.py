@@ -6,7 +6,6 @@ later gives existing workspaces its control."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from annotations.services.projects import project_create, project_update
 from annotations.services.storage import mask_read, mask_write
 from tests.conftest import ingest_paths, write_png
 from tests.label_studio.readers_ls import reader_client
+from tests.masks import ellipse
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,9 +25,7 @@ H, W = 240, 320
 
 
 def _ellipse(cx, cy, ax, ay) -> np.ndarray:
-    m = np.zeros((H, W), np.uint8)
-    cv2.ellipse(m, (cx, cy), (ax, ay), 0, 0, 360, 1, -1)
-    return m.astype(bool)
+    return ellipse((H, W), cx, cy, ax, ay)
 
 
 def test_overlays_are_shown_kept_and_only_masks_are_read(label_studio, ls_settings, tmp_path):

@@ -26,6 +26,7 @@ from annotations.services.consensus import consensus_run_create, consensus_run_e
 from annotations.services.projects import project_create
 from annotations.services.storage import mask_read
 from tests.conftest import ingest_paths, write_png
+from tests.masks import ellipse
 
 pytestmark = pytest.mark.django_db
 
@@ -33,9 +34,7 @@ H, W = 160, 200
 
 
 def _ellipse(cx, cy, ax, ay) -> np.ndarray:
-    m = np.zeros((H, W), np.uint8)
-    cv2.ellipse(m, (cx, cy), (ax, ay), 0, 0, 360, 1, -1)
-    return m.astype(bool)
+    return ellipse((H, W), cx, cy, ax, ay)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ readers' cardiomegaly labels."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 from rest_framework.test import APIClient
@@ -18,6 +17,7 @@ from annotations.services.image_layers import image_layers
 from annotations.services.projects import project_create
 from tests.browser import By, WebDriverWait, chromium_driver
 from tests.conftest import ingest_paths, write_png
+from tests.masks import ellipse
 from tests.webapp.test_browser import ready, shot, sign_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,9 +27,7 @@ PASSWORD = "reader-pass-123"
 
 
 def _ellipse(cx, cy, ax, ay) -> np.ndarray:
-    m = np.zeros((H, W), np.uint8)
-    cv2.ellipse(m, (cx, cy), (ax, ay), 0, 0, 360, 1, -1)
-    return m.astype(bool)
+    return ellipse((H, W), cx, cy, ax, ay)
 
 
 #: lungs 60..339 (280 px wide); the heart 150 px wide on film 0 (CTR 0.536), 100 on film 1
