@@ -30,6 +30,7 @@ from annotations.services.consensus import consensus_run_create
 from annotations.services.prelabeling import prelabel_run_create
 from annotations.services.training import training_run_cancel, training_run_create
 from tests import test_run_lifecycle, test_training_loop
+from tests.training import test_segmenter_training
 from tests.worker import (
     BROKER,
     empty_broker,
@@ -46,6 +47,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 labelled = test_training_loop.labelled
 read_project = test_run_lifecycle.read_project
 films = test_run_lifecycle.films
+painted = test_segmenter_training.painted
 
 #: Long enough to be killed or cancelled mid-way (the tiny preset, ~0.4 s an iteration here).
 LONG = {"preset": "tiny", "max_iter": 500, "ims_per_batch": 2, "base_lr": 0.02,
@@ -126,6 +128,39 @@ def test_sigkill_mid_training_fails_the_run_and_the_project_goes_on(labelled, br
     assert again.model_version == version and version.training_run_id == again.pk
     assert version.promoted and again.attempts == 1
     print(f"\nrecovered {recovered:.1f} s after the kill")  # noqa: T201
+
+
+def test_sigkill_mid_mask_model_training_leaves_nothing_and_a_rerun_serves(
+        painted, broker, workers, settings):
+    """The U-Net's training run on a real worker, killed mid-way: the sweep fails it,
+    no version or folder is left; the next run trains, evaluates and is promoted."""
+    project, _, _ = painted
+    params = {"task": "segmenter", "preset": "tiny", "max_iter": 4000, "ims_per_batch": 2,
+              "val_fraction": 0.0}
+    worker = workers("gpu")
+    with tasks_to_broker():
+        run = training_run_create(project=project, params=params)
+    run = wait_for(lambda: (r := TrainingRun.objects.get(pk=run.pk)).progress.get(
+        "iteration", 0) >= 80 and r, 180, workers.log)
+    kill_worker(worker)
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and run.progress["iteration"] < params["max_iter"]
+    time.sleep(2.5)
+    report = runs.runs_sweep(timeouts={"training": 2})
+    assert report.failed == [("training", run.pk)]
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.reason.startswith("worker lost"), run.reason
+    assert not ModelVersion.objects.filter(kind="segmenter").exists()
+    assert not any(Path(settings.MODEL_DIR).glob(f"{project.slug}-v*"))
+
+    workers("gpu")
+    with tasks_to_broker():
+        again = training_run_create(project=project, params={**params, "max_iter": 60})
+    again = wait_for(lambda: _final(TrainingRun, again.pk), 240, workers.log)
+    assert again.status == RunStatus.DONE, (again.reason, workers.log()[-3000:])
+    version = ModelVersion.objects.get(kind="segmenter")
+    assert version.training_run_id == again.pk and version.promoted
+    assert version.metrics["mean_dice"] is not None
 
 
 def test_cancel_during_training_on_a_worker(labelled, broker, workers, settings):
