@@ -111,3 +111,46 @@ def test_a_changed_mask_is_a_new_version_and_a_replay_is_not(label_studio, ls_se
     assert (mask_read(now.masks.get().path) == grown).all()
     assert (mask_read(first.masks.get().path) == heart).all()  # the old version kept
     assert task.ls_task_id
+
+
+def test_a_forged_mask_under_a_real_annotation_is_rejected_and_a_frozen_mask_stays(
+        label_studio, ls_settings, tmp_path, live_server):
+    """A reader who knows their webhook secret posts A's event with other paint (and
+    with an oversized code): both rejected, the stored mask unchanged.  Once the image is
+    final, repainting in Label Studio is a protocol violation; the read stays."""
+    import json
+
+    from annotations.models import ProtocolViolation, WebhookEvent
+    from tests.label_studio.test_webhook_forgery import _post
+
+    project, (r1, r2, r3), images = _setup(tmp_path)
+    img = images[0]
+    heart = _ellipse(200, 230, 60, 45)
+    ann = _paint(label_studio, r1, img, [brush_region(heart, "Heart")])
+    ws = r1.workspaces.get(kind="reading")
+    stored = ReaderAnnotation.objects.get(image=img, reader=r1, is_current=True)
+    event = WebhookEvent.objects.get(action="ANNOTATION_CREATED", workspace=ws)
+    world = {"url": live_server.url}
+    for rle in (brush_region(_ellipse(100, 100, 80, 80), "Heart")["value"]["rle"],
+                [255] * 400_000):
+        forged = json.loads(json.dumps(event.payload))
+        forged["annotation"]["result"][0]["value"]["rle"] = rle
+        assert _post(world, ws, forged).status_code == 200
+    rejected = WebhookEvent.objects.filter(workspace=ws).exclude(pk=event.pk)
+    assert [e.status for e in rejected] == ["rejected", "rejected"]
+    assert all(e.reason.startswith("stale_webhook") for e in rejected), \
+        [e.reason for e in rejected]
+    now = ReaderAnnotation.objects.get(image=img, reader=r1, is_current=True)
+    assert now.pk == stored.pk and (mask_read(now.masks.get().path) == heart).all()
+
+    _paint(label_studio, r2, img, [brush_region(heart, "Heart")])
+    _paint(label_studio, r3, img, [brush_region(heart, "Heart")])
+    assert ConsensusRun.objects.get(project=project, trigger="reads_complete").status == "done"
+    reader_client(label_studio, r1).update_annotation(
+        ann["id"], [brush_region(_ellipse(200, 230, 90, 70), "Heart")])
+    sync.workspace_reconcile(ws)
+    assert ProtocolViolation.objects.filter(workspace=ws, kind="after_unblinding").exists()
+    kept = ReaderAnnotation.objects.get(image=img, reader=r1, is_current=True)
+    assert kept.pk == stored.pk and (mask_read(kept.masks.get().path) == heart).all()
+    detail = ProtocolViolation.objects.get(workspace=ws).detail
+    assert set(detail["result"][0]["value"]["rle"]) == {"bytes", "sha256"}  # no paint kept

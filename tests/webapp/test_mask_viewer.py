@@ -85,6 +85,26 @@ def test_reader_sees_only_own_outlines_until_final_then_all_and_the_ctr(masked):
     assert ctr["cardiomegaly_labelled"] is False  # nobody drew a cardiomegaly box
 
 
+def test_a_reader_never_gets_the_model_masks_before_final_without_prelabels(masked):
+    from annotations.models import Prediction
+    from annotations.services.projects import project_update
+    from annotations.services.storage import mask_write
+
+    project, (k1, _k2), images = masked
+    path, digest, area = mask_write(HEARTS[0])
+    Prediction.objects.create(image=images[0], model_version="seg-x", score=0.9, boxes=[],
+                              masks={"segmenter": "seg-x", "classes": {"Heart": {
+                                  "path": path, "sha256": digest, "area": area}}})
+    _read(images[0], k1, HEARTS[1])
+    kinds = [l_["kind"] for l_ in image_layers(user=k1.user, image_id=images[0].pseudo_id)
+             ["layers"]]
+    assert kinds == ["reader"]  # no model masks, no consensus, no CTR
+    project_update(project=project, show_prelabels=True)  # the project shows pre-labels
+    kinds = [l_["kind"] for l_ in image_layers(user=k1.user, image_id=images[0].pseudo_id)
+             ["layers"]]
+    assert kinds == ["reader", "model_masks"]
+
+
 def test_ctr_report_sets_the_measurement_against_the_labels(masked):
     project, (k1, k2), images = masked
     for img, heart in zip(images, HEARTS, strict=True):
