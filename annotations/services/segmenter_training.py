@@ -58,15 +58,15 @@ def final_masks(project: Project, images: Sequence[Image] | None = None
         if latest_run.setdefault(pid, run_id) == run_id:
             out.setdefault(pid, {})[row.mask_class.name] = row.path
     decided = adjudicated_images(project)
+    if images is not None:  # one image's viewer reads that image's decision only
+        wanted_ids = {i.pk for i in images}
+        decided = {k: v for k, v in decided.items() if k in wanted_ids}
     painted = AnnotationMask.objects.filter(annotation__in=list(decided.values())) \
         .select_related("annotation__image", "mask_class")
     by_image: dict[str, dict[str, str]] = {}
     for m in painted:
         by_image.setdefault(m.annotation.image.pseudo_id, {})[m.mask_class.name] = m.path
-    wanted = None if images is None else {i.pseudo_id for i in images}
-    for pid, masks in by_image.items():
-        if wanted is None or pid in wanted:
-            out[pid] = masks
+    out.update(by_image)  # an adjudicator's painted masks replace the consensus's
     return out
 
 
