@@ -323,6 +323,74 @@ ML_BACKEND_PASSWORD = env.get("ML_BACKEND_PASSWORD") or (
 
 # --- Signed image URLs ------------------------------------------------------
 SIGNED_URL_TTL_SECONDS = env.get_int("SIGNED_URL_TTL", 3600)
+
+# --- Object storage -----------------------------------------------------------
+#: Where images, derivatives, masks, staged uploads, quarantined originals and model
+#: versions live: ``local`` (folders under CXR_DATA_DIR, the embedded default) or ``s3``
+#: (any S3 API: MinIO, Ceph, AWS) through django-storages.  Every worker reaches files
+#: through these stores only (annotations.services.storage), so a worker on another host
+#: needs the database, the broker and the store, never this machine's disk.
+STORAGE_BACKEND = env.get("STORAGE", "local")
+if STORAGE_BACKEND not in ("local", "s3"):
+    raise ImproperlyConfigured("CXR_STORAGE must be 'local' or 's3'")
+#: Store name -> (local folder setting, S3 key prefix).  Quarantine holds raw originals
+#: (identity included): private files locally, its own bucket on S3 when one is named.
+STORE_ROOTS = {"default": ("MEDIA_ROOT", "media"), "staging": ("STAGING_ROOT", "staging"),
+               "quarantine": ("QUARANTINE_ROOT", "quarantine"),
+               "models": ("MODEL_DIR", "models")}
+#: The bounded local copy a worker keeps of what it fetched from a remote store
+#: (least recently used files go first once it holds more than CXR_CACHE_MAX_BYTES).
+STORAGE_CACHE_ROOT = Path(env.get("STORAGE_CACHE_DIR", str(DATA_DIR / "cache"))).resolve()
+STORAGE_CACHE_MAX_BYTES = env.get_int("STORAGE_CACHE_MAX_BYTES", 4 * 1024**3)
+#: ``signed``: image URLs are the platform's own HMAC route (the default, any store);
+#: ``presigned``: Label Studio and browsers fetch from the store's presigned URLs (S3
+#: only; the store must be reachable from them).  Both expire after SIGNED_URL_TTL.
+IMAGE_URLS = env.get("IMAGE_URLS", "signed")
+if IMAGE_URLS not in ("signed", "presigned") or (IMAGE_URLS == "presigned"
+                                                 and STORAGE_BACKEND != "s3"):
+    raise ImproperlyConfigured("CXR_IMAGE_URLS must be 'signed', or 'presigned' with "
+                               "CXR_STORAGE=s3")
+
+
+def _s3_options(prefix: str, *, private: bool = False) -> dict:
+    bucket = env.get("S3_BUCKET")
+    if private:
+        bucket = env.get("S3_QUARANTINE_BUCKET", bucket)
+    if not bucket:
+        raise ImproperlyConfigured("CXR_STORAGE=s3 needs CXR_S3_BUCKET")
+    return {
+        "bucket_name": bucket, "location": prefix,
+        "endpoint_url": env.get("S3_ENDPOINT_URL"),
+        "region_name": env.get("S3_REGION", "us-east-1"),
+        "access_key": env.get("S3_ACCESS_KEY_ID"),
+        "secret_key": env.get("S3_SECRET_ACCESS_KEY"),
+        # MinIO and Ceph answer on one host name: path-style addressing
+        "addressing_style": env.get("S3_ADDRESSING_STYLE", "path"),
+        "signature_version": "s3v4", "default_acl": None, "file_overwrite": True,
+        "querystring_auth": True, "querystring_expire": SIGNED_URL_TTL_SECONDS,
+        "object_parameters": {"ServerSideEncryption": "AES256"}
+        if env.get_bool("S3_ENCRYPT", default=False) else {},
+    }
+
+
+def storage_config(backend: str) -> dict:
+    """``STORAGES`` for ``local`` or ``s3`` (the S3 options read from the environment
+    when called: the tests build an S3 configuration this way too)."""
+    if backend == "s3":
+        stores = {name: {"BACKEND": "storages.backends.s3.S3Storage",
+                         "OPTIONS": _s3_options(prefix, private=name == "quarantine")}
+                  for name, (_setting, prefix) in STORE_ROOTS.items()}
+    else:
+        stores = {name: {"BACKEND": "annotations.storage_backends.LocalStorage",
+                         "OPTIONS": {"root_setting": setting,
+                                     "private": name == "quarantine"}}
+                  for name, (setting, _prefix) in STORE_ROOTS.items()}
+    stores["staticfiles"] = {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    return stores
+
+
+STORAGES = storage_config(STORAGE_BACKEND)
 #: Origins (e.g. the Label Studio server) allowed to fetch image files cross-origin.
 IMAGE_CORS_ORIGINS = env.get_list(
     "IMAGE_CORS_ORIGINS",

@@ -15,7 +15,8 @@ import pytest
 
 # Session fixtures shared across test packages: a real Label Studio server and a
 # tiny Detectron2 model trained to overfit (both expensive, so built once).
-pytest_plugins = ["tests.fixtures.label_studio_server", "tests.fixtures.trained_model"]
+pytest_plugins = ["tests.fixtures.label_studio_server", "tests.fixtures.trained_model",
+                  "tests.s3"]
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +35,7 @@ def _isolated_files(request, tmp_path_factory):
     settings.MEDIA_ROOT = root / "media"
     settings.STAGING_ROOT = root / "staging"
     settings.QUARANTINE_ROOT = root / "quarantine"
+    settings.STORAGE_CACHE_ROOT = root / "cache"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     yield
 

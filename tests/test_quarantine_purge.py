@@ -20,6 +20,11 @@ pytestmark = pytest.mark.django_db
 NOW = timezone.now()
 
 
+def _file(key: str) -> Path:
+    """Where the local quarantine store keeps the original a row names by key."""
+    return Path(settings.QUARANTINE_ROOT) / key
+
+
 def _age(path: Path, days: float) -> None:
     when = (NOW - dt.timedelta(days=days)).timestamp()
     os.utime(path, (when, when))
@@ -38,7 +43,8 @@ def quarantined(project, tmp_path):
     batch = ingest_paths(project, inputs)
     items = list(batch.items.order_by("seq"))
     assert [i.status for i in items] == ["quarantined"] * 4
-    assert all(Path(i.quarantine_path).is_file() and i.quarantined_at for i in items)
+    assert all(_file(i.quarantine_path).is_file() and i.quarantined_at for i in items)
+    assert all(not Path(i.quarantine_path).is_absolute() for i in items)  # keys, not paths
     old, new, legacy, tampered = items
     IngestItem.objects.filter(pk=old.pk).update(quarantined_at=NOW - dt.timedelta(days=40))
     IngestItem.objects.filter(pk=new.pk).update(quarantined_at=NOW - dt.timedelta(days=10))
@@ -56,9 +62,9 @@ def test_purge_deletes_originals_past_the_retention_and_keeps_newer_ones(quarant
     report = quarantine_purge(now=NOW, retention_days=30)
     old, new, legacy = (IngestItem.objects.get(pk=quarantined[k].pk)
                         for k in ("old", "new", "legacy"))
-    assert not Path(quarantined["old"].quarantine_path).exists()
-    assert not Path(quarantined["legacy"].quarantine_path).exists()
-    assert Path(new.quarantine_path).is_file()
+    assert not _file(quarantined["old"].quarantine_path).exists()
+    assert not _file(quarantined["legacy"].quarantine_path).exists()
+    assert _file(new.quarantine_path).is_file()
     # the rows stay, with their reason and message, and say when the file went
     for item in (old, legacy):
         assert (item.status, item.reason, item.quarantine_path) == (
@@ -71,6 +77,16 @@ def test_purge_deletes_originals_past_the_retention_and_keeps_newer_ones(quarant
     assert AuditEvent.objects.filter(action="quarantine.purge").count() == 1
     again = quarantine_purge(now=NOW, retention_days=30)
     assert (again.originals, again.orphans, again.failed_staged) == (0, 0, 0)
+
+
+def test_a_row_whose_key_climbs_out_of_the_quarantine_store_deletes_nothing(quarantined,
+                                                                          tmp_path):
+    victim = Path(settings.QUARANTINE_ROOT).parent / "victim.txt"
+    victim.write_text("must survive")
+    IngestItem.objects.filter(pk=quarantined["new"].pk).update(
+        quarantine_path="../victim.txt", quarantined_at=NOW - dt.timedelta(days=99))
+    quarantine_purge(now=NOW, retention_days=30)
+    assert victim.read_text() == "must survive"
 
 
 def test_purge_removes_old_orphans_and_failed_staged_copies(quarantined):

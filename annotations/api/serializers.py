@@ -15,7 +15,7 @@ from annotations.models import (
     Project,
     Reader,
 )
-from annotations.services.signing import signed_image_url
+from annotations.services.signing import image_url
 from annotations.taxonomy import MASK_PRESETS, PRESETS, build_mask_classes, build_taxonomy
 
 
@@ -129,10 +129,10 @@ class ImageSerializer(serializers.ModelSerializer):
                   "display_url", "thumbnail_url", "created_at"]
 
     def get_display_url(self, obj: Image) -> str:
-        return signed_image_url(obj.pseudo_id, "display")
+        return image_url(obj, "display")
 
     def get_thumbnail_url(self, obj: Image) -> str:
-        return signed_image_url(obj.pseudo_id, "thumbnail")
+        return image_url(obj, "thumbnail")
 
 
 class IngestItemSerializer(serializers.ModelSerializer):

@@ -207,7 +207,11 @@ def image_file(request: HttpRequest, image_id: str, variant: str) -> HttpRespons
         return JsonResponse({"error": {"code": "not_found", "message": "no such image"}},
                             status=404)
     rel = image.display_path if variant == "display" else image.thumbnail_path
-    response = FileResponse(open(storage.media_path(rel), "rb"), content_type="image/png")
+    try:
+        stored = storage.open_read(storage.MEDIA, rel)
+    except DomainError as exc:
+        return JsonResponse({"error": exc.as_dict()}, status=404)
+    response = FileResponse(stored, content_type="image/png")
     response["Cache-Control"] = "private, max-age=300"
     origin = request.headers.get("Origin")
     from django.conf import settings

@@ -14,17 +14,15 @@ operating point sensitivity, specificity, precision, recall and F1
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 
 from annotations.consensus import ConsensusResult
 from annotations.errors import DomainError
 from annotations.models import Image, ModelVersion, Project
 from annotations.services.labels import final_results
-from annotations.services.storage import read_display
+from annotations.services.storage import model_dir, read_display
 
 
 def classifier_classes(project: Project) -> list[tuple[int, str, bool]]:
@@ -71,7 +69,7 @@ def classifier_gold_report(*, version: ModelVersion) -> dict[str, Any]:
                                      pseudo_id__in=list(labels)).order_by("pseudo_id"))
     if not gold:
         raise DomainError("no_gold_set", "the project has no gold images with final labels")
-    model = Classifier.from_dir(Path(settings.MODEL_DIR) / version.name,
+    model = Classifier.from_dir(model_dir(version.name),
                                 expected_sha256=version.sha256)
     classes = classifier_classes(project)
     if [name for _, name, _ in classes] != model.class_names:

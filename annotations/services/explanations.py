@@ -11,18 +11,16 @@ layer of an image may see where the model looked on it, nobody else.
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 
 from annotations.errors import DomainError
 from annotations.imaging.render import encode_png
 from annotations.models import ModelVersion, Project
 from annotations.selectors import image_list_visible
 from annotations.services.image_state import model_output_visible
-from annotations.services.storage import read_display
+from annotations.services.storage import model_dir, read_display
 from annotations.taxonomy import NO_FINDING
 
 #: Grad-CAM maps are computed for the most probable findings only (one backward pass
@@ -43,7 +41,7 @@ def promoted_classifier(project: Project) -> tuple[ModelVersion, Any] | None:
     key = (version.name, version.sha256)
     if key not in _CLASSIFIERS:
         _CLASSIFIERS.clear()  # keep one classifier in memory
-        _CLASSIFIERS[key] = Classifier.from_dir(Path(settings.MODEL_DIR) / version.name,
+        _CLASSIFIERS[key] = Classifier.from_dir(model_dir(version.name),
                                                 expected_sha256=version.sha256)
     return version, _CLASSIFIERS[key]
 
@@ -89,7 +87,7 @@ def _promoted_detector(project: Project) -> tuple[ModelVersion, Any]:
     key = (version.name, version.sha256)
     if key not in _DETECTORS:
         _DETECTORS.clear()
-        _DETECTORS[key] = Detector.from_dir(Path(settings.MODEL_DIR) / version.name,
+        _DETECTORS[key] = Detector.from_dir(model_dir(version.name),
                                             expected_sha256=version.sha256, batch_size=1)
     return version, _DETECTORS[key]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import shutil
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -70,14 +69,14 @@ def ingest_batch_create(
     (``storage.zip_limits``) refuses the whole batch before any row exists,
     and removes what was staged so far.  Zip members are copied out in pieces.
     """
-    stage_dir: Path | None = None
+    stage_dir: str | None = None
     try:
         with transaction.atomic():
             batch = IngestBatch.objects.create(
                 project=project, source=source,
                 created_by=actor if getattr(actor, "is_authenticated", False) else None,
             )
-            stage_dir = Path(settings.STAGING_ROOT) / str(batch.pk)
+            stage_dir = str(batch.pk)
             items = _stage_inputs(batch, stage_dir, inputs)
             IngestItem.objects.bulk_create(items)
             audit_record(action="ingest.batch_create", actor=actor, project=project,
@@ -85,12 +84,12 @@ def ingest_batch_create(
             _created(batch, items)
     except BaseException:
         if stage_dir is not None:
-            shutil.rmtree(stage_dir, ignore_errors=True)
+            storage.folder_delete(storage.STAGING, stage_dir)
         raise
     return batch
 
 
-def _stage_inputs(batch: IngestBatch, stage_dir: Path, inputs: Iterable[Path]
+def _stage_inputs(batch: IngestBatch, stage_dir: str, inputs: Iterable[Path]
                   ) -> list[IngestItem]:
     items = []
     seq = 0
@@ -99,13 +98,14 @@ def _stage_inputs(batch: IngestBatch, stage_dir: Path, inputs: Iterable[Path]
             raise DomainError("not_found", "an input path does not exist")
         for name, container, member in storage.iter_input_files(Path(inp)):
             seq += 1
-            staged = stage_dir / f"{seq:06d}.bin"
+            staged = f"{stage_dir}/{seq:06d}.bin"
             if isinstance(container, zipfile.ZipFile):
-                storage.write_atomic_chunks(staged, storage.zip_member_chunks(container, member))
+                storage.put_chunks(storage.STAGING, staged,
+                                   storage.zip_member_chunks(container, member))
             else:
-                storage.copy_atomic(container, staged)
+                storage.put_file(storage.STAGING, staged, container)
             items.append(IngestItem(
-                batch=batch, seq=seq, staged_path=str(staged), source_key=source_key(name),
+                batch=batch, seq=seq, staged_path=staged, source_key=source_key(name),
             ))
     return items
 
@@ -117,12 +117,11 @@ def ingest_batch_from_uploads(*, project: Project, files: list[Any], actor: Any)
     each is copied to staging chunk by chunk, never whole in memory.
     """
     batch = IngestBatch.objects.create(project=project, source="upload", created_by=actor)
-    stage_dir = Path(settings.STAGING_ROOT) / str(batch.pk)
     items = []
     for seq, upload in enumerate(files, start=1):
-        staged = stage_dir / f"{seq:06d}.bin"
-        storage.write_atomic_chunks(staged, upload.chunks())
-        items.append(IngestItem(batch=batch, seq=seq, staged_path=str(staged),
+        staged = f"{batch.pk}/{seq:06d}.bin"
+        storage.put_chunks(storage.STAGING, staged, upload.chunks())
+        items.append(IngestItem(batch=batch, seq=seq, staged_path=staged,
                                 source_key=source_key(upload.name or "")))
     IngestItem.objects.bulk_create(items)
     audit_record(action="ingest.batch_create", actor=actor, project=project, target=batch,
@@ -172,9 +171,9 @@ def _finish(item: IngestItem, status: str, reason: str = "", detail: str = "",
 
 
 def _quarantine(item: IngestItem, reason: str, message: str) -> IngestItem:
-    staged = Path(item.staged_path)
-    if staged.exists():
-        item.quarantine_path = str(quarantine.original_keep(staged, batch_id=item.batch_id))
+    staged = storage.stored_key(storage.STAGING, item.staged_path)
+    if staged and storage.exists(storage.STAGING, staged):
+        item.quarantine_path = quarantine.original_keep(staged, batch_id=item.batch_id)
     item.quarantined_at = timezone.now()
     logger.info("ingest item %s quarantined: %s", item.pk, reason)
     return _finish(item, IngestItem.Status.QUARANTINED, reason, message)
@@ -228,14 +227,11 @@ def _write_derivatives(project: Project, image_id: str, loaded: LoadedImage) -> 
            "thumbnail_path": f"{rel_dir}/thumb.png", "dicom_path": "",
            "display_height": rendered.display.shape[0],
            "display_width": rendered.display.shape[1]}
-    storage.write_atomic(storage.media_path(out["display_path"]), encode_png(rendered.display))
-    storage.write_atomic(storage.media_path(out["thumbnail_path"]), encode_png(rendered.thumbnail))
+    storage.put(storage.MEDIA, out["display_path"], encode_png(rendered.display))
+    storage.put(storage.MEDIA, out["thumbnail_path"], encode_png(rendered.thumbnail))
     if loaded.dataset is not None:
         out["dicom_path"] = f"{rel_dir}/image.dcm"
-        path = storage.media_path(out["dicom_path"])
-        tmp = path.with_name(".tmp-image.dcm")
-        loaded.dataset.save_as(tmp, enforce_file_format=True)
-        tmp.replace(path)
+        storage.put(storage.MEDIA, out["dicom_path"], storage.dicom_bytes(loaded.dataset))
     return out
 
 
@@ -255,12 +251,13 @@ def _process(item: IngestItem) -> IngestItem:
     project = item.batch.project
     IngestItem.objects.filter(pk=item.pk).update(attempts=item.attempts + 1,
                                                  updated_at=timezone.now())
-    staged = Path(item.staged_path)
-    if not staged.exists():
+    staged = storage.stored_key(storage.STAGING, item.staged_path)
+    if not staged or not storage.exists(storage.STAGING, staged):
         return _finish(item, IngestItem.Status.FAILED, "staged_file_missing",
                        "the staged copy of this file is gone")
     try:
-        loaded = load_file(staged, project_limits(project))
+        with storage.private_copy(storage.STAGING, staged) as local:
+            loaded = load_file(local, project_limits(project))
         finding = anatomy_finding(loaded.body_part, loaded.view_position)
         if finding is not None and project.anatomy_policy == Project.AnatomyPolicy.QUARANTINE:
             return _quarantine(item, *finding)
@@ -273,7 +270,7 @@ def _process(item: IngestItem) -> IngestItem:
 
     dup = _find_duplicate(project, image_id, loaded.pixel_hash)
     if dup is not None:
-        staged.unlink(missing_ok=True)
+        storage.delete(storage.STAGING, staged)
         return _finish(item, IngestItem.Status.DUPLICATE, dup[0],
                        f"same as image {dup[1].pseudo_id}", image=dup[1])
     try:
@@ -293,13 +290,13 @@ def _process(item: IngestItem) -> IngestItem:
                            detail="; ".join(notes))
     except IntegrityError:
         # Another worker imported the same image between our check and insert.
-        shutil.rmtree(storage.media_path(paths["dir"]), ignore_errors=True)
+        storage.folder_delete(storage.MEDIA, paths["dir"])
         dup = _find_duplicate(project, image_id, loaded.pixel_hash)
         if dup is None:  # the winner rolled back too: let the task retry
             raise
         return _finish(item, IngestItem.Status.DUPLICATE, dup[0],
                        f"same as image {dup[1].pseudo_id}", image=dup[1])
-    staged.unlink(missing_ok=True)
+    storage.delete(storage.STAGING, staged)
     return item
 
 

@@ -75,7 +75,7 @@ from annotations.services.exports import project_mask_classes, project_taxonomy
 from annotations.services.feedback import feedback_record
 from annotations.services.image_state import image_states
 from annotations.services.prelabels import prelabel_for
-from annotations.services.signing import signed_image_url
+from annotations.services.signing import image_url
 from annotations.services.storage import mask_read
 
 logger = logging.getLogger(__name__)
@@ -171,8 +171,7 @@ def workspace_sign_in_url(*, workspace: Workspace, reader: Reader) -> str:
 
 
 def _task_data(image: Image) -> dict[str, Any]:
-    return {"image": signed_image_url(image.pseudo_id, "display",
-                                      ttl=settings.LABEL_STUDIO_IMAGE_URL_TTL),
+    return {"image": image_url(image, "display", ttl=settings.LABEL_STUDIO_IMAGE_URL_TTL),
             "image_id": image.pseudo_id}
 
 

@@ -24,10 +24,11 @@ from annotations.formats.dicom_seg import build_segmentation
 from annotations.formats.mask_formats import png_mask, write_coco_masks
 from annotations.formats.records import ImageRecord
 from annotations.models import Adjudication, ConsensusMask, ConsensusRun, Image, Project
+from annotations.services import storage
 from annotations.services.audit import audit_record
 from annotations.services.exports import ExportFile, project_mask_classes
 from annotations.services.segmenter_training import final_masks
-from annotations.services.storage import mask_read, media_path
+from annotations.services.storage import mask_read
 from annotations.taxonomy import mask_code
 
 MASK_FORMATS = ("coco", "png", "dicom_seg")
@@ -93,10 +94,11 @@ def _archive(images, masks, method, classes, fmt: str, stem: str) -> ExportFile:
                         zf.writestr(f"{image.pseudo_id}/{mask_code(name)}.png",
                                     png_mask(mask_read(path)))
                     continue
-                if not image.dicom_path or not media_path(image.dicom_path).exists():
+                if not image.dicom_path or not storage.exists(storage.MEDIA, image.dicom_path):
                     skipped.append({"image": image.pseudo_id, "reason": "no DICOM source"})
                     continue
-                source = pydicom.dcmread(str(media_path(image.dicom_path)))
+                source = pydicom.dcmread(str(storage.local_path(storage.MEDIA,
+                                                                image.dicom_path)))
                 seg = build_segmentation(source, {n: mask_read(p) for n, p in paths.items()},
                                          classes, algorithm=method[image.pseudo_id])
                 buf = io.BytesIO()

@@ -19,11 +19,9 @@ classifier is compared on its gold macro AUROC instead of mAP@0.4.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -34,7 +32,7 @@ from annotations.services.audit import audit_record
 from annotations.services.classifier_training import classifier_gold_report
 from annotations.services.labels import final_results
 from annotations.services.segmenter_training import segmenter_gold_report
-from annotations.services.storage import read_display
+from annotations.services.storage import model_dir, read_display
 
 Truth = dict[str, tuple[np.ndarray, np.ndarray]]
 Preds = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -51,7 +49,7 @@ def gold_truth(project: Project) -> tuple[list[Image], Truth]:
 def version_predict(version: ModelVersion, images: list[Image], batch_size: int = 4) -> Preds:
     from training.detector import Detector
 
-    detector = Detector.from_dir(Path(settings.MODEL_DIR) / version.name,
+    detector = Detector.from_dir(model_dir(version.name),
                                  expected_sha256=version.sha256, batch_size=batch_size)
     out: Preds = {}
     for start in range(0, len(images), batch_size):

@@ -38,7 +38,7 @@ from annotations.services.audit import audit_record
 from annotations.services.explanations import promoted_classifier
 from annotations.services.label_studio_sync import ws_client
 from annotations.services.prelabels import FINDING_PRESELECT, prelabel_for
-from annotations.services.storage import mask_write, read_display
+from annotations.services.storage import mask_write, model_dir, read_display
 from annotations.taxonomy import NO_FINDING
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,11 @@ def version_files(version: str) -> Path:
     """The folder of a model version by name; a clear error when it is not there."""
     if not version or "/" in version or "\\" in version or version.startswith("."):
         raise DomainError("invalid", "a model version is a name, not a path")
-    path = Path(settings.MODEL_DIR) / version
-    if not (path / "config.yaml").is_file():
+    try:
+        path = model_dir(version)
+    except DomainError:
+        path = None
+    if path is None or not (path / "config.yaml").is_file():
         raise DomainError("not_found", f"no model version {version!r}")
     return path
 

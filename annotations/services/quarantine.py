@@ -1,9 +1,10 @@
 """Quarantined originals: kept aside for an admin, then purged on schedule.
 
 A quarantined file is the raw original, with every identifier that
-de-identification would have removed.  So it lives outside ``MEDIA_ROOT``
-(no URL resolves into it), readable by the platform's own user only (0600
-files in 0700 folders), listed to admins only (the quarantine API shows the
+de-identification would have removed.  So it lives in its own store, outside the
+media store (no URL resolves into it; on S3 its own bucket when
+``CXR_S3_QUARANTINE_BUCKET`` names one), readable by the platform's own user only
+locally (0600 files in 0700 folders), listed to admins only (the quarantine API shows the
 reason and message, never the file), and deleted
 ``CXR_QUARANTINE_RETENTION_DAYS`` after it arrived.  The ``IngestItem`` row,
 with its reason, message and times, stays: the dashboard's counts and the
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,15 +35,10 @@ from annotations.services.audit import audit_record
 logger = logging.getLogger(__name__)
 
 
-def original_keep(staged: Path, *, batch_id: int) -> Path:
-    """Move a staged original into quarantine, private to the platform's user."""
-    root = Path(settings.QUARANTINE_ROOT)
-    dest = root / str(batch_id) / Path(staged).name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for folder in (root, dest.parent):
-        os.chmod(folder, 0o700)
-    storage.move(Path(staged), dest)
-    os.chmod(dest, 0o600)
+def original_keep(staged: str, *, batch_id: int) -> str:
+    """Move a staged original (its staging key) into quarantine; returns its key there."""
+    dest = f"{batch_id}/{staged.rsplit('/', 1)[-1]}"
+    storage.move(storage.STAGING, staged, storage.QUARANTINE, dest)
     return dest
 
 
@@ -58,28 +53,22 @@ class PurgeReport:
     kept: int
 
 
-def _inside(path: Path, root: Path) -> bool:
-    """Whether ``path`` lies under ``root``: a row never makes the purge delete elsewhere."""
-    try:
-        return path.resolve().is_relative_to(root.resolve())
-    except OSError:
+def _delete(alias: str, value: str) -> bool:
+    """Delete the file a row names, only inside its store: a row never makes the purge
+    delete elsewhere (``storage.stored_key``)."""
+    key = storage.stored_key(alias, value)
+    if key is None or not storage.exists(alias, key):
         return False
-
-
-def _delete(path: Path, root: Path) -> bool:
-    if not _inside(path, root) or not path.is_file():
-        return False
-    path.unlink(missing_ok=True)
+    storage.delete(alias, key)
     return True
 
 
 def _purge_originals(cutoff: dt.datetime, now: dt.datetime) -> int:
-    root = Path(settings.QUARANTINE_ROOT)
     due = IngestItem.objects.exclude(quarantine_path="").filter(
         Q(quarantined_at__lt=cutoff) | Q(quarantined_at__isnull=True, updated_at__lt=cutoff))
     count = 0
     for pk, path in due.values_list("pk", "quarantine_path").iterator():
-        _delete(Path(path), root)
+        _delete(storage.QUARANTINE, path)
         # guarded: only the path this purge saw is cleared
         count += IngestItem.objects.filter(pk=pk, quarantine_path=path).update(
             quarantine_path="", original_purged_at=now)
@@ -87,33 +76,30 @@ def _purge_originals(cutoff: dt.datetime, now: dt.datetime) -> int:
 
 
 def _purge_failed_staged(cutoff: dt.datetime, now: dt.datetime) -> int:
-    root = Path(settings.STAGING_ROOT)
     count = 0
     failed = IngestItem.objects.filter(
         status=IngestItem.Status.FAILED, updated_at__lt=cutoff, original_purged_at__isnull=True,
     ).exclude(staged_path="")
     for pk, path in failed.values_list("pk", "staged_path").iterator():
-        if _delete(Path(path), root):
+        if _delete(storage.STAGING, path):
             count += 1
         IngestItem.objects.filter(pk=pk).update(original_purged_at=now)
     return count
 
 
 def _purge_orphans(cutoff: dt.datetime) -> int:
-    root = Path(settings.QUARANTINE_ROOT)
-    if not root.is_dir():
-        return 0
-    referenced = {str(Path(p).resolve()) for p in IngestItem.objects.exclude(
-        quarantine_path="").values_list("quarantine_path", flat=True)}
+    referenced = {storage.stored_key(storage.QUARANTINE, p) for p in IngestItem.objects
+                  .exclude(quarantine_path="").values_list("quarantine_path", flat=True)}
     count = 0
-    for path in sorted(root.rglob("*")):
-        if (path.is_file() and str(path.resolve()) not in referenced
-                and path.stat().st_mtime < cutoff.timestamp()):
-            path.unlink(missing_ok=True)
+    for key in storage.keys(storage.QUARANTINE):
+        if key not in referenced and storage.modified(storage.QUARANTINE, key) < cutoff:
+            storage.delete(storage.QUARANTINE, key)
             count += 1
-    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
-        if not any(folder.iterdir()):
-            folder.rmdir()
+    if not storage.is_remote(storage.QUARANTINE):  # a folder store keeps empty folders
+        root = Path(settings.QUARANTINE_ROOT)
+        for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+            if not any(folder.iterdir()):
+                folder.rmdir()
     return count
 
 

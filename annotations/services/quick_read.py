@@ -30,7 +30,7 @@ from annotations.selectors import image_list_visible, model_version_promoted
 from annotations.services import explanations, ingest
 from annotations.services.audit import audit_record
 from annotations.services.image_state import model_output_visible
-from annotations.services.storage import read_display
+from annotations.services.storage import model_dir, read_display, scratch_dir
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,11 @@ def _promoted(project: Project) -> ModelVersion:
 def _detector(version: ModelVersion) -> Any:
     from training.detector import CONFIG_FILE, Detector
 
-    path = Path(settings.MODEL_DIR) / version.name
-    if not (path / CONFIG_FILE).is_file():
+    try:
+        path = model_dir(version.name)
+    except DomainError:
+        path = None
+    if path is None or not (path / CONFIG_FILE).is_file():
         raise DomainError("unavailable", f"the files of model {version.name} are missing")
     key = (str(path), version.sha256)
     if key not in _LOADED:
@@ -166,8 +169,7 @@ STALE_SECONDS = 3600
 
 def _scratch() -> Path:
     """The scratch root, swept of folders a killed request could not remove."""
-    path = Path(settings.STAGING_ROOT) / "quick-read"
-    path.mkdir(parents=True, exist_ok=True)
+    path = scratch_dir("quick-read")
     cutoff = time.time() - STALE_SECONDS
     for old in path.glob("quickread-*"):
         try:

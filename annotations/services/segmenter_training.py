@@ -14,12 +14,10 @@ batch.  Gold metrics: Dice and 95th-percentile Hausdorff per class, by MONAI
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-from django.conf import settings
 
 from annotations.errors import DomainError
 from annotations.models import (
@@ -33,7 +31,7 @@ from annotations.models import (
 )
 from annotations.services.adjudication import adjudicated_images
 from annotations.services.classifier_training import LazyDisplays
-from annotations.services.storage import mask_read
+from annotations.services.storage import mask_read, model_dir
 
 
 def mask_class_names(project: Project) -> list[str]:
@@ -100,7 +98,7 @@ def segmenter_gold_report(*, version: ModelVersion) -> dict[str, Any]:
     gold = [i for i in gold if i.pseudo_id in masks]
     if not gold:
         raise DomainError("no_gold_set", "the project has no gold images with final masks")
-    model = Segmenter.from_dir(Path(settings.MODEL_DIR) / version.name,
+    model = Segmenter.from_dir(model_dir(version.name),
                                expected_sha256=version.sha256)
     names = mask_class_names(project)
     if names != model.class_names:

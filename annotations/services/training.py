@@ -37,7 +37,7 @@ from annotations.errors import DomainError
 from annotations.formats.coco import write_coco
 from annotations.formats.records import ImageRecord
 from annotations.models import Image, ModelVersion, Project, TrainingRun
-from annotations.services import runs
+from annotations.services import runs, storage
 from annotations.services.audit import audit_record
 from annotations.services.classifier_training import train_classifier_model
 from annotations.services.exports import project_taxonomy
@@ -112,7 +112,7 @@ def _display_scaled(image: Image, res: ConsensusResult) -> ConsensusResult:
 
 def write_training_coco(project: Project, images: list[Image], labels: dict[str, ConsensusResult],
                         out: Path) -> Path:
-    """COCO over display images (file names relative to MEDIA_ROOT)."""
+    """COCO over display images (file names are their media keys)."""
     records = [ImageRecord(i.pseudo_id, i.display_path, i.display_width, i.display_height)
                for i in images]
     scaled = {i.pseudo_id: _display_scaled(i, labels[i.pseudo_id]) for i in images}
@@ -168,7 +168,7 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     runs.run_heartbeat(run)
     dataset = f"cxr-train-{run.pk}"
     register_coco_dataset(dataset, write_training_coco(project, train, labels, work),
-                          Path(settings.MEDIA_ROOT))
+                          storage.media_tree([i.display_path for i in train], work / "images"))
     names = [c.name for c in project_taxonomy(project) if not c.image_level]
     parent = ModelVersion.objects.filter(project=project, promoted=True,
                                          kind=ModelVersion.Kind.DETECTOR).first()
@@ -207,9 +207,11 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
 
     def publish(iteration: int, model) -> None:
         """The latest intermediate checkpoint, kept with the run (inspection, resume)."""
-        folder = Path(settings.MODEL_DIR) / "runs" / str(run.pk) / "last"
+        key = f"runs/{run.pk}/last"
+        folder = storage.folder_for_write(storage.MODELS, key)
         _, digest = save_model_version(model, cfg, folder)
-        state["checkpoint"] = {"iteration": iteration, "path": str(folder), "sha256": digest}
+        storage.folder_publish(storage.MODELS, key, folder)
+        state["checkpoint"] = {"iteration": iteration, "path": key, "sha256": digest}
         runs.run_heartbeat(run, progress=state, best_effort=True)
 
     trainer = CXRTrainer(cfg, progress=report, progress_period=max(1, cfg.SOLVER.MAX_ITER // 50),
@@ -221,8 +223,9 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     state["phase"] = "evaluating"
     runs.run_heartbeat(run, progress=state)
     name = _next_name(project)
-    folder = Path(settings.MODEL_DIR) / name
+    folder = storage.folder_for_write(storage.MODELS, name)
     _, digest = save_model_version(trainer.model, cfg, folder)
+    storage.folder_publish(storage.MODELS, name, folder)
     try:
         return _register(run, state, ModelVersion(
             project=project, name=name, sha256=digest, config=cfg.dump(), parent=parent,
@@ -232,7 +235,7 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     except BaseException:
         # not registered: no version folder either (a version that committed keeps its files)
         if not ModelVersion.objects.filter(name=name).exists():
-            shutil.rmtree(folder, ignore_errors=True)
+            storage.folder_delete(storage.MODELS, name)
         raise
 
 
@@ -257,8 +260,9 @@ def _publish(run: TrainingRun, state: dict[str, Any], *, kind: str, model, cfg, 
     state["phase"] = "evaluating"
     runs.run_heartbeat(run, progress=state)
     name = _next_name(project)
-    folder = Path(settings.MODEL_DIR) / name
+    folder = storage.folder_for_write(storage.MODELS, name)
     _, digest = save(model, cfg, folder)
+    storage.folder_publish(storage.MODELS, name, folder)
     parent = ModelVersion.objects.filter(project=project, promoted=True, kind=kind).first()
     try:
         return _register(run, state, ModelVersion(
@@ -268,7 +272,7 @@ def _publish(run: TrainingRun, state: dict[str, Any], *, kind: str, model, cfg, 
             detail={"images": len(images), "validation": len(val), "kind": kind})
     except BaseException:
         if not ModelVersion.objects.filter(name=name).exists():
-            shutil.rmtree(folder, ignore_errors=True)
+            storage.folder_delete(storage.MODELS, name)
         raise
 
 
