@@ -40,6 +40,10 @@ TRAINING_PARAMS = Schema("training", {
     "soft_labels": Boolean(False),
     # None: a fresh seed each run; a number makes two runs differ only by their params
     "seed": Number(None, lo=0, hi=2**31 - 1, integer=True, nullable=True),
+    # detector only: training processes on the gpu worker's machine over torch.distributed
+    # (one per GPU with NCCL; CPU processes with gloo where there is no GPU);
+    # ims_per_batch is the total over all of them
+    "world_size": Number(1, lo=1, hi=64, integer=True),
 })
 
 
@@ -53,4 +57,10 @@ def training_params(params: dict | None) -> dict:
     if merged["preset"] not in allowed:
         raise invalid_param("training", "preset", f"{merged['preset']!r} is not a "
                             f"{merged['task']} preset; one of {list(allowed)}")
+    if merged["world_size"] > 1 and merged["task"] != "detector":
+        raise invalid_param("training", "world_size", "only the detector trains in "
+                            "several processes")
+    if merged["ims_per_batch"] % merged["world_size"]:
+        raise invalid_param("training", "ims_per_batch", "must be a multiple of world_size "
+                            "(each process takes an equal share of a batch)")
     return merged

@@ -40,6 +40,7 @@ from annotations.models import Image, ModelVersion, Project, TrainingRun
 from annotations.services import runs, storage
 from annotations.services.audit import audit_record
 from annotations.services.classifier_training import train_classifier_model
+from annotations.services.distributed_training import train_detector_distributed
 from annotations.services.exports import project_taxonomy
 from annotations.services.image_state import image_states
 from annotations.services.labels import final_results
@@ -167,8 +168,9 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     train, val, labels = _training_images(run)
     runs.run_heartbeat(run)
     dataset = f"cxr-train-{run.pk}"
-    register_coco_dataset(dataset, write_training_coco(project, train, labels, work),
-                          storage.media_tree([i.display_path for i in train], work / "images"))
+    coco = write_training_coco(project, train, labels, work)
+    image_root = storage.media_tree([i.display_path for i in train], work / "images")
+    register_coco_dataset(dataset, coco, image_root)
     names = [c.name for c in project_taxonomy(project) if not c.image_level]
     parent = ModelVersion.objects.filter(project=project, promoted=True,
                                          kind=ModelVersion.Kind.DETECTOR).first()
@@ -193,7 +195,19 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     cfg.DATALOADER.REPEAT_THRESHOLD = 0.3
     cfg.DATALOADER.NUM_WORKERS = 0
 
-    state: dict[str, Any] = {}  # the run's progress row, written by both hooks
+    world = int(params.get("world_size") or 1)
+    # the run's progress row, written by both hooks; the world size is recorded with it
+    state: dict[str, Any] = {"world_size": world}
+    if world > 1:  # several processes: the same config, trained over torch.distributed
+        final, digest = train_detector_distributed(
+            run, cfg, state, dataset=dataset, coco=coco, image_root=image_root, work=work,
+            world_size=world)
+
+        def save(folder: Path) -> str:
+            shutil.copytree(final, folder, dirs_exist_ok=True)
+            return digest
+        return _publish_detector(run, state, cfg, save, parent=parent, train=train, val=val,
+                                 labels=labels)
 
     def report(progress) -> None:
         state.update(iteration=progress.iteration, max_iter=progress.max_iter,
@@ -220,18 +234,29 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
                          heartbeat_seconds=settings.RUN_HEARTBEAT_SECONDS)
     trainer.resume_or_load(resume=False)
     trainer.train()
+    return _publish_detector(run, state, cfg,
+                             lambda folder: save_model_version(trainer.model, cfg, folder)[1],
+                             parent=parent, train=train, val=val, labels=labels)
+
+
+def _publish_detector(run: TrainingRun, state: dict[str, Any], cfg, save, *, parent,
+                      train: list[Image], val: list[Image], labels: dict) -> ModelVersion:
+    """Store the trained detector as the project's next version (``save(folder)`` writes
+    its files and returns their digest), evaluate, register and promote it."""
+    project = run.project
     state["phase"] = "evaluating"
     runs.run_heartbeat(run, progress=state)
     name = _next_name(project)
     folder = storage.folder_for_write(storage.MODELS, name)
-    _, digest = save_model_version(trainer.model, cfg, folder)
+    digest = save(folder)
     storage.folder_publish(storage.MODELS, name, folder)
     try:
         return _register(run, state, ModelVersion(
             project=project, name=name, sha256=digest, config=cfg.dump(), parent=parent,
             training_run=run, train_images=sorted(i.pseudo_id for i in train),
             label_sources={i.pseudo_id: labels[i.pseudo_id].meta for i in train}),
-            detail={"images": len(train), "validation": len(val)})
+            detail={"images": len(train), "validation": len(val),
+                    "world_size": state.get("world_size", 1)})
     except BaseException:
         # not registered: no version folder either (a version that committed keeps its files)
         if not ModelVersion.objects.filter(name=name).exists():

@@ -42,6 +42,12 @@ def _count(stack, table: str, extra: str = "") -> int:
 
 
 def test_ingest_read_consensus_train_promote_prelabel(stack):
+    run_loop(stack)
+
+
+def run_loop(stack) -> None:
+    """The loop through the stack's HTTP surfaces (also run on S3 stores, with every
+    service on a data folder of its own: ``test_s3_stack.py``)."""
     base = stack.url("platform")
     admin = admin_session(stack, "owner@example.org")
     project_create(stack, admin, SLUG, show_prelabels=True)

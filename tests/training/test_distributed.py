@@ -1,0 +1,77 @@
+"""A detector training run in two CPU processes (torch.distributed, gloo), next to the
+same run in one: the checkpoint, the registry entry and the gold evaluation are of the
+same kind, the run records its world size, and the two-process model serves."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from annotations.errors import DomainError
+from annotations.models import ModelVersion, TrainingRun
+from annotations.services import storage
+from annotations.services.training import training_run_create, training_run_execute
+from tests import test_training_loop
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db]
+
+labelled = test_training_loop.labelled
+
+PARAMS = {"preset": "tiny", "max_iter": 12, "ims_per_batch": 2, "base_lr": 0.02,
+          "val_fraction": 0.0, "checkpoint_period": 6, "seed": 3}
+
+
+def _config(version: ModelVersion) -> dict:
+    """The saved config less what names the run (its dataset and work folder)."""
+    cfg = yaml.safe_load(version.config)
+    cfg.pop("OUTPUT_DIR")
+    cfg.pop("DATASETS")
+    return cfg
+
+
+def _run(project, **extra) -> TrainingRun:
+    run = training_run_create(project=project, enqueue=False, params={**PARAMS, **extra})
+    return training_run_execute(run_id=run.pk)
+
+
+def test_two_cpu_processes_train_a_version_like_one_process(labelled):
+    import torch
+
+    torch.set_num_threads(1)
+    project, pool = labelled
+    one = _run(project)
+    two = _run(project, world_size=2)
+    for run, world in ((one, 1), (two, 2)):
+        assert run.status == TrainingRun.Status.DONE, run.reason
+        assert run.progress["world_size"] == world
+        assert run.progress["iteration"] == PARAMS["max_iter"]
+        assert run.progress["checkpoint"] == {**run.progress["checkpoint"],
+                                              "iteration": 6, "path": f"runs/{run.pk}/last"}
+        assert len(run.progress["loss_history"]) >= 2
+    assert two.progress["backend"] == "gloo"
+    v1, v2 = (ModelVersion.objects.get(training_run=r) for r in (one, two))
+    # the same files, the same config, the same gold evaluation (numbers of its own)
+    files = {v.name: sorted(p.name for p in storage.model_dir(v.name).iterdir()
+                            if not p.name.startswith(".")) for v in (v1, v2)}
+    assert files[v1.name] == files[v2.name]
+    assert _config(v1) == _config(v2) and v1.sha256 != v2.sha256
+    assert set(v1.metrics) == set(v2.metrics) and v2.metrics["gold_images"] == 3
+    assert v1.train_images == v2.train_images
+    ckpt = storage.model_dir(f"runs/{two.pk}/last")
+    assert sorted(p.name for p in ckpt.iterdir() if not p.name.startswith(".")) == \
+        files[v2.name]
+    # the two-process model loads verified and detects
+    from training.detector import Detector
+
+    detector = Detector.from_dir(storage.model_dir(v2.name), expected_sha256=v2.sha256)
+    assert len(detector.predict([storage.read_display(pool[0])])) == 1
+
+
+def test_world_size_is_checked_when_the_run_is_created(labelled):
+    project, _ = labelled
+    for params, field in (({"world_size": 2, "ims_per_batch": 3}, "ims_per_batch"),
+                          ({"world_size": 2, "task": "classifier"}, "world_size"),
+                          ({"world_size": 0}, "world_size")):
+        with pytest.raises(DomainError) as refused:
+            training_run_create(project=project, enqueue=False, params={**PARAMS, **params})
+        assert refused.value.code == "invalid_params" and field in refused.value.message
