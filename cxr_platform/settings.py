@@ -307,6 +307,9 @@ RADIOGRAPH_MODALITIES = env.get_list("RADIOGRAPH_MODALITIES", ["CR", "DX", "DR",
 #: (``ModelVersion.promoted``), never a file.  The ML backend reads the same folder
 #: (its CXR_ML_MODEL_DIR; in compose the same volume at the same path, read-only).
 MODEL_DIR = Path(env.get("MODEL_DIR", str(DATA_DIR / "models"))).resolve()
+#: Rendezvous of a training on several machines (``"machines"`` > 1): rank 0 (the gpu
+#: worker) listens here, every other machine's ``manage.py train_join`` connects here.
+TRAIN_DIST_URL = env.get("TRAIN_DIST_URL", "")
 PRELABEL_BATCH_SIZE = env.get_int("PRELABEL_BATCH_SIZE", 8)
 #: Detections kept by the pre-labelling pass (low: uncertainty needs the doubtful ones).
 PRELABEL_SCORE_THRESH = float(env.get("PRELABEL_SCORE_THRESH", "0.05"))

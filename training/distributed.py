@@ -151,6 +151,7 @@ def train_process(spec: dict[str, Any]) -> None:
 
     work = Path(spec["work"])
     cfg = config_from_yaml(spec["config"])
+    cfg.OUTPUT_DIR = str(work / "out")  # this machine's (rank 0's folder is not here)
     register_coco_dataset(spec["dataset"], spec["coco"], spec["image_root"])
     if cfg.SEED >= 0:
         from detectron2.utils.env import seed_all_rng

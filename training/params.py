@@ -40,10 +40,12 @@ TRAINING_PARAMS = Schema("training", {
     "soft_labels": Boolean(False),
     # None: a fresh seed each run; a number makes two runs differ only by their params
     "seed": Number(None, lo=0, hi=2**31 - 1, integer=True, nullable=True),
-    # detector only: training processes on the gpu worker's machine over torch.distributed
-    # (one per GPU with NCCL; CPU processes with gloo where there is no GPU);
-    # ims_per_batch is the total over all of them
-    "world_size": Number(1, lo=1, hi=64, integer=True),
+    # detector only: training processes on each machine over torch.distributed (one per
+    # GPU with NCCL; CPU processes with gloo where there is no GPU), and machines (the gpu
+    # worker's is rank 0; the others join with ``manage.py train_join``); the world size
+    # is their product and ims_per_batch the total over all processes
+    "processes": Number(1, lo=1, hi=64, integer=True),
+    "machines": Number(1, lo=1, hi=64, integer=True),
 })
 
 
@@ -57,10 +59,16 @@ def training_params(params: dict | None) -> dict:
     if merged["preset"] not in allowed:
         raise invalid_param("training", "preset", f"{merged['preset']!r} is not a "
                             f"{merged['task']} preset; one of {list(allowed)}")
-    if merged["world_size"] > 1 and merged["task"] != "detector":
-        raise invalid_param("training", "world_size", "only the detector trains in "
-                            "several processes")
-    if merged["ims_per_batch"] % merged["world_size"]:
-        raise invalid_param("training", "ims_per_batch", "must be a multiple of world_size "
-                            "(each process takes an equal share of a batch)")
+    world = merged["processes"] * merged["machines"]
+    if world > 1 and merged["task"] != "detector":
+        raise invalid_param("training", "processes", "only the detector trains in several "
+                            "processes")
+    if merged["ims_per_batch"] % world:
+        raise invalid_param("training", "ims_per_batch", "must be a multiple of processes x "
+                            "machines (each process takes an equal share of a batch)")
     return merged
+
+
+def world_size(params: dict) -> int:
+    """Training processes over all machines."""
+    return int(params.get("processes") or 1) * int(params.get("machines") or 1)

@@ -24,20 +24,36 @@ from annotations.services import runs, storage
 POLL_SECONDS = 1.0
 
 
+def spec_key(run_id: int) -> str:
+    """Where a run's training spec (config and COCO) is stored for joining machines."""
+    return f"runs/{run_id}/spec"
+
+
 def train_detector_distributed(run: TrainingRun, cfg: Any, state: dict[str, Any], *,
-                               dataset: str, coco: Path, image_root: Path, work: Path,
-                               world_size: int) -> tuple[Path, str]:
-    """Train ``cfg`` in ``world_size`` processes on this machine; returns the folder of
-    the finished model (rank 0's) and its digest.  Progress, the loss curve and the
-    latest checkpoint go into ``state`` (the run's progress row) as in one process."""
+                               dataset: str, coco: Path, image_root: Path,
+                               work: Path) -> tuple[Path, str]:
+    """Train ``cfg`` in the run's processes on this machine (rank 0), with the other
+    machines that join (``train_join``); returns the folder of the finished model and
+    its digest.  Progress, the loss curve and the latest checkpoint go into ``state``
+    (the run's progress row) as in one process."""
     from training import distributed
 
-    spec = {"work": str(work), "config": cfg.dump(), "dataset": dataset, "coco": str(coco),
-            "image_root": str(image_root),
-            "progress_period": max(1, cfg.SOLVER.MAX_ITER // 50),
-            "publish_period": int(run.params["checkpoint_period"])}
-    topology = distributed.Topology(procs_per_machine=world_size)
-    state.update(world_size=world_size, backend=topology.backend, phase="training")
+    params = run.params
+    machines = int(params.get("machines") or 1)
+    url = "auto"
+    if machines > 1:
+        url = settings.TRAIN_DIST_URL
+        if not url:
+            raise DomainError("invalid_params", "training on several machines needs "
+                              "CXR_TRAIN_DIST_URL on the gpu worker (tcp://host:port that "
+                              "every machine reaches)")
+        _publish_spec(run, cfg, coco)
+    spec = _spec(cfg, dataset=dataset, coco=coco, image_root=image_root, work=work,
+                 checkpoint_period=int(params["checkpoint_period"]))
+    topology = distributed.Topology(procs_per_machine=int(params.get("processes") or 1),
+                                    num_machines=machines, machine_rank=0, dist_url=url)
+    state.update(world_size=topology.world_size, backend=topology.backend,
+                 machines=machines, phase="training")
     runs.run_heartbeat(run, progress=state)
     context = distributed.start(distributed.train_process, topology, (spec,))
     seen: dict[str, Any] = {"iteration": 0, "checkpoint": None}
@@ -61,6 +77,79 @@ def train_detector_distributed(run: TrainingRun, cfg: Any, state: dict[str, Any]
     if "final" not in report:
         raise DomainError("training_failed", "the training processes ended without a model")
     return work / distributed.RESULT_DIR, report["final"]["sha256"]
+
+
+def _spec(cfg: Any, *, dataset: str, coco: Path, image_root: Path, work: Path,
+          checkpoint_period: int) -> dict[str, Any]:
+    return {"work": str(work), "config": cfg.dump(), "dataset": dataset, "coco": str(coco),
+            "image_root": str(image_root),
+            "progress_period": max(1, cfg.SOLVER.MAX_ITER // 50),
+            "publish_period": checkpoint_period}
+
+
+def _publish_spec(run: TrainingRun, cfg: Any, coco: Path) -> None:
+    """The config and COCO file every machine trains on, in the models store: a
+    joining machine trains on exactly rank 0's data, whatever changed since."""
+    key = spec_key(run.pk)
+    folder = storage.folder_for_write(storage.MODELS, key)
+    (folder / "config.yaml").write_text(cfg.dump())
+    shutil.copyfile(coco, folder / "train.json")
+    storage.folder_publish(storage.MODELS, key, folder)
+
+
+def train_join(*, run_id: int, machine_rank: int, dist_url: str,
+               wait_seconds: float = 600.0) -> None:
+    """Join a running detector training from another machine as ``machine_rank``: its
+    processes train on the spec rank 0 stored and the films fetched from the media
+    store; rank 0 reports, checkpoints and registers.  Returns when training ends."""
+    import json
+    import tempfile
+
+    from training import distributed
+
+    run = TrainingRun.objects.get(pk=run_id)
+    machines = int(run.params.get("machines") or 1)
+    if not 0 < machine_rank < machines:
+        raise DomainError("invalid_argument", f"machine rank must be 1..{machines - 1} for "
+                          f"run {run_id} ({machines} machines; rank 0 is the gpu worker's)")
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        run.refresh_from_db()
+        if run.status not in (TrainingRun.Status.PENDING, TrainingRun.Status.RUNNING):
+            raise DomainError("conflict", f"training run {run_id} is {run.status}")
+        try:
+            folder = storage.model_dir(spec_key(run_id))
+            if (folder / "train.json").is_file():
+                break
+        except DomainError:
+            pass
+        if time.monotonic() > deadline:
+            raise DomainError("timeout", f"run {run_id} published no spec in {wait_seconds} s")
+        time.sleep(1.0)
+    work = Path(tempfile.mkdtemp(prefix=f"train-{run_id}-rank{machine_rank}-"))
+    try:
+        coco = work / "train.json"
+        shutil.copyfile(folder / "train.json", coco)
+        keys = [i["file_name"] for i in json.loads(coco.read_text())["images"]]
+        image_root = storage.media_tree(keys, work / "images")
+        from training.artifacts import config_from_yaml
+
+        cfg = config_from_yaml((folder / "config.yaml").read_text())
+        spec = _spec(cfg, dataset=cfg.DATASETS.TRAIN[0], coco=coco, image_root=image_root,
+                     work=work, checkpoint_period=int(run.params["checkpoint_period"]))
+        topology = distributed.Topology(procs_per_machine=int(run.params.get("processes") or 1),
+                                        num_machines=machines, machine_rank=machine_rank,
+                                        dist_url=dist_url)
+        context = distributed.start(distributed.train_process, topology, (spec,))
+        try:
+            while not context.join(timeout=POLL_SECONDS):
+                pass
+        finally:
+            for process in context.processes:
+                if process.is_alive():
+                    process.terminate()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _follow(run: TrainingRun, state: dict[str, Any], work: Path, seen: dict[str, Any]) -> None:

@@ -46,7 +46,7 @@ from annotations.services.image_state import image_states
 from annotations.services.labels import final_results
 from annotations.services.model_registry import version_gold_report
 from annotations.services.segmenter_training import train_segmenter_model
-from training.params import training_params
+from training.params import training_params, world_size
 
 logger = logging.getLogger(__name__)
 
@@ -195,13 +195,12 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     cfg.DATALOADER.REPEAT_THRESHOLD = 0.3
     cfg.DATALOADER.NUM_WORKERS = 0
 
-    world = int(params.get("world_size") or 1)
+    world = world_size(params)
     # the run's progress row, written by both hooks; the world size is recorded with it
     state: dict[str, Any] = {"world_size": world}
     if world > 1:  # several processes: the same config, trained over torch.distributed
         final, digest = train_detector_distributed(
-            run, cfg, state, dataset=dataset, coco=coco, image_root=image_root, work=work,
-            world_size=world)
+            run, cfg, state, dataset=dataset, coco=coco, image_root=image_root, work=work)
 
         def save(folder: Path) -> str:
             shutil.copytree(final, folder, dirs_exist_ok=True)

@@ -40,7 +40,7 @@ def test_two_cpu_processes_train_a_version_like_one_process(labelled):
     torch.set_num_threads(1)
     project, pool = labelled
     one = _run(project)
-    two = _run(project, world_size=2)
+    two = _run(project, processes=2)
     for run, world in ((one, 1), (two, 2)):
         assert run.status == TrainingRun.Status.DONE, run.reason
         assert run.progress["world_size"] == world
@@ -69,9 +69,56 @@ def test_two_cpu_processes_train_a_version_like_one_process(labelled):
 
 def test_world_size_is_checked_when_the_run_is_created(labelled):
     project, _ = labelled
-    for params, field in (({"world_size": 2, "ims_per_batch": 3}, "ims_per_batch"),
-                          ({"world_size": 2, "task": "classifier"}, "world_size"),
-                          ({"world_size": 0}, "world_size")):
+    for params, field in (({"processes": 2, "ims_per_batch": 3}, "ims_per_batch"),
+                          ({"machines": 2, "task": "classifier"}, "processes"),
+                          ({"processes": 0}, "processes")):
         with pytest.raises(DomainError) as refused:
             training_run_create(project=project, enqueue=False, params={**PARAMS, **params})
         assert refused.value.code == "invalid_params" and field in refused.value.message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_machine_joins_over_tcp_and_the_run_trains_on_both(labelled, settings,
+                                                                    tmp_path):
+    """Two "machines" on this host, one process each: the gpu worker's run is rank 0, a
+    separate ``manage.py train_join`` process (its own interpreter, database session and
+    data) is rank 1; they rendezvous over TCP and train one model."""
+    import subprocess
+    import sys
+
+    from annotations.label_studio.server import free_port
+    from tests.worker import worker_env
+
+    project, _ = labelled
+    settings.TRAIN_DIST_URL = f"tcp://127.0.0.1:{free_port()}"
+    run = training_run_create(project=project, enqueue=False,
+                              params={**PARAMS, "machines": 2})
+    env = worker_env(settings, tmp_path / "machine-1")
+    log = tmp_path / "join.log"
+    with open(log, "w") as out:
+        joiner = subprocess.Popen(  # noqa: S603 - this repository's own command
+            [sys.executable, "manage.py", "train_join", str(run.pk), "--machine-rank", "1",
+             "--dist-url", settings.TRAIN_DIST_URL, "--wait", "120"],
+            env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            run = training_run_execute(run_id=run.pk)
+            joined = joiner.wait(120)
+        finally:
+            if joiner.poll() is None:
+                joiner.kill()
+    assert run.status == TrainingRun.Status.DONE, (run.reason, log.read_text()[-3000:])
+    assert joined == 0, log.read_text()[-3000:]
+    assert "machine 1 done" in log.read_text()
+    assert (run.progress["world_size"], run.progress["machines"]) == (2, 2)
+    version = ModelVersion.objects.get(training_run=run)
+    assert version.metrics["gold_images"] == 3
+
+
+def test_joining_a_one_machine_run_is_refused(labelled):
+    project, _ = labelled
+    run = training_run_create(project=project, enqueue=False, params=PARAMS)
+    from annotations.services.distributed_training import train_join
+
+    with pytest.raises(DomainError) as refused:
+        train_join(run_id=run.pk, machine_rank=1, dist_url="tcp://127.0.0.1:1")
+    assert refused.value.code == "invalid_argument"
