@@ -611,6 +611,11 @@ class Workspace(models.Model):
     ls_reader_user_id = models.PositiveIntegerField(unique=True, null=True)
     ls_service_user_id = models.PositiveIntegerField(unique=True, null=True)
     service_token = models.CharField(max_length=128, blank=True)
+    #: Reconcile's high-water mark: the latest task ``updated_at`` (Label Studio's clock,
+    #: its own format) the last pass saw; the next looks only at tasks changed since.
+    ls_reconciled_through = models.CharField(max_length=40, blank=True)
+    #: When the last full pass (every task, whatever its time) ran.
+    reconciled_full_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __repr__(self) -> str:  # keep the token out of tracebacks

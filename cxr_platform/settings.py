@@ -254,6 +254,9 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+#: A periodic reconcile looks only at tasks changed since its last pass; every this many
+#: hours it looks at every task of a workspace again (a full pass).
+RECONCILE_FULL_HOURS = env.get_int("RECONCILE_FULL_HOURS", 24)
 #: Webhooks can be missed (Label Studio waits 1 s): reconcile periodically.
 CELERY_BEAT_SCHEDULE = {
     "label-studio-reconcile": {

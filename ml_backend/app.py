@@ -40,7 +40,9 @@ class Backend:
         resolve = resolve or CachedResolver(self.platform.project_model,
                                             self.settings.project_cache_seconds)
         self.store = ModelStore(self.settings.model_dir, self.settings.device, resolve=resolve,
-                                max_loaded=self.settings.max_loaded_models)
+                                max_loaded=self.settings.max_loaded_models,
+                                fetch=self.platform.fetch_version
+                                if self.settings.fetch_models else None)
         self.state = protocol.BackendState()
         self.policy = self.settings.origin_policy()
         self.limits = self.settings.fetch_limits()

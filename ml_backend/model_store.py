@@ -17,7 +17,10 @@ digest (``training.artifacts.read_version``) before anything is parsed.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -69,6 +72,8 @@ class ProjectModel:
 
 #: ``ls_project_id -> ProjectModel`` (None: nothing promoted there); may raise.
 Resolver = Callable[[int], "ProjectModel | None"]
+#: ``fetch(version name, empty folder)``: download that version's files into the folder.
+Fetcher = Callable[[str, Path], None]
 
 
 class CachedResolver:
@@ -94,8 +99,11 @@ class CachedResolver:
 
 class ModelStore:
     def __init__(self, model_dir: Path, device: str | None = None, *, resolve: Resolver,
-                 max_loaded: int = 2) -> None:
+                 max_loaded: int = 2, fetch: Fetcher | None = None) -> None:
         self.model_dir = Path(model_dir)
+        #: ``fetch(name, folder)`` downloads a version this host lacks (None: the
+        #: folder is shared with the platform, a missing version is an error)
+        self.fetch = fetch
         self.device = device
         self.resolve = resolve
         self.max_loaded = max(1, max_loaded)
@@ -172,7 +180,7 @@ class ModelStore:
             from annotations.errors import DomainError
 
             try:
-                loaded = kind.from_dir(self.model_dir / name, expected_sha256=digest)
+                loaded = kind.from_dir(self._folder(name), expected_sha256=digest)
             except (DomainError, OSError) as exc:
                 raise NoModel(f"{what} {name} of project {model.project} is unavailable "
                               f"here: {getattr(exc, 'message', exc)}") from exc
@@ -187,9 +195,35 @@ class ModelStore:
 
         logger.info("loading model version %s of project %s", model.version, model.project)
         try:
-            return Detector.from_dir(self.model_dir / model.version, device=self.device,
+            return Detector.from_dir(self._folder(model.version), device=self.device,
                                      expected_sha256=model.sha256)
         except (DomainError, OSError) as exc:  # missing, unreadable or not verified
             logger.warning("model version %s refused: %s", model.version, exc)
             raise NoModel(f"model version {model.version} of project {model.project} is "
                           f"unavailable here: {getattr(exc, 'message', exc)}") from exc
+
+    def _folder(self, name: str) -> Path:
+        """The local folder of version ``name``; fetched from the platform first when
+        this host lacks it and fetching is on (the loader then verifies its digest)."""
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise NoModel(f"{name!r} is not a model version name")
+        folder = self.model_dir / name
+        if self.fetch is None or (folder / "config.yaml").is_file():
+            return folder
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.model_dir, prefix=".fetch-"))
+        try:
+            try:
+                self.fetch(name, tmp)
+            except Exception as exc:  # the platform's answer, whatever failed: no model
+                raise NoModel(f"model version {name} could not be fetched: "
+                              f"{getattr(exc, 'message', None) or exc}") from exc
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another worker fetched it meanwhile
+                if not (folder / "config.yaml").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("fetched model version %s from the platform", name)
+        return folder

@@ -3,15 +3,18 @@ project, and START_TRAINING.
 
 It authenticates as the platform's ``ml-backend`` service (``Authorization:
 Service <token>``, from ``manage.py ml_backend_token``): a credential the
-platform accepts on those two endpoints alone (``GET
-/api/ml/projects/<id>/model/`` and ``POST /api/ml/training-requests/``), so a
-compromised backend cannot read or change anything else.
+platform accepts on its three endpoints alone (``GET
+/api/ml/projects/<id>/model/``, ``GET /api/ml/model-versions/<name>/files/<file>``
+and ``POST /api/ml/training-requests/``), so a compromised backend cannot read or
+change anything else.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -19,6 +22,8 @@ from ml_backend.model_store import ProjectModel
 from ml_backend.protocol import ProtocolError
 
 logger = logging.getLogger(__name__)
+#: A version's files, as the platform serves them (``training.artifacts``).
+VERSION_FILES = ("config.yaml", "model.pth", "manifest.sha256")
 
 
 class PlatformClient:
@@ -68,6 +73,33 @@ class PlatformClient:
                                 segmenter_sha256=masks.get("sha256") or None)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ProtocolError(502, "the platform's answer names no usable model") from exc
+
+    def fetch_version(self, name: str, dest: Path) -> None:
+        """Download a registered version's files into ``dest`` (the store verifies them
+        against the registry's digest before loading), each bounded by its size limit
+        while it streams in."""
+        from training.artifacts import MAX_FILE_BYTES
+
+        for filename in VERSION_FILES:
+            url = f"{self.base_url}/api/ml/model-versions/{quote(name, safe='')}/files/{filename}"
+            try:
+                with requests.get(url, headers=self._headers(), timeout=self.timeout,
+                                  allow_redirects=False, stream=True) as response:
+                    if response.status_code != 200:
+                        raise ProtocolError(503, f"the platform answered "
+                                            f"{response.status_code} for {filename} of "
+                                            f"model {name}")
+                    written = 0
+                    with open(dest / filename, "wb") as fh:
+                        for chunk in response.iter_content(1 << 20):
+                            written += len(chunk)
+                            if written > MAX_FILE_BYTES[filename]:
+                                raise ProtocolError(503, f"{filename} of model {name} is "
+                                                    "larger than a model file may be")
+                            fh.write(chunk)
+            except requests.RequestException as exc:
+                raise ProtocolError(502, f"platform unreachable ({type(exc).__name__})") \
+                    from exc
 
     def request_training(self, ls_project_id: int) -> dict[str, Any]:
         """Ask the platform to retrain the project behind a Label Studio project.

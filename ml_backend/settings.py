@@ -36,6 +36,11 @@ class BackendSettings:
     #: Folder of model versions (the platform's MODEL_DIR, mounted read-only); which
     #: one serves a Label Studio project is asked of the platform, per project.
     model_dir: Path = field(default_factory=lambda: Path(_env("CXR_ML_MODEL_DIR", "var/models")))
+    #: Fetch a version this host lacks from the platform (``GET /api/ml/model-versions/
+    #: <name>/files/<file>``, the service token) into ``model_dir``, then verify it: for
+    #: a backend that shares no folder with the platform (S3 stores, another host).
+    fetch_models: bool = field(default_factory=lambda: _env(
+        "CXR_ML_FETCH_MODELS").strip().lower() in ("1", "true", "yes", "on"))
     #: HTTP basic-auth credentials Label Studio is configured to send.
     username: str = field(default_factory=lambda: _env("CXR_ML_BACKEND_USER"))
     password: str = field(default_factory=lambda: _env("CXR_ML_BACKEND_PASSWORD"))

@@ -156,3 +156,48 @@ def test_ml_backend_serves_each_label_studio_project_its_platform_projects_versi
                                         {"id": 1, "data": {"image": f"{files}/lesion.png"}}]})
             assert unknown.status_code == 503
     assert app.store.loaded() == ["a-v1", "b-v2"]  # CXR_ML_MAX_LOADED_MODELS=2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ml_backend_on_another_host_fetches_its_versions_and_verifies_them(
+        two_projects, live_server, tmp_path):
+    """CXR_ML_FETCH_MODELS: the backend shares no folder with the platform; it fetches
+    the version that serves a project through the platform (its service token only),
+    and a file altered in the store is refused by the registry's digest."""
+    (tmp_path / "img").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "lesion.png"), film(0))
+    own = tmp_path / "backend-host" / "models"
+    tampered = Path(settings.MODEL_DIR) / "b-v1" / "model.pth"
+    tampered.write_bytes(tampered.read_bytes()[:-16] + b"\0" * 16)
+    with serve_files(tmp_path / "img") as files:
+        app = backend(own, serves=PLATFORM, platform_url=live_server.url,
+                      platform_token=service_token_rotate(service=ML_BACKEND),
+                      image_origins=(files,), project_cache_seconds=0, fetch_models=True)
+        with serve_wsgi(app) as url:
+            assert _predict(url, files, 11) == "a-v1"
+            altered = requests.post(f"{url}/predict", auth=(USER, PASSWORD), timeout=60,
+                                    json={"project": "22.1", "tasks": [
+                                        {"id": 1, "data": {"image": f"{files}/lesion.png"}}]})
+            assert altered.status_code == 503, altered.text
+    assert sorted(p.name for p in (own / "a-v1").iterdir()) == [
+        "config.yaml", "manifest.sha256", "model.pth"]
+    assert app.store.loaded() == ["a-v1"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "filename"), [
+    ("a-v1", "secrets.txt"), ("a-v1", "..%2Fb-v1%2Fmodel.pth"), ("nope", "model.pth"),
+    ("..", "model.pth")])
+def test_the_model_file_endpoint_serves_registered_version_files_only(two_projects, client,
+                                                                      name, filename):
+    token = service_token_rotate(service=ML_BACKEND)
+    auth = {"HTTP_AUTHORIZATION": f"Service {token}"}
+    ok = client.get("/api/ml/model-versions/a-v1/files/model.pth", **auth)
+    assert ok.status_code == 200 and b"".join(ok.streaming_content)
+    assert client.get(f"/api/ml/model-versions/{name}/files/{filename}", **auth
+                      ).status_code == 404
+    # nobody else: not anonymous, not a radiologist signed in
+    assert client.get("/api/ml/model-versions/a-v1/files/model.pth").status_code in (401, 403)
+    reader = readers.reader_create(email="curious@example.org", code="R77")
+    client.force_login(reader.user)
+    assert client.get("/api/ml/model-versions/a-v1/files/model.pth").status_code == 403

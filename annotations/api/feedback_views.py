@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -27,6 +28,7 @@ from annotations.services.feedback import (
     mask_feedback_summary,
     prediction_rate,
 )
+from annotations.services.model_registry import version_file_open
 from annotations.services.service_accounts import ML_BACKEND
 from annotations.services.training_requests import training_request_from_label_studio
 
@@ -89,6 +91,22 @@ class TrainingRequestFromLabelStudio(APIView):
         req = training_request_from_label_studio(ls_project_id=ls_project, actor=request.user)
         return Response({"status": "accepted", "training_request": req.pk,
                          "project": req.project.slug}, status=202)
+
+
+class ModelVersionFile(APIView):
+    """One file of a registered model version (``config.yaml``, ``model.pth``,
+    ``manifest.sha256``), streamed from the models store: how an ML backend that shares
+    no folder with the platform (S3 stores, another host) gets the versions it serves.
+    It verifies them against the registry's digest before loading.  The ``ml-backend``
+    service token may call it (admins may too)."""
+
+    permission_classes = [IsPlatformAdmin | IsAllowedService]
+    allowed_services = (ML_BACKEND,)
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, name: str, filename: str):
+        stored = version_file_open(name=name, filename=filename)
+        return FileResponse(stored, content_type="application/octet-stream")
 
 
 class ModelForLabelStudioProject(APIView):

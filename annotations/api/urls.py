@@ -50,6 +50,8 @@ urlpatterns = [
     path("projects/<slug:slug>/feedback/", fv.ProjectFeedback.as_view(), name="feedback"),
     path("ml/projects/<int:ls_project_id>/model/", fv.ModelForLabelStudioProject.as_view(),
          name="ml-project-model"),
+    path("ml/model-versions/<str:name>/files/<str:filename>",
+         fv.ModelVersionFile.as_view(), name="ml-model-version-file"),
     path("ml/training-requests/", fv.TrainingRequestFromLabelStudio.as_view(),
          name="ml-training-request"),
     path("predictions/<int:pk>/rating/", fv.PredictionRate.as_view(), name="prediction-rate"),

@@ -22,6 +22,7 @@ Pure module: no Django.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,8 @@ from annotations.errors import DomainError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Task ids per export request when exporting some tasks (URL length).
+EXPORT_IDS_PER_REQUEST = 200
 
 #: Statuses that mean "the request was not processed", safe to retry even for a POST.
 _NOT_PROCESSED = frozenset({429, 502, 503, 504})
@@ -178,19 +181,62 @@ class LabelStudioClient:
                 return None
             raise
 
-    def export_project_annotations(self, project_id: int) -> list[dict[str, Any]]:
-        """All tasks of a project with their annotations, in one synchronous request.
+    def export_project_annotations(self, project_id: int,
+                                   ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """All tasks of a project (or the tasks ``ids``) with their annotations.
 
         Uses ``/api/projects/<id>/export?exportType=JSON``: ``completed_by`` is the user id
         (what the platform maps to readers), ``updated_at`` is per annotation, and unlike
         snapshot exports it leaves no export files behind in Label Studio's data dir.
+        ``ids`` go in pieces of ``EXPORT_IDS_PER_REQUEST`` (a URL has a length limit).
         """
         path = f"/api/projects/{project_id}/export"
-        return self._call(
-            f"GET {path}",
-            lambda: self._raw("GET", path,
-                              params={"exportType": "JSON", "download_all_tasks": "true"}),
-        )
+        params: dict[str, Any] = {"exportType": "JSON", "download_all_tasks": "true"}
+        if ids is None:
+            return self._call(f"GET {path}", lambda: self._raw("GET", path, params=params))
+        out: list[dict[str, Any]] = []
+        ids = list(ids)
+        for start in range(0, len(ids), EXPORT_IDS_PER_REQUEST):
+            part = {**params, "ids[]": [str(i) for i in ids[start:start + EXPORT_IDS_PER_REQUEST]]}
+            out += self._call(f"GET {path}", lambda part=part: self._raw("GET", path,
+                                                                         params=part))
+        return out
+
+    def task_changes(self, project_id: int, since: str | None = None,
+                     page_size: int = 1000) -> list[tuple[int, str]]:
+        """``(task id, updated_at)`` of every task of a project changed after ``since``
+        (Label Studio's own timestamp, ``%Y-%m-%dT%H:%M:%S.%fZ``; None: every task).
+
+        A task's ``updated_at`` moves whenever one of its annotations is created,
+        updated or deleted (``tasks.models.Annotation.update_task``), so this is what a
+        reconcile pass must look at since its last one.  Data manager filter on
+        ``tasks:updated_at``, task fields only, page by page.
+        """
+        query: dict[str, Any] = {"filters": {"conjunction": "and", "items": []},
+                                 "ordering": ["tasks:id"]}
+        if since:
+            query["filters"]["items"].append({"filter": "filter:tasks:updated_at",
+                                              "operator": "greater", "type": "Datetime",
+                                              "value": since})
+        out: list[tuple[int, str]] = []
+        page = 1
+        while True:
+            params = {"project": str(project_id), "fields": "task_only", "page": str(page),
+                      "page_size": str(page_size), "query": json.dumps(query)}
+            try:
+                body = self._call("GET /api/tasks/",
+                                  lambda params=params: self._raw("GET", "/api/tasks/",
+                                                                  params=params))
+            except DomainError as exc:
+                if "404" in exc.message and page > 1:  # past the last page
+                    break
+                raise
+            tasks = body.get("tasks", []) if isinstance(body, dict) else body
+            out += [(int(t["id"]), str(t["updated_at"])) for t in tasks]
+            if len(tasks) < page_size:
+                break
+            page += 1
+        return out
 
     def create_annotation(
         self,

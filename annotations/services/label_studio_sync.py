@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from annotations.errors import DomainError
@@ -440,17 +441,47 @@ def ls_annotation_withdraw(task: WorkspaceTask, ls_annotation_id: int) -> bool:
 # --- reconcile -----------------------------------------------------------------------
 
 
+#: Tasks changed this long before the last pass's high-water mark are looked at again:
+#: an annotation saved just before that pass may commit (with its earlier time) after it.
+RECONCILE_OVERLAP = dt.timedelta(minutes=2)
+LS_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _ls_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def _reconcile_since(ws: Workspace, full: bool) -> str | None:
+    """The Label Studio time after which this pass looks (None: every task)."""
+    if full or not ws.ls_reconciled_through:
+        return None
+    since = _ls_time(ws.ls_reconciled_through) - RECONCILE_OVERLAP
+    return since.strftime(LS_TIME_FORMAT)
+
+
 def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None,
-                        heartbeat: Callable[[], None] | None = None) -> dict[str, int]:
+                        heartbeat: Callable[[], None] | None = None,
+                        full: bool = True) -> dict[str, int]:
     """Make the platform hold exactly Label Studio's annotations for this workspace
-    (``heartbeat``: called every 50 tasks, a long workspace's sign of life)."""
+    (``heartbeat``: called every 50 tasks, a long workspace's sign of life).
+
+    ``full=False``: only the tasks Label Studio changed since the last pass's
+    high-water mark (less an overlap) are exported and applied, so a pass over
+    thousands of untouched tasks costs one listing; a workspace never reconciled
+    gets a full pass.  Either way the mark moves to the latest change seen."""
     client = client or ws_client(ws)
+    since = _reconcile_since(ws, full)
+    changes = client.task_changes(ws.ls_project_id, since=since)
+    counts = {"created": 0, "unchanged": 0, "violation": 0, "adjudicated": 0, "withdrawn": 0,
+              "rejected": 0, "scanned": len(changes)}
+    if since is not None and not changes:
+        return counts
     tasks = {t.ls_task_id: t for t in ws.tasks.select_related("image", "workspace__reader",
                                                                "workspace__project",
                                                                "adjudication")}
-    counts = {"created": 0, "unchanged": 0, "violation": 0, "adjudicated": 0, "withdrawn": 0,
-              "rejected": 0}
-    for n, ls_task in enumerate(client.export_project_annotations(ws.ls_project_id)):
+    exported = client.export_project_annotations(
+        ws.ls_project_id, ids=None if since is None else [i for i, _ in changes])
+    for n, ls_task in enumerate(exported):
         if heartbeat is not None and n and n % 50 == 0:
             heartbeat()
         task = tasks.get(int(ls_task["id"]))
@@ -473,20 +504,36 @@ def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None,
                 source=ReaderAnnotation.Source.LABEL_STUDIO).first()
             if current is not None and ls_annotation_withdraw(task, int(current.external_id)):
                 counts["withdrawn"] += 1
+    marks = [ws.ls_reconciled_through] if ws.ls_reconciled_through else []
+    latest = max(marks + [u for _, u in changes], key=_ls_time, default="")
+    fields = {"ls_reconciled_through": latest}
+    if since is None:
+        fields["reconciled_full_at"] = timezone.now()
+    Workspace.objects.filter(pk=ws.pk).update(**fields)
+    for key, value in fields.items():
+        setattr(ws, key, value)
     return counts
 
 
-def reconcile_all(heartbeat: Callable[[], None] | None = None) -> dict[str, Any]:
+def reconcile_all(heartbeat: Callable[[], None] | None = None,
+                  full: bool | None = None) -> dict[str, Any]:
     """Reconcile every workspace; one that fails (deleted behind our back, Label Studio
     refusing) is reported and the others still get repaired.  ``heartbeat`` is called
-    before each workspace (a reconcile run's liveness)."""
+    before each workspace (a reconcile run's liveness).
+
+    ``full``: True looks at every task, False only at tasks changed since the last
+    pass; None (the periodic pass) does a full pass of a workspace whose last one is
+    older than ``CXR_RECONCILE_FULL_HOURS`` and an incremental one otherwise."""
+    cutoff = timezone.now() - dt.timedelta(hours=settings.RECONCILE_FULL_HOURS)
     total: dict[str, Any] = {}
     failed: list[dict[str, Any]] = []
     for ws in Workspace.objects.select_related("reader", "project").order_by("pk"):
         if heartbeat is not None:
             heartbeat()
         try:
-            counts = workspace_reconcile(ws, heartbeat=heartbeat)
+            whole = full if full is not None else (
+                ws.reconciled_full_at is None or ws.reconciled_full_at < cutoff)
+            counts = workspace_reconcile(ws, heartbeat=heartbeat, full=whole)
         except DomainError as exc:
             failed.append({"workspace": ws.pk, "project": ws.project.slug,
                            "reader": ws.reader.code, "error": exc.code})

@@ -28,6 +28,7 @@ from django.utils import timezone
 from annotations import events
 from annotations.errors import DomainError
 from annotations.models import Image, ModelVersion, Project
+from annotations.services import storage
 from annotations.services.audit import audit_record
 from annotations.services.classifier_training import classifier_gold_report
 from annotations.services.labels import final_results
@@ -36,6 +37,24 @@ from annotations.services.storage import model_dir, read_display
 
 Truth = dict[str, tuple[np.ndarray, np.ndarray]]
 Preds = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+#: The files of a model version another host may fetch (what the loader reads and the
+#: manifest its digest is computed over; ``training.artifacts``).
+VERSION_FILE_NAMES = ("config.yaml", "model.pth", "manifest.sha256")
+
+
+def version_file_open(*, name: str, filename: str) -> Any:
+    """One file of a registered version, opened from the models store (the caller
+    closes it): what an ML backend on another host fetches, then verifies against the
+    registry's digest.  Names outside the registry or the version's files are 404."""
+    if filename not in VERSION_FILE_NAMES or not ModelVersion.objects.filter(
+            name=name).exists():
+        raise DomainError("not_found", "no such model version file")
+    try:
+        return storage.open_read(storage.MODELS, f"{name}/{filename}")
+    except DomainError as exc:
+        raise DomainError("not_found", f"the files of model {name} are not stored") from exc
 
 
 def gold_truth(project: Project) -> tuple[list[Image], Truth]:
