@@ -14,6 +14,7 @@ that survives a worker restart and is shared by a host's worker processes.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ SCRATCH = "scratch"
 MIN_AGE_SECONDS = 30.0
 
 _added_since_sweep = 0
+logger = logging.getLogger(__name__)
 
 
 def root() -> Path:
@@ -53,10 +55,32 @@ def entry_path(alias: str, key: str) -> Path:
 
 
 def scratch(name: str) -> Path:
+    _private_root()
     path = root() / SCRATCH / _safe(name)
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return path
+
+
+def _private_root() -> None:
+    base = root()
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o700)
+
+
+def sweep_scratch(folder: Path, older_than: float) -> int:
+    """Remove what a killed task left in a scratch folder (files and folders older
+    than ``older_than`` seconds); how many went."""
+    cutoff = time.time() - older_than
+    gone = 0
+    for path in list(folder.iterdir()) if folder.is_dir() else []:
+        try:
+            if path.stat().st_mtime < cutoff:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                gone += 1
+        except FileNotFoundError:  # another process swept it first
+            continue
+    return gone
 
 
 def cached_file(alias: str, key: str, fetch: Callable[[IO[bytes]], None]) -> Path:
@@ -65,6 +89,7 @@ def cached_file(alias: str, key: str, fetch: Callable[[IO[bytes]], None]) -> Pat
     if dest.is_file():
         _touch(dest)
         return dest
+    _private_root()
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
     try:
@@ -124,7 +149,13 @@ def _touch(path: Path) -> None:
 
 
 def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            total += p.stat().st_size if p.is_file() else 0
+        except FileNotFoundError:  # evicted by another process meanwhile
+            continue
+    return total
 
 
 def _added(size: int) -> None:
@@ -135,7 +166,10 @@ def _added(size: int) -> None:
     _added_since_sweep += max(size, 1)
     if first or _added_since_sweep >= settings.STORAGE_CACHE_MAX_BYTES // 20:
         _added_since_sweep = 1
-        sweep()
+        try:
+            sweep()
+        except OSError as exc:  # the fetch succeeded; an eviction may wait for the next
+            logger.warning("cache sweep failed (%s)", type(exc).__name__)
 
 
 def entries() -> list[tuple[float, int, Path]]:
@@ -150,7 +184,10 @@ def entries() -> list[tuple[float, int, Path]]:
         if here == base:
             dirnames[:] = [d for d in dirnames if d != SCRATCH]
         if COMPLETE in filenames:
-            out.append(((here / COMPLETE).stat().st_mtime, _size(here), here))
+            try:
+                out.append(((here / COMPLETE).stat().st_mtime, _size(here), here))
+            except FileNotFoundError:  # evicted by another process meanwhile
+                pass
             dirnames[:] = []
             continue
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -167,7 +204,8 @@ def entries() -> list[tuple[float, int, Path]]:
 
 def sweep(max_bytes: int | None = None) -> int:
     """Evict least recently used entries until the cache holds at most ``max_bytes``
-    (default: the setting); returns the bytes freed."""
+    (default: the setting); returns the bytes freed.  Best effort: two processes may
+    sweep at once, and what the other removed first is simply gone."""
     limit = settings.STORAGE_CACHE_MAX_BYTES if max_bytes is None else max_bytes
     items = sorted(entries())
     total = sum(size for _, size, _ in items)

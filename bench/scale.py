@@ -127,17 +127,40 @@ def _project(n_images: int, n_readers: int, reads: int):
     return project, rs
 
 
+class _Reader:
+    """A reader at the labeling screen: signed in through the platform's one-time link
+    (the only way in), then the session's JSON calls, as the browser makes them."""
+
+    def __init__(self, ws) -> None:
+        import requests
+        from django.conf import settings
+
+        from annotations.services import label_studio_sync as sync
+
+        self.url = settings.LABEL_STUDIO_URL
+        self.session = requests.Session()
+        link = sync.workspace_sign_in_url(workspace=ws, reader=ws.reader)
+        answer = self.session.get(link, allow_redirects=False, timeout=30)
+        if answer.status_code != 302:
+            raise RuntimeError(f"sign-in of {ws.reader.code} failed: {answer.status_code}")
+
+    def call(self, method: str, path: str, body: Any) -> dict:
+        answer = self.session.request(method, self.url + path, json=body, timeout=60)
+        answer.raise_for_status()
+        return answer.json() if answer.content else {}
+
+
 def _annotate_all(project, rng: random.Random, threads: int) -> int:
-    """One read per task, by the workspace's reader (the service account attributes it)."""
+    """One read per task, by the workspace's reader through the labeling screen's API."""
     from annotations.label_studio.config import CHOICES_CONTROL, IMAGE_NAME
     from annotations.label_studio.regions import build_result
     from annotations.models import Workspace
-    from annotations.services import label_studio_sync as sync
 
     classes = [c.name for c in project.label_classes.filter(image_level=False)]
     jobs = []
-    for ws in Workspace.objects.filter(project=project, kind="reading"):
-        client = sync.ws_client(ws)
+    for ws in Workspace.objects.filter(project=project, kind="reading").select_related(
+            "reader"):
+        client = _Reader(ws)
         for task in ws.tasks.select_related("image"):
             if rng.random() < 0.33:
                 x, y = rng.uniform(200, 1500), rng.uniform(200, 1800)
@@ -146,11 +169,11 @@ def _annotate_all(project, rng: random.Random, threads: int) -> int:
             else:  # a "No finding" read: the image-level choice, no regions
                 result = [{"from_name": CHOICES_CONTROL, "to_name": IMAGE_NAME,
                            "type": "choices", "value": {"choices": ["No finding"]}}]
-            jobs.append((client, task.ls_task_id, result, ws.ls_reader_user_id))
+            jobs.append((client, task.ls_task_id, result))
 
     def make(job) -> dict:
-        client, task_id, result, user = job
-        return client.create_annotation(task_id, result, completed_by=user)
+        client, task_id, result = job
+        return client.call("POST", f"/api/tasks/{task_id}/annotations/", {"result": result})
 
     with ThreadPoolExecutor(threads) as pool:
         made = list(pool.map(make, jobs))
@@ -252,12 +275,14 @@ def _label_studio_phase(args, rng: random.Random) -> None:
     from annotations.label_studio.regions import build_result
     from annotations.models import WorkspaceTask
 
+    sessions: dict[int, _Reader] = {}
     for ann in changed:
-        wt = WorkspaceTask.objects.select_related("workspace").get(
+        wt = WorkspaceTask.objects.select_related("workspace__reader").get(
             image=ann.image, workspace__reader=ann.reader, workspace__kind="reading")
-        sync.ws_client(wt.workspace).update_annotation(int(ann.external_id), build_result(
+        reader = sessions.setdefault(wt.workspace_id, _Reader(wt.workspace))
+        reader.call("PATCH", f"/api/annotations/{int(ann.external_id)}/", {"result": build_result(
             [[100, 100, 400, 400]], ["Nodule/Mass"], original_width=2048,
-            original_height=2500))
+            original_height=2500)})
     time.sleep(1.0)
     inc_s, inc_peak, inc = _peak(lambda: sync.reconcile_all(full=False))
     row(f"reconcile incremental ({len(changed)} changed)", inc_s, "reconcile full", full_s,

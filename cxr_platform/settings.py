@@ -339,8 +339,9 @@ SIGNED_URL_TTL_SECONDS = env.get_int("SIGNED_URL_TTL", 3600)
 STORAGE_BACKEND = env.get("STORAGE", "local")
 if STORAGE_BACKEND not in ("local", "s3"):
     raise ImproperlyConfigured("CXR_STORAGE must be 'local' or 's3'")
-#: Store name -> (local folder setting, S3 key prefix).  Quarantine holds raw originals
-#: (identity included): private files locally, its own bucket on S3 when one is named.
+#: Store name -> (local folder setting, S3 key prefix).  Quarantine and staging hold raw
+#: originals (identity included): private files locally (quarantine), and on S3 the
+#: private bucket when one is named (CXR_S3_QUARANTINE_BUCKET).
 STORE_ROOTS = {"default": ("MEDIA_ROOT", "media"), "staging": ("STAGING_ROOT", "staging"),
                "quarantine": ("QUARANTINE_ROOT", "quarantine"),
                "models": ("MODEL_DIR", "models")}
@@ -384,7 +385,8 @@ def storage_config(backend: str) -> dict:
     when called: the tests build an S3 configuration this way too)."""
     if backend == "s3":
         stores = {name: {"BACKEND": "storages.backends.s3.S3Storage",
-                         "OPTIONS": _s3_options(prefix, private=name == "quarantine")}
+                         "OPTIONS": _s3_options(prefix,
+                                                private=name in ("quarantine", "staging"))}
                   for name, (_setting, prefix) in STORE_ROOTS.items()}
     else:
         stores = {name: {"BACKEND": "annotations.storage_backends.LocalStorage",

@@ -85,9 +85,10 @@ def test_out_of_range_params_read_the_same_for_consensus_al_and_training(owner, 
 def test_training_params_accept_what_the_platform_and_benchmarks_send():
     sent = {"preset": "tiny", "max_iter": 60, "ims_per_batch": 2, "base_lr": 0.02,
             "val_fraction": 0.0, "checkpoint_period": 30}
-    # what is not sent takes its default: hard labels, a fresh seed
+    # what is not sent takes its default: hard labels, a fresh seed, one process
     assert TRAINING_PARAMS.validate(sent) == {**sent, "soft_labels": False, "seed": None,
-                                              "task": "detector"}
+                                              "task": "detector", "processes": 1,
+                                              "machines": 1}
     assert TRAINING_PARAMS.validate({**sent, "soft_labels": True, "seed": 3})["seed"] == 3
     assert TRAINING_PARAMS.validate(None) == TRAINING_PARAMS.defaults
 

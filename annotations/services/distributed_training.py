@@ -9,6 +9,7 @@ promotes it exactly as after a one-process training.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from pathlib import Path
@@ -47,7 +48,7 @@ def train_detector_distributed(run: TrainingRun, cfg: Any, state: dict[str, Any]
             raise DomainError("invalid_params", "training on several machines needs "
                               "CXR_TRAIN_DIST_URL on the gpu worker (tcp://host:port that "
                               "every machine reaches)")
-        _publish_spec(run, cfg, coco)
+        state["spec_sha256"] = _publish_spec(run, cfg, coco)
     spec = _spec(cfg, dataset=dataset, coco=coco, image_root=image_root, work=work,
                  checkpoint_period=int(params["checkpoint_period"]))
     topology = distributed.Topology(procs_per_machine=int(params.get("processes") or 1),
@@ -68,11 +69,7 @@ def train_detector_distributed(run: TrainingRun, cfg: Any, state: dict[str, Any]
             if finished:
                 break
     finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.terminate()
-        for process in context.processes:
-            process.join(10)
+        _stop(context)
     report = distributed.read_json(work / distributed.PROGRESS_FILE)
     if "final" not in report:
         raise DomainError("training_failed", "the training processes ended without a model")
@@ -87,14 +84,23 @@ def _spec(cfg: Any, *, dataset: str, coco: Path, image_root: Path, work: Path,
             "publish_period": checkpoint_period}
 
 
-def _publish_spec(run: TrainingRun, cfg: Any, coco: Path) -> None:
+def _spec_digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "config.yaml").read_bytes() + b"\0"
+                          + (folder / "train.json").read_bytes()).hexdigest()
+
+
+def _publish_spec(run: TrainingRun, cfg: Any, coco: Path) -> str:
     """The config and COCO file every machine trains on, in the models store: a
-    joining machine trains on exactly rank 0's data, whatever changed since."""
+    joining machine trains on exactly rank 0's data, whatever changed since.  Returns
+    their digest, which the run's row carries and a joiner checks (the store is not
+    trusted to hand every machine the same files)."""
     key = spec_key(run.pk)
     folder = storage.folder_for_write(storage.MODELS, key)
     (folder / "config.yaml").write_text(cfg.dump())
     shutil.copyfile(coco, folder / "train.json")
+    digest = _spec_digest(folder)
     storage.folder_publish(storage.MODELS, key, folder)
+    return digest
 
 
 def train_join(*, run_id: int, machine_rank: int, dist_url: str,
@@ -103,7 +109,6 @@ def train_join(*, run_id: int, machine_rank: int, dist_url: str,
     processes train on the spec rank 0 stored and the films fetched from the media
     store; rank 0 reports, checkpoints and registers.  Returns when training ends."""
     import json
-    import tempfile
 
     from training import distributed
 
@@ -117,16 +122,21 @@ def train_join(*, run_id: int, machine_rank: int, dist_url: str,
         run.refresh_from_db()
         if run.status not in (TrainingRun.Status.PENDING, TrainingRun.Status.RUNNING):
             raise DomainError("conflict", f"training run {run_id} is {run.status}")
+        expected = (run.progress or {}).get("spec_sha256")
         try:
-            folder = storage.model_dir(spec_key(run_id))
-            if (folder / "train.json").is_file():
+            folder = storage.model_dir(spec_key(run_id)) if expected else None
+            if folder is not None and (folder / "train.json").is_file():
+                if _spec_digest(folder) != expected:
+                    raise DomainError("integrity", f"the stored spec of run {run_id} does "
+                                      "not match the digest on its row")
                 break
-        except DomainError:
-            pass
+        except DomainError as exc:
+            if exc.code == "integrity":
+                raise
         if time.monotonic() > deadline:
             raise DomainError("timeout", f"run {run_id} published no spec in {wait_seconds} s")
         time.sleep(1.0)
-    work = Path(tempfile.mkdtemp(prefix=f"train-{run_id}-rank{machine_rank}-"))
+    work = storage.training_dir(f"train-{run_id}-rank{machine_rank}-")
     try:
         coco = work / "train.json"
         shutil.copyfile(folder / "train.json", coco)
@@ -142,14 +152,32 @@ def train_join(*, run_id: int, machine_rank: int, dist_url: str,
                                         dist_url=dist_url)
         context = distributed.start(distributed.train_process, topology, (spec,))
         try:
+            checked = time.monotonic()
             while not context.join(timeout=POLL_SECONDS):
-                pass
+                if time.monotonic() - checked >= 5 * POLL_SECONDS:  # cancelled, failed?
+                    checked = time.monotonic()
+                    run.refresh_from_db(fields=["status"])
+                    if run.status != TrainingRun.Status.RUNNING:
+                        raise DomainError("conflict", f"training run {run_id} is "
+                                          f"{run.status}: this machine stops")
         finally:
-            for process in context.processes:
-                if process.is_alive():
-                    process.terminate()
+            _stop(context)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _stop(context: Any, grace: float = 10.0) -> None:
+    """End every training process still running: SIGTERM, then SIGKILL after ``grace``
+    (a process stuck in a collective ignores the first)."""
+    for process in context.processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace
+    for process in context.processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(5)
 
 
 def _follow(run: TrainingRun, state: dict[str, Any], work: Path, seen: dict[str, Any]) -> None:

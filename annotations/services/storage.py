@@ -38,6 +38,9 @@ from annotations.archives import ZipLimits, zip_open_checked
 from annotations.errors import DomainError
 
 MEDIA, STAGING, QUARANTINE, MODELS = "default", "staging", "quarantine", "models"
+#: Written last when a folder is published to a remote store: a reader that lists the
+#: folder before it (mid-upload) sees no folder, never a part of one.
+PUBLISHED = ".published"
 #: Objects larger than this are spooled to disk, never held whole, while uploading.
 SPOOL_BYTES = 8 * 1024 * 1024
 
@@ -202,7 +205,9 @@ def private_copy(alias: str, key: str) -> Iterator[Path]:
     if not is_remote(alias):
         yield Path(store(alias).path(key))
         return
-    fd, tmp = tempfile.mkstemp(dir=storage_cache.scratch("originals"))
+    scratch = storage_cache.scratch("originals")
+    storage_cache.sweep_scratch(scratch, older_than=3600)  # a killed task's copy
+    fd, tmp = tempfile.mkstemp(dir=scratch)
     try:
         with os.fdopen(fd, "wb") as fh:
             _copy_to(alias, key)(fh)
@@ -229,6 +234,15 @@ def presigned_url(alias: str, key: str, ttl: int) -> str:
     return store(alias).url(key, expire=ttl)
 
 
+def training_dir(prefix: str) -> Path:
+    """A run's private work folder on this machine, beside the cache it links films
+    from (same file system: links, not copies); work folders a killed run left behind
+    for a week are removed first."""
+    root = scratch_dir("training")
+    storage_cache.sweep_scratch(root, older_than=7 * 24 * 3600)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+
+
 # --- folders of files: model versions and checkpoints ---------------------------
 
 
@@ -240,7 +254,7 @@ def folder_local(alias: str, prefix: str) -> Path:
 
     def fill(tmp: Path) -> None:
         found = keys(alias, prefix)
-        if not found:
+        if f"{prefix.strip('/')}/{PUBLISHED}" not in found:  # absent, or still uploading
             raise DomainError("not_found", f"nothing is stored under {prefix!r}")
         for key in found:
             dest = tmp / key[len(prefix.strip("/")) + 1:]
@@ -267,15 +281,22 @@ def folder_publish(alias: str, prefix: str, folder: Path) -> None:
     folder as the cached copy; local: it is already in place)."""
     if not is_remote(alias):
         return
+    base = prefix.strip("/")
+    delete(alias, f"{base}/{PUBLISHED}")  # republished: unreadable until complete again
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        put_file(alias, f"{prefix.strip('/')}/{path.relative_to(folder).as_posix()}", path)
+        if not path.name.startswith("."):
+            put_file(alias, f"{base}/{path.relative_to(folder).as_posix()}", path)
+    put(alias, f"{base}/{PUBLISHED}", b"")
     storage_cache.folder_adopt(folder, storage_cache.entry_path(alias, prefix))
 
 
 def folder_delete(alias: str, prefix: str) -> None:
+    if not prefix.strip("/"):
+        raise DomainError("invalid", "refusing to delete a whole store")
     if not is_remote(alias):
         shutil.rmtree(store(alias).path(prefix), ignore_errors=True)
         return
+    delete(alias, f"{prefix.strip('/')}/{PUBLISHED}")  # first: nobody fetches a part
     for key in keys(alias, prefix):
         delete(alias, key)
     storage_cache.forget(alias, prefix)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +129,7 @@ def _next_name(project: Project) -> str:
 def training_run_execute(*, run_id: int) -> TrainingRun:
     """Claim the run and train; any error fails it (a training is not retried)."""
     def work(run: TrainingRun) -> None:
-        folder = Path(tempfile.mkdtemp(prefix=f"train-{run.pk}-"))
+        folder = storage.training_dir(f"train-{run.pk}-")
         try:
             _train(run, folder)
         finally:

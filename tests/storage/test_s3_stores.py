@@ -149,7 +149,8 @@ def test_a_model_version_reaches_another_host_whole_through_the_store(s3, settin
     (folder / "weights" / "model.pth").write_bytes(b"w" * 5000)
     storage.folder_publish(storage.MODELS, "proj-v1", folder)
     assert set(server.objects(bucket, "models/")) == {
-        "models/proj-v1/config.yaml", "models/proj-v1/weights/model.pth"}
+        "models/proj-v1/config.yaml", "models/proj-v1/weights/model.pth",
+        "models/proj-v1/.published"}
     # another host: an empty cache fetches the whole folder
     settings.STORAGE_CACHE_ROOT = tmp_path / "other-host-cache"
     there = storage.model_dir("proj-v1")
@@ -158,8 +159,14 @@ def test_a_model_version_reaches_another_host_whole_through_the_store(s3, settin
     with pytest.raises(DomainError) as missing:
         storage.model_dir("proj-v2")
     assert missing.value.code == "not_found"
+    # a folder still uploading (no marker yet) is not there for another host either
+    storage.put(storage.MODELS, "proj-v3/config.yaml", b"MODEL: {}\n")
+    with pytest.raises(DomainError):
+        storage.model_dir("proj-v3")
+    with pytest.raises(DomainError):
+        storage.folder_delete(storage.MODELS, "/")
     storage.folder_delete(storage.MODELS, "proj-v1")
-    assert not server.objects(bucket, "models/") and not there.exists()
+    assert not server.objects(bucket, "models/proj-v1/") and not there.exists()
 
 
 def test_quarantine_purge_on_s3_deletes_old_originals_and_orphans_only(s3, project,
