@@ -387,6 +387,8 @@ def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> s
     if user_id != ws.ls_reader_user_id:
         return _violation(task, ann_id, ProtocolViolation.Kind.FOREIGN_ANNOTATOR, annotation,
                           "annotation by someone other than the workspace's reader", user_id)
+    if ws.kind == Workspace.Kind.READING and _already_current(task, ann_id, annotation):
+        return "unchanged"
     boxes, labels = ls_result_boxes(annotation, task.image)
     masks = ls_result_masks(annotation, task.image)
     if ws.kind == Workspace.Kind.ADJUDICATION:
@@ -414,6 +416,17 @@ def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> s
         except DomainError as exc:
             logger.warning("feedback on annotation %s not recorded (%s)", ann_id, exc.code)
     return "created" if created else "unchanged"
+
+
+def _already_current(task: WorkspaceTask, ann_id: int, annotation: Mapping[str, Any]) -> bool:
+    """This very version (Label Studio id and ``updated_at``) is the reader's current
+    read already: nothing to decode or compare (a reconcile pass over unchanged reads,
+    a webhook delivered twice).  Any edit moves ``updated_at``, so it is never skipped."""
+    stamp = _updated_at(annotation)
+    return stamp is not None and ReaderAnnotation.objects.filter(
+        image=task.image, reader=task.workspace.reader, is_current=True,
+        source=ReaderAnnotation.Source.LABEL_STUDIO, external_id=str(ann_id),
+        external_updated_at=stamp).exists()
 
 
 def ls_annotation_withdraw(task: WorkspaceTask, ls_annotation_id: int) -> bool:
