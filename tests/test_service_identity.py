@@ -25,6 +25,8 @@ pytestmark = pytest.mark.django_db
 TRAINING = "/api/ml/training-requests/"
 #: The one other endpoint the token may call (GET only): which model serves an LS project.
 MODEL = "/api/ml/projects/{}/model/"
+#: ... and (GET only) a registered version's files, for a backend on another host.
+FILES = "/api/ml/model-versions/1/files/1"
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_ml_backend_token_is_refused_on_every_other_endpoint(ls_project, method)
     client = _client(service_token_rotate(service=ML_BACKEND))
     checked = 0
     for url in _every_api_route():
-        if url in (TRAINING, MODEL.format(1)):
+        if url in (TRAINING, MODEL.format(1), FILES):
             continue
         status = getattr(client, method)(url, {}, format="json").status_code
         if _authenticates(url):
