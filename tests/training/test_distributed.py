@@ -122,3 +122,24 @@ def test_joining_a_one_machine_run_is_refused(labelled):
     with pytest.raises(DomainError) as refused:
         train_join(run_id=run.pk, machine_rank=1, dist_url="tcp://127.0.0.1:1")
     assert refused.value.code == "invalid_argument"
+
+
+def test_a_joiner_refuses_a_spec_that_is_not_the_one_on_the_runs_row(labelled, settings):
+    """Whoever can write the models store cannot hand a joining machine other data: the
+    spec it would train on is checked against the digest rank 0 put on the run's row."""
+    from pathlib import Path
+
+    from annotations.services.distributed_training import spec_key, train_join
+
+    project, _ = labelled
+    run = training_run_create(project=project, enqueue=False,
+                              params={**PARAMS, "machines": 2})
+    folder = Path(settings.MODEL_DIR) / spec_key(run.pk)
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("MODEL: {}\n")
+    (folder / "train.json").write_text('{"images": [], "annotations": []}')
+    TrainingRun.objects.filter(pk=run.pk).update(progress={"spec_sha256": "0" * 64})
+    with pytest.raises(DomainError) as refused:
+        train_join(run_id=run.pk, machine_rank=1, dist_url="tcp://127.0.0.1:1",
+                   wait_seconds=10)
+    assert refused.value.code == "integrity"
