@@ -82,7 +82,7 @@ def test_adjudicator_decision_overrides_consensus(case, admin_user):
         project=project, strategy="wbf", enqueue=False).pk)
     admin = APIClient()
     admin.force_authenticate(admin_user)
-    out = admin.get("/api/projects/test/exports/vinbigdata/").content.decode()
+    out = admin.get("/api/projects/test/exports/vinbigdata/").getvalue().decode()
     by_image = {r.image_id: r.reads[0] for r in vinbigdata.parse_csv(out)}
     final = by_image[disagree.pseudo_id]
     assert final.classes.tolist() == [10] and final.boxes.tolist() == [[100, 100, 200, 200]]

@@ -149,13 +149,13 @@ def test_vinbigdata_import_agreement_and_export(setup, admin_user,
 
     out = c.get("/api/projects/test/exports/vinbigdata/?source=consensus")
     assert out.status_code == 200
-    back = vinbigdata.parse_csv(out.content.decode())
+    back = vinbigdata.parse_csv(out.getvalue().decode())
     assert len(back) == 2 and all(len(r.reads[0].boxes) == 1 for r in back)
     ids = {r.image_id for r in back}
     assert ids <= {i.pseudo_id for i in images}  # pseudonymous ids only
 
     per_reader = c.get("/api/projects/test/exports/vinbigdata/?source=readers")
-    assert {r.reader for im in vinbigdata.parse_csv(per_reader.content.decode())
+    assert {r.reader for im in vinbigdata.parse_csv(per_reader.getvalue().decode())
             for r in im.reads} == {"R8", "R9", "R10"}
 
 

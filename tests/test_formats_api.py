@@ -45,12 +45,13 @@ def test_coco_export_is_training_ready(labelled, project):
     c, images = labelled
     resp = c.get("/api/projects/test/exports/coco/")
     assert resp.status_code == 200 and resp["Content-Type"] == "application/json"
-    data = json.loads(resp.content)
+    body = resp.getvalue()  # streamed
+    data = json.loads(body)
     assert len(data["images"]) == 4  # the "No finding" image stays in the training set
     assert len(data["annotations"]) == 3
     ann = data["annotations"][0]
     assert ann["bbox"] == [40.0, 60.0, 120.0, 140.0] and ann["area"] == 120.0 * 140.0
-    back = parse_coco(resp.content, project_taxonomy(project))
+    back = parse_coco(body, project_taxonomy(project))
     assert {r.image_id for r in back} == {i.pseudo_id for i in images}
 
 
@@ -59,7 +60,7 @@ def test_multi_file_formats_come_as_zip(labelled, fmt, member):
     c, _ = labelled
     resp = c.get(f"/api/projects/test/exports/{fmt}/")
     assert resp.status_code == 200 and resp["Content-Type"] == "application/zip"
-    names = zipfile.ZipFile(io.BytesIO(resp.content)).namelist()
+    names = zipfile.ZipFile(io.BytesIO(resp.getvalue())).namelist()
     assert len(names) >= 4
     if member:
         assert member in names
@@ -67,7 +68,7 @@ def test_multi_file_formats_come_as_zip(labelled, fmt, member):
 
 def test_coco_reads_round_trip_through_import(labelled, project, admin_user):
     c, images = labelled
-    exported = c.get("/api/projects/test/exports/coco/?source=readers").content
+    exported = c.get("/api/projects/test/exports/coco/?source=readers").getvalue()
     ReaderAnnotation.objects.all().delete()
     resp = c.post("/api/projects/test/imports/", {
         "file": SimpleUploadedFile("reads.json", exported), "format": "coco"},
@@ -79,7 +80,7 @@ def test_coco_reads_round_trip_through_import(labelled, project, admin_user):
 
 def test_voc_zip_round_trip_through_import(labelled, project):
     c, _ = labelled
-    exported = c.get("/api/projects/test/exports/voc/?source=readers&reader=R2").content
+    exported = c.get("/api/projects/test/exports/voc/?source=readers&reader=R2").getvalue()
     ReaderAnnotation.objects.all().delete()
     resp = c.post("/api/projects/test/imports/", {
         "file": SimpleUploadedFile("voc.zip", exported), "format": "voc", "reader": "R2"},

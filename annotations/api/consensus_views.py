@@ -3,7 +3,7 @@ each other's work or the consensus through these endpoints)."""
 
 from __future__ import annotations
 
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
@@ -166,10 +166,9 @@ class AnnotationExport(APIView):
             run_id = int(request.query_params["run"]) if request.query_params.get("run") else None
         except ValueError as exc:
             raise DomainError("invalid", "run must be an integer") from exc
-        out = exports.annotations_export(project=project, fmt=fmt, source=source,
-                                         run_id=run_id,
-                                         reader=request.query_params.get("reader") or None,
-                                         actor=request.user)
-        response = HttpResponse(out.content, content_type=out.content_type)
+        out = exports.annotations_export_stream(
+            project=project, fmt=fmt, source=source, run_id=run_id,
+            reader=request.query_params.get("reader") or None, actor=request.user)
+        response = StreamingHttpResponse(out.chunks, content_type=out.content_type)
         response["Content-Disposition"] = f'attachment; filename="{out.filename}"'
         return response

@@ -1,6 +1,7 @@
 """COCO detection JSON <-> internal boxes.
 
-Export layout (``build_coco``; ``write_coco`` gives the JSON text):
+Export layout (``build_coco``; ``write_coco`` gives the JSON text, ``stream_coco`` the
+same document written chunk by chunk for a project too large to hold):
 
 * ``categories``: the box classes of the taxonomy, COCO ``id = class_id + 1``
   (COCO tools treat id 0 as background / "unset", so it is never used);
@@ -24,7 +25,8 @@ the taxonomy by NAME (foreign files number them arbitrarily).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -56,26 +58,23 @@ def category_id(class_id: int) -> int:
     return class_id + 1
 
 
-def build_coco(
+def _entries(
     records: Sequence[ImageRecord],
     source: BoxSource,
     taxonomy: Sequence[LabelClassSpec],
     *,
-    reader: str | None = None,
-    info: Mapping[str, Any] | None = None,
-    tolerance: float = EDGE_TOLERANCE_PX,
-) -> dict[str, Any]:
-    """COCO document (a JSON-ready dict) for ``records``; see the module doc.
-
-    ``reader`` picks one reader out of raw reads (None: all readers, each box
-    tagged with its reader).  ``info`` entries override ``DEFAULT_INFO`` (no
-    date is written unless given, so the output is deterministic).
-    """
+    reader: str | None,
+    tolerance: float,
+    first_image: int = 1,
+    first_annotation: int = 1,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``images`` and ``annotations`` entries of ``records``, numbered from
+    ``first_image`` / ``first_annotation`` (a streamed export numbers chunk after chunk)."""
     tracks = collect_reads(records, source, taxonomy, reader=reader, tolerance=tolerance)
     is_consensus = isinstance(source, Mapping)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for index, rec in enumerate(records, start=1):
+    for index, rec in enumerate(records, start=first_image):
         entry: dict[str, Any] = {
             "id": index,
             "file_name": rec.file_name,
@@ -99,7 +98,7 @@ def build_coco(
                 x1, y1, x2, y2 = box
                 w, h = x2 - x1, y2 - y1
                 ann: dict[str, Any] = {
-                    "id": len(annotations) + 1,
+                    "id": first_annotation + len(annotations),
                     "image_id": index,
                     "category_id": category_id(int(cid)),
                     "bbox": [x1, y1, w, h],
@@ -112,16 +111,39 @@ def build_coco(
                     ann["score"] = float(track.scores[i])
                 annotations.append(ann)
         images.append(entry)
-    categories = [
+    return images, annotations
+
+
+def _categories(taxonomy: Sequence[LabelClassSpec]) -> list[dict[str, Any]]:
+    return [
         {"id": category_id(s.class_id), "name": s.name, "supercategory": "finding"}
         for s in box_classes(taxonomy)
     ]
+
+
+def build_coco(
+    records: Sequence[ImageRecord],
+    source: BoxSource,
+    taxonomy: Sequence[LabelClassSpec],
+    *,
+    reader: str | None = None,
+    info: Mapping[str, Any] | None = None,
+    tolerance: float = EDGE_TOLERANCE_PX,
+) -> dict[str, Any]:
+    """COCO document (a JSON-ready dict) for ``records``; see the module doc.
+
+    ``reader`` picks one reader out of raw reads (None: all readers, each box
+    tagged with its reader).  ``info`` entries override ``DEFAULT_INFO`` (no
+    date is written unless given, so the output is deterministic).
+    """
+    images, annotations = _entries(records, source, taxonomy, reader=reader,
+                                   tolerance=tolerance)
     return {
         "info": {**DEFAULT_INFO, **(info or {})},
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": categories,
+        "categories": _categories(taxonomy),
     }
 
 
@@ -136,6 +158,53 @@ def write_coco(
     """``build_coco`` as JSON text (floats written exactly, so imports round-trip)."""
     doc = build_coco(records, source, taxonomy, reader=reader, info=info)
     return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+#: Annotations a streamed export keeps in memory before spilling them to a temporary
+#: file (COCO lists every image before every annotation; a project's boxes wait there).
+SPOOL_BYTES = 1 << 20
+
+
+def stream_coco(
+    chunks: Iterable[tuple[Sequence[ImageRecord], BoxSource]],
+    taxonomy: Sequence[LabelClassSpec],
+    *,
+    reader: str | None = None,
+    info: Mapping[str, Any] | None = None,
+    tolerance: float = EDGE_TOLERANCE_PX,
+    spool_bytes: int = SPOOL_BYTES,
+) -> Iterator[str]:
+    """The COCO document of ``build_coco``, written piece by piece from chunks of
+    images, each with its own source: memory holds one chunk, whatever the project's size.
+
+    The same document as ``build_coco`` over all chunks put together (ids run on
+    across chunks; ``categories`` comes first, which JSON readers do not mind).
+    Images are written as they come; their annotations wait in a temporary file (in
+    memory up to ``spool_bytes``) and follow the last image.  One entry per line.
+    """
+    head = {"info": {**DEFAULT_INFO, **(info or {})}, "licenses": [],
+            "categories": _categories(taxonomy)}
+    yield json.dumps(head, ensure_ascii=False)[:-1] + ',\n"images": ['
+    next_image = next_annotation = 1
+    with tempfile.SpooledTemporaryFile(max_size=spool_bytes, mode="w+",
+                                       encoding="utf-8") as spool:
+        for records, source in chunks:
+            images, annotations = _entries(
+                records, source, taxonomy, reader=reader, tolerance=tolerance,
+                first_image=next_image, first_annotation=next_annotation)
+            if images:
+                sep = "\n" if next_image == 1 else ",\n"
+                yield sep + ",\n".join(json.dumps(e, ensure_ascii=False) for e in images)
+            for ann in annotations:
+                spool.write(("\n" if next_annotation == 1 else ",\n")
+                            + json.dumps(ann, ensure_ascii=False))
+                next_annotation += 1
+            next_image += len(images)
+        yield '\n],\n"annotations": ['
+        spool.seek(0)
+        while block := spool.read(1 << 16):
+            yield block
+    yield "\n]}\n"
 
 
 def parse_coco(

@@ -8,6 +8,10 @@ Call contract -- every entry has the same shape, whatever the format:
   ``source`` a ``Mapping[image_id, ConsensusResult]`` or a
   ``Sequence[ImageReads]``, ``reader`` picks one reader from reads (None:
   all; ignored for a consensus);
+* stream exporter (where a format has one): ``STREAM_EXPORTERS[name] = (file name,
+  writer)``, ``writer(chunks, taxonomy, *, reader=None) -> Iterator[str]``: the same
+  single file as the exporter, written from ``(records, source)`` chunks so that a
+  project of any size is exported holding one chunk;
 * importer: ``IMPORTERS[name](files, taxonomy, *, reader=None, records=None)
   -> list[ImageReads]``: ``files`` maps path -> text (single-file formats
   take exactly one file), ``reader`` overrides the format's default reader
@@ -20,7 +24,7 @@ registered, ``invalid_export`` / ``invalid_<format>`` from the formats.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from annotations.consensus.types import ImageReads
@@ -53,7 +57,18 @@ class Importer(Protocol):
     ) -> list[ImageReads]: ...
 
 
+class StreamExporter(Protocol):
+    def __call__(
+        self,
+        chunks: Iterable[tuple[Sequence[ImageRecord], BoxSource]],
+        taxonomy: Sequence[LabelClassSpec],
+        *,
+        reader: str | None = None,
+    ) -> Iterator[str]: ...
+
+
 EXPORTERS: dict[str, Exporter] = {}
+STREAM_EXPORTERS: dict[str, tuple[str, StreamExporter]] = {}
 IMPORTERS: dict[str, Importer] = {}
 
 _E = TypeVar("_E", bound=Callable[..., dict[str, str]])
@@ -143,6 +158,16 @@ COCO_FILE = "annotations.json"
 @register_exporter("coco")
 def _export_coco(records, source, taxonomy, *, reader=None):
     return {COCO_FILE: coco.write_coco(records, source, taxonomy, reader=reader)}
+
+
+STREAM_EXPORTERS["coco"] = (COCO_FILE, coco.stream_coco)
+
+
+def get_stream_exporter(name: str) -> tuple[str, StreamExporter] | None:
+    """``(file name, writer)`` of a format that can be written chunk by chunk, else None
+    (the format is then built whole: ``get_exporter``)."""
+    get_exporter(name)  # an unknown name is an error, not "not streamed"
+    return STREAM_EXPORTERS.get(name)
 
 
 @register_importer("coco")

@@ -136,11 +136,12 @@ def adjudication_decide(
     return adj
 
 
-def adjudicated_images(project: Project) -> dict[int, ReaderAnnotation]:
-    """image id -> the adjudicator's decision, for every decided image."""
-    return {
-        a.image_id: a.decision
-        for a in Adjudication.objects.filter(project=project, status=Adjudication.Status.DONE)
-        .select_related("decision")
-        if a.decision is not None
-    }
+def adjudicated_images(project: Project, image_ids: Sequence[int] | None = None
+                       ) -> dict[int, ReaderAnnotation]:
+    """image id -> the adjudicator's decision, for every decided image (of ``image_ids``
+    only, when given: a page or an export chunk does not read the whole project's)."""
+    rows = Adjudication.objects.filter(project=project, status=Adjudication.Status.DONE)
+    if image_ids is not None:
+        rows = rows.filter(image_id__in=list(image_ids))
+    return {a.image_id: a.decision for a in rows.select_related("decision")
+            if a.decision is not None}

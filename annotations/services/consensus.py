@@ -227,11 +227,15 @@ def consensus_run_replay(run: ConsensusRun) -> str:
     return _run_digest(results, _compute_masks(run, annotations))
 
 
-def consensus_results(run: ConsensusRun) -> dict[str, ConsensusResult]:
-    """Stored output of a run as engine results (for agreement and exports)."""
+def consensus_results(run: ConsensusRun, images: Iterable[Image] | None = None
+                      ) -> dict[str, ConsensusResult]:
+    """Stored output of a run as engine results (for agreement and exports), of
+    ``images`` only when given (an export chunk)."""
     out = {}
     rows = run.images.select_related("image").prefetch_related(
         Prefetch("boxes", queryset=ConsensusBox.objects.select_related("label_class")))
+    if images is not None:
+        rows = rows.filter(image__in=list(images))
     for row in rows:
         boxes = list(row.boxes.all())
         out[row.image.pseudo_id] = ConsensusResult(

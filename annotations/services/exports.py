@@ -4,19 +4,28 @@ format of the pure ``formats`` registry (COCO, VinBigData CSV, YOLO, VOC).
 Images are named by their pseudonymous id (``<id>.png`` as file name); nothing
 exported carries identity.  A format that writes one file is returned as that
 file; one that writes several (YOLO, VOC) as a zip.
+
+``annotations_export_stream`` is what the API serves: a format that can be written
+chunk by chunk (COCO) is read and written ``CHUNK_IMAGES`` images at a time, so a
+100,000-image project is exported holding one chunk, from one consistent snapshot of
+the database; the others are built whole.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from django.db import connection, transaction
 
 from annotations.errors import DomainError
 from annotations.formats import registry
 from annotations.formats.records import ImageRecord
-from annotations.models import ConsensusRun, LabelClass, MaskClass, Project
+from annotations.models import ConsensusRun, Image, LabelClass, MaskClass, Project
 from annotations.services.audit import audit_record
 from annotations.services.consensus import (
     consensus_results,
@@ -28,6 +37,9 @@ from annotations.services.labels import final_results
 from annotations.taxonomy import LabelClassSpec, MaskClassSpec
 
 SOURCES = ("final", "consensus", "readers")
+#: Images read and written at a time by a streamed export (its memory: one chunk's
+#: rows and boxes).
+CHUNK_IMAGES = 500
 CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv", ".txt": "text/plain",
                  ".xml": "application/xml"}
 
@@ -54,16 +66,27 @@ def image_records(project: Project) -> list[ImageRecord]:
                         height=i.height) for i in project.images.order_by("pseudo_id")]
 
 
-def _source_data(project: Project, source: str, run_id: int | None):
+def _run(project: Project, source: str, run_id: int | None) -> ConsensusRun | None:
+    if source not in SOURCES:
+        raise DomainError("invalid", f"source must be one of {list(SOURCES)}")
+    if source != "consensus":
+        return None
+    run = (project.consensus_runs.filter(pk=run_id).first() if run_id
+           else latest_run(project))
+    if run is None or run.status != ConsensusRun.Status.DONE:
+        raise DomainError("not_found", "no finished consensus run to export")
+    return run
+
+
+def _source_data(project: Project, source: str, run: ConsensusRun | None,
+                 images: list[Image] | None = None):
+    """The boxes to export: final labels, a run's, or every current read (of ``images``
+    only, when given)."""
     if source == "final":
-        return final_results(project), None
+        return final_results(project, images)
     if source == "consensus":
-        run = (project.consensus_runs.filter(pk=run_id).first() if run_id
-               else latest_run(project))
-        if run is None or run.status != ConsensusRun.Status.DONE:
-            raise DomainError("not_found", "no finished consensus run to export")
-        return consensus_results(run), run
-    return reads_from_annotations(list(usable_annotations(project))), None
+        return consensus_results(run, images)
+    return reads_from_annotations(list(usable_annotations(project, images)))
 
 
 def _package(files: dict[str, str], stem: str) -> ExportFile:
@@ -83,9 +106,8 @@ def annotations_export(*, project: Project, fmt: str, source: str = "final",
                        run_id: int | None = None, reader: str | None = None,
                        actor: Any = None) -> ExportFile:
     exporter = registry.get_exporter(fmt)
-    if source not in SOURCES:
-        raise DomainError("invalid", f"source must be one of {list(SOURCES)}")
-    data, run = _source_data(project, source, run_id)
+    run = _run(project, source, run_id)
+    data = _source_data(project, source, run)
     records = image_records(project)
     if source != "readers":
         keep = set(data)
@@ -94,3 +116,76 @@ def annotations_export(*, project: Project, fmt: str, source: str = "final",
     audit_record(action="annotations.export", actor=actor, project=project,
                  detail={"format": fmt, "source": source, "run": run.pk if run else None})
     return _package(files, f"{project.slug}-{source}-{fmt}")
+
+
+@dataclass
+class ExportStream:
+    chunks: Iterator[bytes]
+    content_type: str
+    filename: str
+
+
+def _image_chunks(project: Project, size: int) -> Iterator[list[Image]]:
+    """The project's images in file order (pseudo id), ``size`` at a time (keyset
+    pages: each chunk is one indexed range read, however deep into the project)."""
+    last = ""
+    while True:
+        chunk = list(project.images.filter(pseudo_id__gt=last).order_by("pseudo_id")
+                     .only("pk", "pseudo_id", "width", "height")[:size])
+        if not chunk:
+            return
+        yield chunk
+        last = chunk[-1].pseudo_id
+
+
+def _source_chunks(project: Project, source: str, run: ConsensusRun | None, size: int):
+    for images in _image_chunks(project, size):
+        data = _source_data(project, source, run, images)
+        yield [ImageRecord(image_id=i.pseudo_id, file_name=f"{i.pseudo_id}.png",
+                           width=i.width, height=i.height) for i in images
+               if source == "readers" or i.pseudo_id in data], data
+
+
+@contextmanager
+def _snapshot():
+    """One read-only REPEATABLE READ transaction around a streamed export, so its
+    chunks all see the database as it was at the first (a consensus run finishing
+    mid-export shows in none of them, not in the later half).  Inside a transaction
+    already (a test, a caller's atomic block), that transaction is the snapshot."""
+    if connection.in_atomic_block or connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
+def annotations_export_stream(*, project: Project, fmt: str, source: str = "final",
+                              run_id: int | None = None, reader: str | None = None,
+                              actor: Any = None, chunk_images: int = CHUNK_IMAGES
+                              ) -> ExportStream:
+    """``annotations_export`` as a stream of bytes: chunk by chunk where the format
+    can be written so (COCO), else the whole file as one chunk.  Bad arguments fail
+    here, before the first byte (a clean error, not a cut-off download)."""
+    streamed = registry.get_stream_exporter(fmt)
+    if streamed is None:
+        whole = annotations_export(project=project, fmt=fmt, source=source, run_id=run_id,
+                                   reader=reader, actor=actor)
+        return ExportStream(iter([whole.content]), whole.content_type, whole.filename)
+    file_name, writer = streamed
+    run = _run(project, source, run_id)
+    taxonomy = project_taxonomy(project)
+    audit_record(action="annotations.export", actor=actor, project=project,
+                 detail={"format": fmt, "source": source, "run": run.pk if run else None,
+                         "streamed": True})
+    suffix = file_name[file_name.rfind("."):]
+
+    def body() -> Iterator[bytes]:
+        with _snapshot():
+            for text in writer(_source_chunks(project, source, run, chunk_images),
+                               taxonomy, reader=reader):
+                yield text.encode()
+
+    return ExportStream(body(), CONTENT_TYPES.get(suffix, "text/plain"),
+                        f"{project.slug}-{source}-{fmt}{suffix}")

@@ -44,10 +44,7 @@ def final_results(project: Project, images: Iterable[Image] | None = None
     out: dict[str, ConsensusResult] = {}
     for row in rows:
         out.setdefault(row.image.pseudo_id, _from_consensus_row(row))
-    decisions = adjudicated_images(project)
-    if images is not None:
-        wanted = {i.pk for i in images}
-        decisions = {k: v for k, v in decisions.items() if k in wanted}
+    decisions = adjudicated_images(project, None if images is None else [i.pk for i in images])
     if decisions:
         for reads in reads_from_annotations(list(decisions.values())):
             read = reads.reads[0]
