@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from annotations.consensus.routing import by_uncertainty
@@ -136,12 +137,12 @@ def adjudication_decide(
     return adj
 
 
-def adjudicated_images(project: Project, image_ids: Sequence[int] | None = None
+def adjudicated_images(project: Project, image_ids: Sequence[int] | QuerySet | None = None
                        ) -> dict[int, ReaderAnnotation]:
     """image id -> the adjudicator's decision, for every decided image (of ``image_ids``
     only, when given: a page or an export chunk does not read the whole project's)."""
     rows = Adjudication.objects.filter(project=project, status=Adjudication.Status.DONE)
     if image_ids is not None:
-        rows = rows.filter(image_id__in=list(image_ids))
+        rows = rows.filter(image_id__in=image_ids)
     return {a.image_id: a.decision for a in rows.select_related("decision")
             if a.decision is not None}

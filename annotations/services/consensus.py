@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet
 
 from annotations import consensus as engine
 from annotations.consensus import ConsensusResult, ImageReads, ReaderRead
@@ -53,28 +53,43 @@ def usable_annotations(project: Project, images: Iterable[Image] | None = None):
     return qs
 
 
-def reads_from_annotations(annotations: Sequence[ReaderAnnotation]) -> list[ImageReads]:
-    """Convert stored annotations into the engine's ImageReads (pure data)."""
-    anns = (ReaderAnnotation.objects.filter(pk__in=[a.pk for a in annotations])
-            .select_related("reader", "image")
-            .prefetch_related(Prefetch("boxes", queryset=AnnotationBox.objects
-                                       .select_related("label_class").order_by("id"))))
+def reads_from_annotations(annotations: Sequence[ReaderAnnotation] | QuerySet
+                           ) -> list[ImageReads]:
+    """Convert stored annotations (a list, or a queryset: then it stays a subquery) into
+    the engine's ImageReads (pure data).
+
+    Rows are read as tuples, not model instances: a reader's agreement at 100,000
+    images reads about 18,000 reads and their boxes, and building that many instances
+    (and prefetch caches) costs seconds where the tuples cost a fraction of one.
+    """
+    if isinstance(annotations, QuerySet):
+        scope = ReaderAnnotation.objects.filter(pk__in=annotations.order_by().values("pk"))
+    else:
+        scope = ReaderAnnotation.objects.filter(pk__in=[a.pk for a in annotations])
+    rows = list(scope.order_by("id").values_list(
+        "pk", "image_id", "image__pseudo_id", "image__width", "image__height",
+        "reader__code", "image_labels"))
+    boxes: dict[int, list[tuple]] = defaultdict(list)
+    for ann_id, *box in (AnnotationBox.objects.filter(annotation__in=scope.order_by()
+                                                      .values("pk")).order_by("id")
+                         .values_list("annotation_id", "x_min", "y_min", "x_max", "y_max",
+                                      "label_class__class_id")):
+        boxes[ann_id].append(box)
     by_image: dict[int, list[ReaderRead]] = defaultdict(list)
-    images: dict[int, Image] = {}
-    for ann in anns:
-        boxes = list(ann.boxes.all())
-        by_image[ann.image_id].append(ReaderRead(
-            reader=ann.reader.code,
-            boxes=np.array([[b.x_min, b.y_min, b.x_max, b.y_max] for b in boxes],
-                           dtype=np.float64).reshape(-1, 4),
-            classes=np.array([b.label_class.class_id for b in boxes], dtype=np.int64),
-            image_labels=frozenset(ann.image_labels),
+    images: dict[int, tuple[str, int, int]] = {}
+    for pk, image_id, pseudo_id, width, height, code, labels in rows:
+        mine = boxes.get(pk, ())
+        by_image[image_id].append(ReaderRead(
+            reader=code,
+            boxes=np.array([b[:4] for b in mine], dtype=np.float64).reshape(-1, 4),
+            classes=np.array([b[4] for b in mine], dtype=np.int64),
+            image_labels=frozenset(labels),
         ))
-        images[ann.image_id] = ann.image
+        images[image_id] = (pseudo_id, width, height)
     return [
-        ImageReads(images[i].pseudo_id, float(images[i].width), float(images[i].height),
+        ImageReads(images[i][0], float(images[i][1]), float(images[i][2]),
                    sorted(reads, key=lambda r: r.reader))
-        for i, reads in sorted(by_image.items(), key=lambda kv: images[kv[0]].pseudo_id)
+        for i, reads in sorted(by_image.items(), key=lambda kv: images[kv[0]][0])
     ]
 
 

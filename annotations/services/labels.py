@@ -7,44 +7,63 @@ finished run that covered it.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 
 import numpy as np
+from django.db.models import QuerySet
 
 from annotations.consensus import ConsensusResult
-from annotations.models import ConsensusImage, ConsensusRun, Image, Project
+from annotations.models import ConsensusBox, ConsensusImage, ConsensusRun, Image, Project
 from annotations.services.adjudication import adjudicated_images
 from annotations.services.consensus import reads_from_annotations
 
-
-def _from_consensus_row(row: ConsensusImage) -> ConsensusResult:
-    boxes = list(row.boxes.all())
-    return ConsensusResult(
-        boxes=np.array([[b.x_min, b.y_min, b.x_max, b.y_max] for b in boxes],
-                       dtype=np.float64).reshape(-1, 4),
-        classes=np.array([b.label_class.class_id for b in boxes], dtype=np.int64),
-        scores=np.array([b.score for b in boxes], dtype=np.float64),
-        support=[tuple(b.support) for b in boxes],
-        image_labels=frozenset(row.image_labels),
-        meta={"source": "consensus", "run": row.run_id},
-    )
+#: Consensus rows whose boxes are read per query (a bounded IN list).
+_BOX_BATCH = 10000
 
 
-def final_results(project: Project, images: Iterable[Image] | None = None
+def final_results(project: Project, images: Iterable[Image | int] | QuerySet | None = None
                   ) -> dict[str, ConsensusResult]:
     """image pseudo id -> final label, for every image that has one (or for the
-    given images only: one image's viewer must not read the whole project)."""
+    given images, instances or pks, only: one image's viewer must not read the whole
+    project).
+
+    Read as tuples, not model instances (see ``reads_from_annotations``): the latest
+    finished run's row per image, then that row's boxes in one query.
+    """
     rows = (ConsensusImage.objects
             .filter(run__project=project, run__status=ConsensusRun.Status.DONE)
-            .select_related("image").prefetch_related("boxes__label_class")
             .order_by("image_id", "-run_id"))
-    if images is not None:
-        images = list(images)
-        rows = rows.filter(image__in=images)
+    ids = (images if images is None or isinstance(images, QuerySet)  # a subquery
+           else [getattr(i, "pk", i) for i in images])
+    if ids is not None:
+        rows = rows.filter(image_id__in=ids)
+    latest: dict[int, tuple] = {}
+    for pk, image_id, pseudo_id, run_id, labels in rows.values_list(
+            "pk", "image_id", "image__pseudo_id", "run_id", "image_labels"):
+        latest.setdefault(image_id, (pk, pseudo_id, run_id, labels))
+    boxes: dict[int, list[tuple]] = defaultdict(list)
+    chosen = [v[0] for v in latest.values()]
+    for start in range(0, len(chosen), _BOX_BATCH):
+        for row_id, *box in (ConsensusBox.objects
+                             .filter(consensus_image_id__in=chosen[start:start + _BOX_BATCH])
+                             .order_by("consensus_image_id", "position")
+                             .values_list("consensus_image_id", "x_min", "y_min", "x_max",
+                                          "y_max", "label_class__class_id", "score",
+                                          "support")):
+            boxes[row_id].append(box)
     out: dict[str, ConsensusResult] = {}
-    for row in rows:
-        out.setdefault(row.image.pseudo_id, _from_consensus_row(row))
-    decisions = adjudicated_images(project, None if images is None else [i.pk for i in images])
+    for pk, pseudo_id, run_id, labels in latest.values():
+        mine = boxes.get(pk, ())
+        out[pseudo_id] = ConsensusResult(
+            boxes=np.array([b[:4] for b in mine], dtype=np.float64).reshape(-1, 4),
+            classes=np.array([b[4] for b in mine], dtype=np.int64),
+            scores=np.array([b[5] for b in mine], dtype=np.float64),
+            support=[tuple(b[6]) for b in mine],
+            image_labels=frozenset(labels),
+            meta={"source": "consensus", "run": run_id},
+        )
+    decisions = adjudicated_images(project, ids)
     if decisions:
         for reads in reads_from_annotations(list(decisions.values())):
             read = reads.reads[0]

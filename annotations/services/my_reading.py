@@ -73,21 +73,22 @@ def my_queue(reader: Reader, limit: int = 50) -> list[dict[str, Any]]:
 
 def my_agreement(reader: Reader, project: Project, iou_thr: float = 0.4) -> dict[str, Any]:
     """This reader against the final labels, per class, over final images only."""
-    mine = list(Assignment.objects.filter(reader=reader, image__project=project)
-                .values_list("image_id", flat=True))
+    # the reader's images as a subquery throughout: no 18,000-item IN lists at 100,000
+    mine = (Assignment.objects.filter(reader=reader, image__project=project)
+            .values("image_id"))
     states = image_states(project, mine)
-    final_pks = [pk for pk in mine if states.get(pk) == "final"]
-    images = list(Image.objects.filter(pk__in=final_pks))
-    final_ids = {i.pseudo_id for i in images}
+    final_ids = {pseudo for pk, pseudo in Image.objects.filter(pk__in=mine).values_list(
+        "pk", "pseudo_id") if states.get(pk) == "final"}
     out: dict[str, Any] = {"project": project.slug, "project_name": project.name,
-                           "final_images": len(final_ids), "assigned": len(mine),
+                           "final_images": len(final_ids), "assigned": len(states),
                            "overall": None, "per_class": []}
     if not final_ids:
         return out
     # only this reader's reads of final images, against those images' final labels
-    reads = reads_from_annotations(list(
-        usable_annotations(project, images).filter(reader=reader)))
-    finals = final_results(project, images)
+    # (read for all of the reader's images, kept for the final ones only)
+    reads = [r for r in reads_from_annotations(usable_annotations(project).filter(
+        reader=reader, image_id__in=mine)) if r.image_id in final_ids]
+    finals = {k: v for k, v in final_results(project, mine).items() if k in final_ids}
     names = dict(project.label_classes.values_list("class_id", "name"))
     rows = agreement.reader_vs_consensus(reads, finals, iou_thr, final_ids)
     overall = [r for r in rows if r.reader == reader.code]

@@ -25,7 +25,7 @@ from annotations.models import (
 )
 from annotations.services.consensus import latest_run, usable_annotations
 from annotations.services.image_state import DONE as _DONE
-from annotations.services.image_state import STATES, image_states
+from annotations.services.image_state import STATES, image_states, state_counts
 from annotations.services.ingest import batch_counts
 from annotations.services.signing import signed_image_path
 
@@ -51,10 +51,8 @@ def _violations(project: Project, limit: int = 10) -> list[dict[str, Any]]:
 
 def project_overview(project: Project) -> dict[str, Any]:
     """Everything the project dashboard shows, except agreement (its own report)."""
-    states = image_states(project)
-    by_state = defaultdict(int)
-    for state in states.values():
-        by_state[state] += 1
+    by_state = state_counts(project)
+    imported = sum(by_state.values())
     items = IngestItem.objects.filter(batch__project=project)
     quarantine = list(items.filter(status=IngestItem.Status.QUARANTINED).values("reason")
                       .annotate(count=Count("id")).order_by("-count", "reason"))
@@ -65,10 +63,10 @@ def project_overview(project: Project) -> dict[str, Any]:
     return {
         "project": project.slug,
         "counts": {
-            "imported": len(states),
+            "imported": imported,
             "quarantined": sum(q["count"] for q in quarantine),
             "duplicates": items.filter(status=IngestItem.Status.DUPLICATE).count(),
-            "assigned": len(states) - by_state["unassigned"],
+            "assigned": imported - by_state["unassigned"],
             "read": by_state["read"] + by_state["adjudication"] + by_state["final"],
             "consensus_done": by_state["final"],
             "waiting_adjudication": by_state["adjudication"],
@@ -95,16 +93,29 @@ def project_overview(project: Project) -> dict[str, Any]:
     }
 
 
-def _latest_uncertainty(project: Project) -> dict[int, float | None]:
+def _latest_uncertainty(project: Project, image_ids: list[int] | None = None
+                        ) -> dict[int, float | None]:
     """Image pk -> max-entropy score of the promoted version (else the newest one);
     the one number is read in the database, not each prediction's JSON."""
     detectors = ModelVersion.objects.filter(project=project, kind="detector")
     version = detectors.filter(promoted=True).first() or detectors.first()
     if version is None:
         return {}
-    rows = (Prediction.objects.filter(image__project=project, model_version=version.name)
-            .values_list("image_id", KT("uncertainty__entropy_max")))
-    return {pk: float(v) if v not in (None, "") else None for pk, v in rows}
+    rows = Prediction.objects.filter(image__project=project, model_version=version.name)
+    if image_ids is not None:
+        rows = rows.filter(image_id__in=image_ids)
+    return {pk: float(v) if v not in (None, "") else None
+            for pk, v in rows.values_list("image_id", KT("uncertainty__entropy_max"))}
+
+
+def _agreement(project: Project, image_ids: list[int] | None = None) -> dict[int, float | None]:
+    """Image pk -> agreement of the latest finished consensus run that covered it."""
+    scope = {} if image_ids is None else {"image_id__in": image_ids}
+    latest = (ConsensusImage.objects.filter(run__project=project,
+                                            run__status=ConsensusRun.Status.DONE, **scope)
+              .values("image_id").annotate(r=Max("run_id")).values("r"))
+    return dict(ConsensusImage.objects.filter(run_id__in=latest, image__project=project, **scope)
+                .order_by("image_id", "run_id").values_list("image_id", "agreement"))
 
 
 def _predicted_probability(project: Project, finding: str) -> dict[int, float]:
@@ -165,47 +176,56 @@ def image_browse(project: Project, *, label: str | None = None, state: str | Non
     then carry it as ``finding_p``."""
     images = Image.objects.filter(project=project).order_by("pseudo_id").values_list(
         "pk", "pseudo_id", "width", "height", "is_gold", "view_position")
-    states = image_states(project)
-    latest = (ConsensusImage.objects.filter(run__project=project,
-                                            run__status=ConsensusRun.Status.DONE)
-              .values("image_id").annotate(r=Max("run_id")).values("r"))
-    agreement = dict(ConsensusImage.objects.filter(run_id__in=latest, image__project=project)
-                     .order_by("image_id", "run_id").values_list("image_id", "agreement"))
-    scores = _latest_uncertainty(project)
+    # Whole-project maps only where a filter or the order needs them; the rest is looked
+    # up for the page alone (at 100,000 images the states alone are most of the cost).
+    states = image_states(project) if state else None
+    agreement = (_agreement(project) if agreement_max is not None or agreement_min is not None
+                 or order == "agreement" else None)
+    scores = (_latest_uncertainty(project) if uncertainty_min is not None
+              or order in ("uncertainty", "-uncertainty") else None)
     wanted = _images_with_label(project, label) if label else None
     predicted = _predicted_probability(project, finding) if finding else None
     rows = []
     for pk, pseudo_id, width, height, is_gold, view in images:
-        unc, agr = scores.get(pk), agreement.get(pk)
         if wanted is not None and pk not in wanted:
             continue
         if predicted is not None and predicted.get(pk, -1.0) < finding_min:
             continue
-        if state and states.get(pk, "unassigned") != state:
+        if states is not None and states.get(pk, "unassigned") != state:
             continue
         if gold is not None and is_gold != gold:
             continue
-        if agreement_max is not None and (agr is None or agr > agreement_max):
-            continue
-        if agreement_min is not None and (agr is None or agr < agreement_min):
-            continue
-        if uncertainty_min is not None and (unc is None or unc < uncertainty_min):
-            continue
-        rows.append({"pk": pk, "id": pseudo_id, "state": states.get(pk, "unassigned"),
-                     "agreement": agr, "uncertainty": unc, "gold": is_gold,
-                     "width": width, "height": height, "view_position": view,
+        if agreement is not None:
+            agr = agreement.get(pk)
+            if agreement_max is not None and (agr is None or agr > agreement_max):
+                continue
+            if agreement_min is not None and (agr is None or agr < agreement_min):
+                continue
+        if scores is not None:
+            unc = scores.get(pk)
+            if uncertainty_min is not None and (unc is None or unc < uncertainty_min):
+                continue
+        rows.append({"pk": pk, "id": pseudo_id, "gold": is_gold, "width": width,
+                     "height": height, "view_position": view,
                      **({"finding_p": predicted[pk]} if predicted is not None else {})})
     if order in ("uncertainty", "-uncertainty"):
-        rows.sort(key=lambda r: (r["uncertainty"] is None, -(r["uncertainty"] or 0.0)))
+        rows.sort(key=lambda r: (scores.get(r["pk"]) is None, -(scores.get(r["pk"]) or 0.0)))
     elif order == "agreement":
-        rows.sort(key=lambda r: (r["agreement"] is None, r["agreement"] or 0.0))
+        rows.sort(key=lambda r: (agreement.get(r["pk"]) is None, agreement.get(r["pk"]) or 0.0))
     page = rows[offset:offset + limit]
-    classes = _classes_by_image(project, [r["pk"] for r in page])
+    pks = [r["pk"] for r in page]
+    states = states if states is not None else image_states(project, pks)
+    agreement = agreement if agreement is not None else _agreement(project, pks)
+    scores = scores if scores is not None else _latest_uncertainty(project, pks)
+    classes = _classes_by_image(project, pks)
+    out = []
     for row in page:  # only what is shown
-        pk = row.pop("pk")
-        row["classes"] = sorted(classes.get(pk, ()))
-        row["thumbnail"] = signed_image_path(row["id"], "thumbnail")
-    return {"total": len(rows), "offset": offset, "limit": limit, "results": page}
+        pk, image_id = row.pop("pk"), row.pop("id")
+        out.append({"id": image_id, "state": states.get(pk, "unassigned"),
+                    "agreement": agreement.get(pk), "uncertainty": scores.get(pk), **row,
+                    "classes": sorted(classes.get(pk, ())),
+                    "thumbnail": signed_image_path(image_id, "thumbnail")})
+    return {"total": len(rows), "offset": offset, "limit": limit, "results": out}
 
 
 def learning_curve(project: Project) -> dict[str, Any]:
