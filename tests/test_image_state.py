@@ -85,3 +85,17 @@ def test_another_projects_images_are_not_in_its_states(every_state, admin_user):
     assert image_states(other) == {}
     assert image_states(other, [i.pk for i in images]) == {}
     assert sum(state_counts(other).values()) == 0
+
+
+def test_the_planner_setting_for_many_images_does_not_outlive_the_query(every_state):
+    from django.db import connection
+
+    project, images, want = every_state
+    assert image_states(project, [i.pk for i in images]) == want
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW enable_nestloop")
+        before = cursor.fetchone()[0]
+        image_states(project)  # the whole project: nested loops off for this query only
+        state_counts(project)
+        cursor.execute("SHOW enable_nestloop")
+        assert cursor.fetchone()[0] == before == "on"
