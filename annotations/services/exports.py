@@ -79,9 +79,9 @@ def _run(project: Project, source: str, run_id: int | None) -> ConsensusRun | No
 
 
 def _source_data(project: Project, source: str, run: ConsensusRun | None,
-                 images: list[Image] | None = None):
-    """The boxes to export: final labels, a run's, or every current read (of ``images``
-    only, when given)."""
+                 images: list[int] | None = None):
+    """The boxes to export: final labels, a run's, or every current read (of the
+    images with these pks only, when given)."""
     if source == "final":
         return final_results(project, images)
     if source == "consensus":
@@ -125,25 +125,28 @@ class ExportStream:
     filename: str
 
 
-def _image_chunks(project: Project, size: int) -> Iterator[list[Image]]:
-    """The project's images in file order (pseudo id), ``size`` at a time (keyset
-    pages: each chunk is one indexed range read, however deep into the project)."""
+def _image_chunks(project: Project, size: int) -> Iterator[list[tuple[int, str, int, int]]]:
+    """The project's images in file order (pseudo id), ``size`` at a time, as (pk,
+    pseudo id, width, height): keyset pages, so each chunk is one indexed range read
+    however deep into the project, and tuples, not deferred-field instances (each of
+    those would reload itself to attach the project)."""
     last = ""
     while True:
-        chunk = list(project.images.filter(pseudo_id__gt=last).order_by("pseudo_id")
-                     .only("pk", "pseudo_id", "width", "height")[:size])
+        chunk = list(Image.objects.filter(project=project, pseudo_id__gt=last)
+                     .order_by("pseudo_id")
+                     .values_list("pk", "pseudo_id", "width", "height")[:size])
         if not chunk:
             return
         yield chunk
-        last = chunk[-1].pseudo_id
+        last = chunk[-1][1]
 
 
 def _source_chunks(project: Project, source: str, run: ConsensusRun | None, size: int):
     for images in _image_chunks(project, size):
-        data = _source_data(project, source, run, images)
-        yield [ImageRecord(image_id=i.pseudo_id, file_name=f"{i.pseudo_id}.png",
-                           width=i.width, height=i.height) for i in images
-               if source == "readers" or i.pseudo_id in data], data
+        data = _source_data(project, source, run, [pk for pk, *_ in images])
+        yield [ImageRecord(image_id=pseudo, file_name=f"{pseudo}.png", width=width,
+                           height=height) for _, pseudo, width, height in images
+               if source == "readers" or pseudo in data], data
 
 
 @contextmanager
