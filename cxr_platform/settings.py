@@ -126,7 +126,11 @@ elif DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # No JIT compilation: the platform's queries are short, and when the planner
     # overestimates a join (the image-state query at 100,000 images) PostgreSQL spends
     # more compiling than running it (770 ms of 1.9 s, measured with bench/scale).
-    DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
+    # Appended to options given in DATABASE_URL; CXR_DATABASE_JIT=server leaves JIT to
+    # the server (a pooler such as PgBouncer may refuse the startup option).
+    if env.get("DATABASE_JIT", "off") == "off":
+        options = DATABASES["default"].setdefault("OPTIONS", {})
+        options["options"] = f"{options.get('options', '')} -c jit=off".strip()
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

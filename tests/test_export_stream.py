@@ -10,8 +10,8 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from annotations.models import Image
-from annotations.services import readers
+from annotations.models import AuditEvent, ConsensusBox, Image
+from annotations.services import exports, readers
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
 from annotations.services.exports import annotations_export, annotations_export_stream
@@ -77,11 +77,10 @@ def test_the_api_streams_and_refuses_bad_arguments_before_the_first_byte(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_consensus_run_finishing_mid_export_shows_in_no_chunk(project, tmp_path):
+def test_a_consensus_run_finishing_mid_export_shows_in_no_chunk(project, tmp_path,
+                                                                monkeypatch):
     images, rs = _labelled(project, tmp_path)
     before = json.loads(annotations_export(project=project, fmt="coco").content)
-    stream = annotations_export_stream(project=project, fmt="coco", chunk_images=1)
-    head = [next(stream.chunks), next(stream.chunks)]  # the head and the first image
 
     def elsewhere() -> None:  # another request: new reads of the last read image, merged
         try:
@@ -93,10 +92,40 @@ def test_a_consensus_run_finishing_mid_export_shows_in_no_chunk(project, tmp_pat
         finally:
             connection.close()
 
-    worker = threading.Thread(target=elsewhere)
-    worker.start()
-    worker.join()
-    rest = b"".join(stream.chunks)
-    assert json.loads(b"".join(head) + rest) == before
+    real, calls = exports._source_data, []
+
+    def first_chunk_then_the_run(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if not calls:  # the export has read its first chunk: the run lands now
+            worker = threading.Thread(target=elsewhere)
+            worker.start()
+            worker.join()
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(exports, "_source_data", first_chunk_then_the_run)
+    stream = annotations_export_stream(project=project, fmt="coco", chunk_images=1)
+    assert len(calls) == 7  # one chunk per image: the run landed between chunks
+    assert json.loads(b"".join(stream.chunks)) == before
+    monkeypatch.setattr(exports, "_source_data", real)
     after = json.loads(annotations_export(project=project, fmt="coco").content)
     assert after != before  # the run did change the final labels
+
+
+@pytest.mark.django_db
+def test_bad_data_is_refused_whole_before_the_first_byte_and_not_audited(
+        project, tmp_path, admin_user):
+    _labelled(project, tmp_path)
+    ConsensusBox.objects.filter(consensus_image__image__pseudo_id__in=list(
+        Image.objects.order_by("pseudo_id").values_list("pseudo_id", flat=True)[3:5])
+    ).update(x_max=10**6)  # far outside the image, in two chunks
+    c = APIClient()
+    c.force_authenticate(admin_user)
+    resp = c.get("/api/projects/test/exports/coco/?source=consensus")
+    assert resp.status_code == 400 and not resp.streaming
+    error = resp.json()["error"]
+    assert error["code"] == "invalid_export" and len(error["detail"]) >= 2
+    assert not AuditEvent.objects.filter(action="annotations.export").exists()
+    ok = c.get("/api/projects/test/exports/coco/?source=readers")
+    assert ok.status_code == 200 and json.loads(ok.getvalue())["annotations"]
+    assert AuditEvent.objects.filter(action="annotations.export").count() == 1

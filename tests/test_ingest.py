@@ -135,15 +135,13 @@ def _db_text() -> str:
 
 
 def _identity_values(identities: list[dict], *, dates: bool = True) -> set[str]:
-    """An identity's values of six characters or more; ``dates=False`` leaves out dates
-    and times (``StudyTime`` "175724"): six bare digits that equal a timestamp's
-    microseconds or a run of a random signature by chance.  Those are checked per image,
-    on its own files, where a match cannot be chance."""
+    """An identity's values of six characters or more (times carry microseconds, so
+    they cannot equal six digits of a timestamp or a signature by chance)."""
     values = set()
     for ident in identities:
         for key, value in ident.items():
             text = str(value)
-            if len(text) >= 6 and (dates or ("Date" not in key and "Time" not in key)):
+            if len(text) >= 6 and (dates or "Date" not in key):
                 values.add(text)
     return values
 

@@ -8,12 +8,13 @@ file; one that writes several (YOLO, VOC) as a zip.
 ``annotations_export_stream`` is what the API serves: a format that can be written
 chunk by chunk (COCO) is read and written ``CHUNK_IMAGES`` images at a time, so a
 100,000-image project is exported holding one chunk, from one consistent snapshot of
-the database; the others are built whole.
+the database, into a temporary file that is then streamed; the others are built whole.
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -164,13 +165,23 @@ def _snapshot():
         yield
 
 
+#: What a built export keeps in memory before spilling to a temporary file.
+SPOOL_BYTES = 1 << 20
+
+
 def annotations_export_stream(*, project: Project, fmt: str, source: str = "final",
                               run_id: int | None = None, reader: str | None = None,
                               actor: Any = None, chunk_images: int = CHUNK_IMAGES
                               ) -> ExportStream:
-    """``annotations_export`` as a stream of bytes: chunk by chunk where the format
-    can be written so (COCO), else the whole file as one chunk.  Bad arguments fail
-    here, before the first byte (a clean error, not a cut-off download)."""
+    """``annotations_export`` as a stream of bytes, holding one chunk of the project
+    in memory where the format can be written chunk by chunk (COCO), else the whole
+    file as one chunk.
+
+    The file is written completely (to a temporary file past ``SPOOL_BYTES``) before
+    the first byte is sent: bad arguments and bad data (a box outside its image)
+    are a clean error with every problem listed, never a cut-off download, and the
+    audit records finished exports only.
+    """
     streamed = registry.get_stream_exporter(fmt)
     if streamed is None:
         whole = annotations_export(project=project, fmt=fmt, source=source, run_id=run_id,
@@ -179,16 +190,25 @@ def annotations_export_stream(*, project: Project, fmt: str, source: str = "fina
     file_name, writer = streamed
     run = _run(project, source, run_id)
     taxonomy = project_taxonomy(project)
-    audit_record(action="annotations.export", actor=actor, project=project,
-                 detail={"format": fmt, "source": source, "run": run.pk if run else None,
-                         "streamed": True})
-    suffix = file_name[file_name.rfind("."):]
-
-    def body() -> Iterator[bytes]:
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+    try:
         with _snapshot():
             for text in writer(_source_chunks(project, source, run, chunk_images),
                                taxonomy, reader=reader):
-                yield text.encode()
+                spool.write(text.encode())
+    except BaseException:
+        spool.close()
+        raise
+    audit_record(action="annotations.export", actor=actor, project=project,
+                 detail={"format": fmt, "source": source, "run": run.pk if run else None,
+                         "bytes": spool.tell()})
+    spool.seek(0)
 
+    def body() -> Iterator[bytes]:
+        with spool:
+            while block := spool.read(1 << 16):
+                yield block
+
+    suffix = file_name[file_name.rfind("."):]
     return ExportStream(body(), CONTENT_TYPES.get(suffix, "text/plain"),
                         f"{project.slug}-{source}-{fmt}{suffix}")

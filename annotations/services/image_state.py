@@ -78,7 +78,8 @@ def _state_sql(project: Project, image_ids: Iterable[int] | QuerySet | None
     sql = f"""
     WITH img AS ({img_sql}),
     asg AS (SELECT a.image_id, COUNT(*) AS n,
-                   SUM(CASE WHEN a.status IN (%s, %s) THEN 1 ELSE 0 END) AS done
+                   SUM(CASE WHEN a.status IN ({", ".join(["%s"] * len(done))})
+                       THEN 1 ELSE 0 END) AS done
             FROM {t[Assignment]} a JOIN img ON img.id = a.image_id GROUP BY a.image_id),
     latest AS (SELECT ci.image_id, MAX(ci.run_id) AS run_id
                FROM {t[ConsensusImage]} ci JOIN img ON img.id = ci.image_id
@@ -128,9 +129,9 @@ def _hash_joins(on: bool):
         yield
         return
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('enable_nestloop'), "
-                       "set_config('enable_nestloop', 'off', true)")
+        cursor.execute("SELECT current_setting('enable_nestloop')")
         before = cursor.fetchone()[0]
+        cursor.execute("SELECT set_config('enable_nestloop', 'off', true)")
         yield
         cursor.execute("SELECT set_config('enable_nestloop', %s, true)", [before])
 

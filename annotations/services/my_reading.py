@@ -169,11 +169,11 @@ def my_reliability(reader: Reader, project: Project) -> dict[str, Any]:
     out: dict[str, Any] = {"project": project.slug, "project_name": project.name,
                            "final_images": 0, "overall": None, "per_class": [],
                            "image_labels": []}
-    assigned = list(Assignment.objects.filter(reader=reader, image__project=project)
-                    .values_list("image_id", flat=True))
+    assigned = (Assignment.objects.filter(reader=reader, image__project=project)
+                .values("image_id"))  # a subquery, as in my_agreement
     states = image_states(project, assigned)
-    images = list(Image.objects.filter(pk__in=[pk for pk in assigned
-                                               if states.get(pk) == "final"]))
+    images = list(Image.objects.filter(pk__in=[pk for pk, s in states.items()
+                                               if s == "final"]))
     out["final_images"] = len(images)
     if not images:
         return out
