@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 
 from annotations import consensus as engine
 from annotations.consensus import ConsensusResult, ImageReads, ReaderRead
@@ -242,26 +242,46 @@ def consensus_run_replay(run: ConsensusRun) -> str:
     return _run_digest(results, _compute_masks(run, annotations))
 
 
-def consensus_results(run: ConsensusRun, images: Iterable[Image] | None = None
-                      ) -> dict[str, ConsensusResult]:
-    """Stored output of a run as engine results (for agreement and exports), of
-    ``images`` only when given (an export chunk)."""
-    out = {}
-    rows = run.images.select_related("image").prefetch_related(
-        Prefetch("boxes", queryset=ConsensusBox.objects.select_related("label_class")))
-    if images is not None:
-        rows = rows.filter(image__in=list(images))
-    for row in rows:
-        boxes = list(row.boxes.all())
-        out[row.image.pseudo_id] = ConsensusResult(
-            boxes=np.array([[b.x_min, b.y_min, b.x_max, b.y_max] for b in boxes],
-                           dtype=np.float64).reshape(-1, 4),
-            classes=np.array([b.label_class.class_id for b in boxes], dtype=np.int64),
-            scores=np.array([b.score for b in boxes], dtype=np.float64),
-            support=[tuple(b.support) for b in boxes],
-            image_labels=frozenset(row.image_labels), meta=row.meta,
+#: Consensus rows whose boxes are read per query (a bounded IN list).
+_BOX_BATCH = 10000
+
+
+def stored_results(rows: Sequence[tuple[int, str, list, dict]]) -> dict[str, ConsensusResult]:
+    """``(ConsensusImage pk, image pseudo id, image labels, meta)`` rows -> engine results
+    in row order, their boxes read as tuples (see ``reads_from_annotations``), one query
+    per ``_BOX_BATCH`` rows.  What a run's results and the final labels are both made of."""
+    boxes: dict[int, list[tuple]] = defaultdict(list)
+    pks = [row[0] for row in rows]
+    for start in range(0, len(pks), _BOX_BATCH):
+        for row_id, *box in (ConsensusBox.objects
+                             .filter(consensus_image_id__in=pks[start:start + _BOX_BATCH])
+                             .order_by("consensus_image_id", "position")
+                             .values_list("consensus_image_id", "x_min", "y_min", "x_max",
+                                          "y_max", "label_class__class_id", "score",
+                                          "support")):
+            boxes[row_id].append(box)
+    out: dict[str, ConsensusResult] = {}
+    for pk, pseudo_id, labels, meta in rows:
+        mine = boxes.get(pk, ())
+        out[pseudo_id] = ConsensusResult(
+            boxes=np.array([b[:4] for b in mine], dtype=np.float64).reshape(-1, 4),
+            classes=np.array([b[4] for b in mine], dtype=np.int64),
+            scores=np.array([b[5] for b in mine], dtype=np.float64),
+            support=[tuple(b[6]) for b in mine],
+            image_labels=frozenset(labels), meta=meta,
         )
     return out
+
+
+def consensus_results(run: ConsensusRun, images: Iterable[Image | int] | None = None
+                      ) -> dict[str, ConsensusResult]:
+    """Stored output of a run as engine results (for agreement and exports), of
+    ``images`` (instances or pks) only when given (an export chunk)."""
+    rows = run.images.order_by("image_id")
+    if images is not None:
+        rows = rows.filter(image_id__in=[getattr(i, "pk", i) for i in images])
+    return stored_results(list(rows.values_list("pk", "image__pseudo_id", "image_labels",
+                                                "meta")))
 
 
 def latest_run(project: Project) -> ConsensusRun | None:

@@ -7,19 +7,15 @@ finished run that covered it.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 
 import numpy as np
 from django.db.models import QuerySet
 
 from annotations.consensus import ConsensusResult
-from annotations.models import ConsensusBox, ConsensusImage, ConsensusRun, Image, Project
+from annotations.models import ConsensusImage, ConsensusRun, Image, Project
 from annotations.services.adjudication import adjudicated_images
-from annotations.services.consensus import reads_from_annotations
-
-#: Consensus rows whose boxes are read per query (a bounded IN list).
-_BOX_BATCH = 10000
+from annotations.services.consensus import reads_from_annotations, stored_results
 
 
 def final_results(project: Project, images: Iterable[Image | int] | QuerySet | None = None
@@ -41,28 +37,9 @@ def final_results(project: Project, images: Iterable[Image | int] | QuerySet | N
     latest: dict[int, tuple] = {}
     for pk, image_id, pseudo_id, run_id, labels in rows.values_list(
             "pk", "image_id", "image__pseudo_id", "run_id", "image_labels"):
-        latest.setdefault(image_id, (pk, pseudo_id, run_id, labels))
-    boxes: dict[int, list[tuple]] = defaultdict(list)
-    chosen = [v[0] for v in latest.values()]
-    for start in range(0, len(chosen), _BOX_BATCH):
-        for row_id, *box in (ConsensusBox.objects
-                             .filter(consensus_image_id__in=chosen[start:start + _BOX_BATCH])
-                             .order_by("consensus_image_id", "position")
-                             .values_list("consensus_image_id", "x_min", "y_min", "x_max",
-                                          "y_max", "label_class__class_id", "score",
-                                          "support")):
-            boxes[row_id].append(box)
-    out: dict[str, ConsensusResult] = {}
-    for pk, pseudo_id, run_id, labels in latest.values():
-        mine = boxes.get(pk, ())
-        out[pseudo_id] = ConsensusResult(
-            boxes=np.array([b[:4] for b in mine], dtype=np.float64).reshape(-1, 4),
-            classes=np.array([b[4] for b in mine], dtype=np.int64),
-            scores=np.array([b[5] for b in mine], dtype=np.float64),
-            support=[tuple(b[6]) for b in mine],
-            image_labels=frozenset(labels),
-            meta={"source": "consensus", "run": run_id},
-        )
+        latest.setdefault(image_id, (pk, pseudo_id, labels,
+                                     {"source": "consensus", "run": run_id}))
+    out = stored_results(list(latest.values()))
     decisions = adjudicated_images(project, ids)
     if decisions:
         for reads in reads_from_annotations(list(decisions.values())):
