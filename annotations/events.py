@@ -20,9 +20,11 @@ Pure module: no Django, so a pure package may name an event without importing it
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -157,12 +159,63 @@ def subscribers(kind: type[Event]) -> list[Callable[[Event], None]]:
 
 
 def emit(event: Event) -> None:
-    """Call every subscriber of the event's kind now, in order.
+    """Call every subscriber of the event's kind now, in order (or, inside
+    ``coalesced`` for this kind, once the block ends).
 
     A subscriber's error propagates to the emitter, exactly as if the emitter had
     called it: the emitter's transaction rolls back and nothing half-happened.
     Subscribers that must not fail their emitter catch their own errors.
     """
+    held = _held.get()
+    if held is not None and type(event) in held:
+        held[type(event)].append(event)
+        return
+    _deliver(event)
+
+
+def _deliver(event: Event) -> None:
     for fn in _subscribers.get(type(event), ()):
         logger.debug("event %s -> %s", type(event).__name__, fn.__qualname__)
         fn(event)
+
+
+#: Events of these kinds emitted inside ``coalesced`` wait here, per kind.
+_held: contextvars.ContextVar[dict[type[Event], list[Event]] | None] = \
+    contextvars.ContextVar("held_events", default=None)
+
+
+def merge_reads_completed(events: list[ReadsCompleted]) -> list[ReadsCompleted]:
+    """One ``ReadsCompleted`` per project, for every image any of ``events`` named."""
+    by_project: dict[int, set[int]] = defaultdict(set)
+    for e in events:
+        by_project[e.project_id].update(e.image_ids)
+    return [ReadsCompleted(project_id=p, image_ids=tuple(sorted(ids)))
+            for p, ids in sorted(by_project.items())]
+
+
+#: How the events of a kind held by ``coalesced`` become the ones delivered.
+MERGE: dict[type[Event], Callable[[list], list]] = {ReadsCompleted: merge_reads_completed}
+
+
+@contextmanager
+def coalesced(*kinds: type[Event]) -> Iterator[None]:
+    """Hold the events of ``kinds`` emitted in the block and deliver them merged
+    (``MERGE``) when it ends; if it raises, they are dropped with it.
+
+    Why: a reconcile pass that stores thousands of missed reads would otherwise
+    start one consensus run per image; merged, a batch of images gets one run.
+    The caller wraps the block in its database transaction, so the reactions still
+    commit or roll back with their causes (the module's promise).
+    """
+    outer = _held.get()
+    held = {**(outer or {}), **{k: [] for k in kinds if not outer or k not in outer}}
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+    for kind in kinds:
+        if outer is not None and kind in outer:
+            continue  # an enclosing block holds this kind: it delivers them
+        for event in MERGE.get(kind, list)(held[kind]):
+            emit(event)

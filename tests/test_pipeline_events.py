@@ -263,3 +263,62 @@ def test_a_finished_ingest_batch_says_so_once(project, tmp_path, monkeypatch):
     monkeypatch.setitem(events._subscribers, events.RunFinished, [seen.append])
     ingest_paths(project, [write_png(tmp_path / f"f{i}.png", seed=20 + i) for i in range(2)])
     assert [(e.kind, e.status) for e in seen] == [("ingest", "done")]
+
+
+def test_reads_completed_held_in_a_block_arrive_once_per_project_when_it_ends(monkeypatch):
+    seen = []
+    monkeypatch.setitem(events._subscribers, events.ReadsCompleted, [seen.append])
+    with events.coalesced(events.ReadsCompleted):
+        events.emit(events.ReadsCompleted(project_id=2, image_ids=(5,)))
+        events.emit(events.ReadsCompleted(project_id=1, image_ids=(9, 3)))
+        events.emit(events.ReadsCompleted(project_id=2, image_ids=(4, 5)))
+        assert seen == []  # held until the block ends
+    assert seen == [events.ReadsCompleted(project_id=1, image_ids=(3, 9)),
+                    events.ReadsCompleted(project_id=2, image_ids=(4, 5))]
+
+
+def test_events_held_by_a_block_that_fails_are_dropped_with_it(monkeypatch):
+    seen = []
+    monkeypatch.setitem(events._subscribers, events.ReadsCompleted, [seen.append])
+    with pytest.raises(RuntimeError), events.coalesced(events.ReadsCompleted):
+        events.emit(events.ReadsCompleted(project_id=1, image_ids=(1,)))
+        raise RuntimeError("the pass died here")
+    assert seen == []
+    events.emit(events.ReadsCompleted(project_id=1, image_ids=(2,)))  # and nothing is held
+    assert seen == [events.ReadsCompleted(project_id=1, image_ids=(2,))]
+
+
+def test_an_inner_block_leaves_delivery_to_the_outer_one_and_other_kinds_pass(monkeypatch):
+    seen = []
+    monkeypatch.setitem(events._subscribers, events.ReadsCompleted, [seen.append])
+    monkeypatch.setitem(events._subscribers, events.ModelPromoted, [seen.append])
+    with events.coalesced(events.ReadsCompleted):
+        with events.coalesced(events.ReadsCompleted):
+            events.emit(events.ReadsCompleted(project_id=1, image_ids=(1,)))
+        events.emit(events.ModelPromoted(version_id=1, project_id=1))  # not held
+        assert seen == [events.ModelPromoted(version_id=1, project_id=1)]
+        events.emit(events.ReadsCompleted(project_id=1, image_ids=(2,)))
+    assert seen[1:] == [events.ReadsCompleted(project_id=1, image_ids=(1, 2))]
+
+
+def test_reads_completed_in_one_transaction_make_one_consensus_run_for_all(
+        project, tmp_path, django_capture_on_commit_callbacks):
+    """What a reconcile pass does with a chunk of missed reads: one run, not one per image,
+    created in the reads' transaction."""
+    project.readers_per_image = 1
+    project.save()
+    ingest_paths(project, [write_png(tmp_path / "in" / f"c{i}.png", seed=90 + i)
+                           for i in range(3)])
+    reader = readers.reader_create(email="co@example.org", code="CO1")
+    images = list(project.images.order_by("id"))
+    readers.assignments_create(project=project, images=images)
+    before = ConsensusRun.objects.count()
+    with django_capture_on_commit_callbacks() as queued:
+        with transaction.atomic(), events.coalesced(events.ReadsCompleted):
+            for img in images:
+                reader_annotation_record(image=img, reader=reader,
+                                         boxes=[BoxIn("Nodule/Mass", 20, 20, 60, 70)])
+            assert ConsensusRun.objects.count() == before  # held until the chunk ends
+    run = ConsensusRun.objects.get(trigger=ConsensusRun.Trigger.READS_COMPLETE)
+    assert sorted(run.image_scope) == sorted(i.pseudo_id for i in images)
+    assert ConsensusRun.objects.count() == before + 1 and len(queued) == 1

@@ -14,7 +14,8 @@
   n_i >= 2 raters, and chance agreement uses category proportions pooled over
   all ratings.  With a constant number of raters it is Fleiss (1971) exactly.
 * ``reader_vs_consensus``: each reader's sensitivity and precision against a
-  consensus, over the images they read.
+  consensus, over the images they read (``reader_vs_consensus_by_class``: the same,
+  class by class).
 
 Every function takes an optional ``image_ids`` subset and returns dataclasses
 whose ``to_dict()`` is JSON-ready.
@@ -258,13 +259,24 @@ def presence_kappa(
     return out
 
 
-def reader_vs_consensus(
-    images: Sequence[ImageReads],
-    consensus: Mapping[str, ConsensusResult],
-    iou_thr: float | Mapping[Any, float] = DEFAULT_IOU_THR,
-    image_ids: Collection[str] | None = None,
-) -> list[ReaderVsConsensus]:
-    """Each reader against the consensus (tp = optimal class-wise IoU matches)."""
+@dataclass(frozen=True)
+class _VsCounts:
+    """Per (reader, class) counts of ``_reader_consensus_counts``, ``[reader, class]``."""
+
+    readers: list[str]
+    images: np.ndarray  # images where the class is on either side (all classes: read)
+    own: np.ndarray
+    cons: np.ndarray
+    tp: np.ndarray
+    images_read: np.ndarray  # per reader: images read that have a consensus
+
+
+def _reader_consensus_counts(images: Sequence[ImageReads],
+                             consensus: Mapping[str, ConsensusResult],
+                             iou_thr: float | Mapping[Any, float],
+                             image_ids: Collection[str] | None) -> _VsCounts:
+    """Every read paired with its image's consensus boxes, matched one-to-one per class
+    (tp = optimal class-wise IoU matches), counted per reader and class in one pass."""
     images = [im for im in _subset(images, image_ids) if im.image_id in consensus]
     flat = FlatReads.build(images)
     thresholds = ClassThresholds.parse("agreement", "iou_thr", iou_thr, None)
@@ -272,8 +284,6 @@ def reader_vs_consensus(
     c_count = np.array([len(r.classes) for r in cons], dtype=np.int64)
     c_boxes = np.concatenate([r.boxes for r in cons]) if cons else np.zeros((0, 4))
     c_cls = np.concatenate([r.classes for r in cons]) if cons else np.zeros(0, np.int64)
-    c_img = np.repeat(np.arange(flat.n_images), c_count)
-    # every read paired with its image's consensus boxes
     n_reads = len(flat.read_image)
     c_start = np.concatenate(([0], np.cumsum(c_count)))
     k = c_count[flat.read_image]
@@ -285,22 +295,60 @@ def reader_vs_consensus(
     cls = np.concatenate([flat.box_class, c_cls[c_rows]])
     read = np.concatenate([flat.box_read, c_read])
     side = np.concatenate([np.zeros(len(flat.box_class), int), np.ones(len(c_rows), int)])
-    del c_img
     n_cls = int(cls.max(initial=0)) + 1
     group = read * n_cls + cls
     uniq, dense = np.unique(group, return_inverse=True)
     tp = _group_match_counts(boxes, side, dense, thresholds.lookup(cls), len(uniq))
-    tp_read = np.bincount(uniq // n_cls, weights=tp, minlength=n_reads)
     n_r = len(flat.readers)
-    reader_of_read = flat.read_reader
-    tp_r = np.bincount(reader_of_read, weights=tp_read, minlength=n_r)
-    own = np.bincount(flat.box_reader, minlength=n_r)
-    cons_r = np.bincount(reader_of_read, weights=k, minlength=n_r)
-    imgs_r = np.bincount(reader_of_read, minlength=n_r)
+    reader_of_read = np.asarray(flat.read_reader, dtype=np.int64)
+    size = n_r * n_cls
+
+    def per(cell: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(cell, weights=weights, minlength=size).reshape(n_r, n_cls)
+
+    group_cell = reader_of_read[uniq // n_cls] * n_cls + uniq % n_cls
+    return _VsCounts(
+        readers=list(flat.readers),
+        images=per(group_cell).astype(np.int64),
+        own=per(flat.box_reader * n_cls + flat.box_class).astype(np.int64),
+        cons=per(reader_of_read[c_read] * n_cls + c_cls[c_rows]).astype(np.int64),
+        tp=per(group_cell, tp).astype(np.int64),
+        images_read=np.bincount(reader_of_read, minlength=n_r).astype(np.int64),
+    )
+
+
+def reader_vs_consensus(
+    images: Sequence[ImageReads],
+    consensus: Mapping[str, ConsensusResult],
+    iou_thr: float | Mapping[Any, float] = DEFAULT_IOU_THR,
+    image_ids: Collection[str] | None = None,
+) -> list[ReaderVsConsensus]:
+    """Each reader against the consensus (tp = optimal class-wise IoU matches)."""
+    c = _reader_consensus_counts(images, consensus, iou_thr, image_ids)
     return [
-        ReaderVsConsensus(code, int(imgs_r[r]), int(own[r]), int(cons_r[r]), int(tp_r[r]))
-        for r, code in enumerate(flat.readers)
+        ReaderVsConsensus(code, int(c.images_read[r]), int(c.own[r].sum()),
+                          int(c.cons[r].sum()), int(c.tp[r].sum()))
+        for r, code in enumerate(c.readers)
     ]
+
+
+def reader_vs_consensus_by_class(
+    images: Sequence[ImageReads],
+    consensus: Mapping[str, ConsensusResult],
+    iou_thr: float | Mapping[Any, float] = DEFAULT_IOU_THR,
+    image_ids: Collection[str] | None = None,
+) -> dict[int, list[ReaderVsConsensus]]:
+    """Class id -> each reader against the consensus in that class alone, over the
+    images where the class is on either side (the reader drew it or the consensus
+    has it); a class neither side has on any image is absent.  The same numbers as
+    ``reader_vs_consensus`` on reads and consensus cut down to one class, in one pass."""
+    c = _reader_consensus_counts(images, consensus, iou_thr, image_ids)
+    out: dict[int, list[ReaderVsConsensus]] = {}
+    for cid in np.flatnonzero(c.images.sum(axis=0)).tolist():
+        out[cid] = [ReaderVsConsensus(code, int(c.images[r, cid]), int(c.own[r, cid]),
+                                      int(c.cons[r, cid]), int(c.tp[r, cid]))
+                    for r, code in enumerate(c.readers) if c.images[r, cid]]
+    return out
 
 
 def image_agreement(image: ImageReads, iou_thr: float = DEFAULT_IOU_THR) -> float | None:

@@ -20,7 +20,7 @@ from annotations.errors import DomainError
 def _as_boxes(boxes: Any) -> np.ndarray:
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.size == 0:
-        return np.zeros((0, 4), dtype=np.float64)
+        return arr if arr.shape == (0, 4) else np.zeros((0, 4), dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise DomainError("invalid_reads", f"boxes must have shape (n, 4), got {arr.shape}")
     if not np.isfinite(arr).all():

@@ -41,7 +41,10 @@ def adjudications_route(*, run: ConsensusRun) -> list[Adjudication]:
     project sets one and the strategy gives posteriors, else below the agreement
     threshold."""
     project = run.project
-    open_or_done = set(Adjudication.objects.filter(project=project).exclude(
+    # of this run's images only: the project's whole history would make every small run
+    # (one per completed image) cost more as the project grows
+    open_or_done = set(Adjudication.objects.filter(
+        project=project, image_id__in=run.images.values("image_id")).exclude(
         status=Adjudication.Status.CANCELLED).values_list("image_id", flat=True))
     if project.adjudication_budget_per_week is not None:
         scored = list(ConsensusImage.objects.filter(run=run, meta__has_key="p_error")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 
 from annotations import consensus as engine
 from annotations.consensus import ConsensusResult, ImageReads, ReaderRead
@@ -53,6 +54,33 @@ def usable_annotations(project: Project, images: Iterable[Image] | None = None):
     return qs
 
 
+#: Shared, read-only empty arrays: most reads and most final labels have no box, and an
+#: array with no elements cannot be written through.
+NO_BOXES = np.zeros((0, 4), dtype=np.float64)
+NO_CLASSES = np.zeros(0, dtype=np.int64)
+NO_SCORES = np.zeros(0, dtype=np.float64)
+for _empty in (NO_BOXES, NO_CLASSES, NO_SCORES):
+    _empty.setflags(write=False)
+
+
+def json_text(field: str) -> Cast:
+    """A JSON column read as its text, for ``parse_once``."""
+    return Cast(field, output_field=TextField())
+
+
+def parse_once(make: Callable[[Any], Any]) -> Callable[[str | None], Any]:
+    """Parse JSON text into ``make(value)`` once per distinct text: the image labels
+    and box supports of 18,000 rows take a handful of distinct values, and decoding
+    each row's copy costs more than the rest of turning rows into results."""
+    memo: dict[str | None, Any] = {}
+
+    def parse(text: str | None) -> Any:
+        if text not in memo:
+            memo[text] = make(json.loads(text) if text is not None else ())
+        return memo[text]
+    return parse
+
+
 def reads_from_annotations(annotations: Sequence[ReaderAnnotation] | QuerySet
                            ) -> list[ImageReads]:
     """Convert stored annotations (a list, or a queryset: then it stays a subquery) into
@@ -68,7 +96,7 @@ def reads_from_annotations(annotations: Sequence[ReaderAnnotation] | QuerySet
         scope = ReaderAnnotation.objects.filter(pk__in=[a.pk for a in annotations])
     rows = list(scope.order_by("id").values_list(
         "pk", "image_id", "image__pseudo_id", "image__width", "image__height",
-        "reader__code", "image_labels"))
+        "reader__code", json_text("image_labels")))
     boxes: dict[int, list[tuple]] = defaultdict(list)
     for ann_id, *box in (AnnotationBox.objects.filter(annotation__in=scope.order_by()
                                                       .values("pk")).order_by("id")
@@ -77,13 +105,14 @@ def reads_from_annotations(annotations: Sequence[ReaderAnnotation] | QuerySet
         boxes[ann_id].append(box)
     by_image: dict[int, list[ReaderRead]] = defaultdict(list)
     images: dict[int, tuple[str, int, int]] = {}
+    labels_of = parse_once(frozenset)
     for pk, image_id, pseudo_id, width, height, code, labels in rows:
-        mine = boxes.get(pk, ())
+        mine = boxes.get(pk)
         by_image[image_id].append(ReaderRead(
             reader=code,
-            boxes=np.array([b[:4] for b in mine], dtype=np.float64).reshape(-1, 4),
-            classes=np.array([b[4] for b in mine], dtype=np.int64),
-            image_labels=frozenset(labels),
+            boxes=np.array([b[:4] for b in mine], dtype=np.float64) if mine else NO_BOXES,
+            classes=np.array([b[4] for b in mine], dtype=np.int64) if mine else NO_CLASSES,
+            image_labels=labels_of(labels),
         ))
         images[image_id] = (pseudo_id, width, height)
     return [
@@ -258,16 +287,22 @@ def stored_results(rows: Sequence[tuple[int, str, list, dict]]) -> dict[str, Con
                              .order_by("consensus_image_id", "position")
                              .values_list("consensus_image_id", "x_min", "y_min", "x_max",
                                           "y_max", "label_class__class_id", "score",
-                                          "support")):
+                                          json_text("support"))):
             boxes[row_id].append(box)
+    support_of = parse_once(tuple)
     out: dict[str, ConsensusResult] = {}
     for pk, pseudo_id, labels, meta in rows:
-        mine = boxes.get(pk, ())
+        mine = boxes.get(pk)
+        if not mine:
+            out[pseudo_id] = ConsensusResult(boxes=NO_BOXES, classes=NO_CLASSES,
+                                             scores=NO_SCORES, support=[],
+                                             image_labels=frozenset(labels), meta=meta)
+            continue
         out[pseudo_id] = ConsensusResult(
-            boxes=np.array([b[:4] for b in mine], dtype=np.float64).reshape(-1, 4),
+            boxes=np.array([b[:4] for b in mine], dtype=np.float64),
             classes=np.array([b[4] for b in mine], dtype=np.int64),
             scores=np.array([b[5] for b in mine], dtype=np.float64),
-            support=[tuple(b[6]) for b in mine],
+            support=[support_of(b[6]) for b in mine],
             image_labels=frozenset(labels), meta=meta,
         )
     return out

@@ -63,9 +63,9 @@ def _state_sql(project: Project, image_ids: list[int] | QuerySet | None
     if image_ids is not None:  # a queryset stays a subquery (no 18,000-item IN list)
         images = images.filter(pk__in=image_ids)
     img_sql, img_params = images.order_by().values("id").query.sql_with_params()
+    # project-wide: used once below, so PostgreSQL inlines it and joins it to ``latest``
+    # (already cut down to the images asked for) instead of filtering it a second time
     usable = usable_annotations(project)
-    if image_ids is not None:
-        usable = usable.filter(image_id__in=image_ids)
     # "usable" has one definition (consensus.usable_annotations); its SQL is reused here
     use_sql, use_params = usable.order_by().values("id", "image_id").query.sql_with_params()
     t = {m: m._meta.db_table for m in (Assignment, ConsensusImage, ConsensusRun,
@@ -166,6 +166,17 @@ def state_counts(project: Project) -> dict[str, int]:
 
 
 def consensus_is_final(image: Image) -> bool:
+    """Whether ``image`` is final (blinding has ended for its readers).
+
+    An image with no finished run over it and no decided adjudication cannot be final:
+    that one indexed lookup answers for most images asked about (every read a
+    reconcile pass stores asks), and the state query answers for the rest.
+    """
+    merged = ConsensusImage.objects.filter(image_id=image.pk,
+                                           run__status=ConsensusRun.Status.DONE).exists()
+    if not merged and not Adjudication.objects.filter(
+            image_id=image.pk, status=Adjudication.Status.DONE).exists():
+        return False
     return image_states(image.project, [image.pk]).get(image.pk) == "final"
 
 

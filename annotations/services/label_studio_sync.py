@@ -34,6 +34,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from annotations import events
 from annotations.errors import DomainError
 from annotations.label_studio.client import LabelStudioClient, completed_by_id
 from annotations.label_studio.config import (
@@ -74,7 +75,7 @@ from annotations.services.annotating import (
 from annotations.services.audit import audit_record
 from annotations.services.exports import project_mask_classes, project_taxonomy
 from annotations.services.feedback import feedback_record
-from annotations.services.image_state import image_states
+from annotations.services.image_state import consensus_is_final
 from annotations.services.prelabels import prelabel_for
 from annotations.services.signing import image_url
 from annotations.services.storage import mask_read
@@ -370,7 +371,7 @@ def _without_brush_codes(result: Any) -> Any:
 
 def _frozen(task: WorkspaceTask) -> bool:
     """Blinding has ended for this reader: the image is final, so they may see the others."""
-    return image_states(task.image.project, [task.image_id]).get(task.image_id) == "final"
+    return consensus_is_final(task.image)
 
 
 def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> str:
@@ -458,6 +459,8 @@ def ls_annotation_withdraw(task: WorkspaceTask, ls_annotation_id: int) -> bool:
 #: an annotation saved just before that pass may commit (with its earlier time) after it.
 RECONCILE_OVERLAP = dt.timedelta(minutes=2)
 LS_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: Tasks applied per transaction (and between heartbeats) in a reconcile pass.
+RECONCILE_CHUNK = 50
 
 
 def _ls_time(value: str) -> dt.datetime:
@@ -492,31 +495,23 @@ def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None,
     tasks = {t.ls_task_id: t for t in ws.tasks.select_related("image", "workspace__reader",
                                                                "workspace__project",
                                                                "adjudication")}
+    current = {(image_id, ext): stamp for image_id, ext, stamp in ReaderAnnotation.objects
+               .filter(reader=ws.reader, image__project=ws.project, is_current=True,
+                       source=ReaderAnnotation.Source.LABEL_STUDIO)
+               .values_list("image_id", "external_id", "external_updated_at")}
     exported = client.export_project_annotations(
         ws.ls_project_id, ids=None if since is None else [i for i, _ in changes])
-    for n, ls_task in enumerate(exported):
-        if heartbeat is not None and n and n % 50 == 0:
+    for start in range(0, len(exported), RECONCILE_CHUNK):
+        if heartbeat is not None and start:
             heartbeat()
-        task = tasks.get(int(ls_task["id"]))
-        if task is None:
-            continue
-        anns = sorted(ls_task.get("annotations") or [],
-                      key=lambda a: (a.get("updated_at") or "", a["id"]))
-        own = [a for a in anns if completed_by_id(a) == ws.ls_reader_user_id]
-        for other in (a for a in anns if completed_by_id(a) != ws.ls_reader_user_id):
-            counts[ls_annotation_apply(task, other)] += 1
-        if own:
-            try:
-                counts[ls_annotation_apply(task, own[-1])] += 1
-            except DomainError as exc:
-                counts["rejected"] += 1
-                logger.warning("reconcile: task %s rejected (%s)", task.ls_task_id, exc.code)
-        else:
-            current = ReaderAnnotation.objects.filter(
-                image=task.image, reader=ws.reader, is_current=True,
-                source=ReaderAnnotation.Source.LABEL_STUDIO).first()
-            if current is not None and ls_annotation_withdraw(task, int(current.external_id)):
-                counts["withdrawn"] += 1
+        # one transaction a chunk, its completed images' consensus in one run created in
+        # it: a pass that finds thousands of missed reads starts a run per chunk, not one
+        # per image, and a pass killed mid-chunk stored none of it (the next redoes it)
+        with transaction.atomic(), events.coalesced(events.ReadsCompleted):
+            for ls_task in exported[start:start + RECONCILE_CHUNK]:
+                task = tasks.get(int(ls_task["id"]))
+                if task is not None:
+                    _reconcile_task(ws, task, ls_task, counts, current)
     marks = [ws.ls_reconciled_through] if ws.ls_reconciled_through else []
     latest = max(marks + [u for _, u in changes], key=_ls_time, default="")
     fields = {"ls_reconciled_through": latest}
@@ -526,6 +521,37 @@ def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None,
     for key, value in fields.items():
         setattr(ws, key, value)
     return counts
+
+
+def _reconcile_task(ws: Workspace, task: WorkspaceTask, ls_task: Mapping[str, Any],
+                    counts: dict[str, int], current: Mapping[tuple[int, str], Any]) -> None:
+    """Apply one exported task: foreign annotations are violations, the reader's latest
+    annotation is their read, none at all withdraws the stored one.  ``current``: the
+    reader's stored Label Studio reads, (image, annotation id) -> ``updated_at``, read
+    before the export (a version changed since has a later stamp there)."""
+    anns = sorted(ls_task.get("annotations") or [],
+                  key=lambda a: (a.get("updated_at") or "", a["id"]))
+    own = [a for a in anns if completed_by_id(a) == ws.ls_reader_user_id]
+    for other in (a for a in anns if completed_by_id(a) != ws.ls_reader_user_id):
+        counts[ls_annotation_apply(task, other)] += 1
+    if own:
+        latest = own[-1]
+        stamp = _updated_at(latest)
+        if stamp is not None and current.get((task.image_id, str(latest["id"]))) == stamp:
+            counts["unchanged"] += 1  # this very version is stored (the daily full pass)
+            return
+        try:
+            with transaction.atomic():  # a refused read leaves nothing of itself behind
+                counts[ls_annotation_apply(task, latest)] += 1
+        except DomainError as exc:
+            counts["rejected"] += 1
+            logger.warning("reconcile: task %s rejected (%s)", task.ls_task_id, exc.code)
+        return
+    current = ReaderAnnotation.objects.filter(
+        image=task.image, reader=ws.reader, is_current=True,
+        source=ReaderAnnotation.Source.LABEL_STUDIO).first()
+    if current is not None and ls_annotation_withdraw(task, int(current.external_id)):
+        counts["withdrawn"] += 1
 
 
 def reconcile_all(heartbeat: Callable[[], None] | None = None,

@@ -15,7 +15,12 @@ from django.db.models import QuerySet
 from annotations.consensus import ConsensusResult
 from annotations.models import ConsensusImage, ConsensusRun, Image, Project
 from annotations.services.adjudication import adjudicated_images
-from annotations.services.consensus import reads_from_annotations, stored_results
+from annotations.services.consensus import (
+    json_text,
+    parse_once,
+    reads_from_annotations,
+    stored_results,
+)
 
 
 def final_results(project: Project, images: Iterable[Image | int] | QuerySet | None = None
@@ -35,10 +40,12 @@ def final_results(project: Project, images: Iterable[Image | int] | QuerySet | N
     if ids is not None:
         rows = rows.filter(image_id__in=ids)
     latest: dict[int, tuple] = {}
+    labels_of = parse_once(frozenset)
     for pk, image_id, pseudo_id, run_id, labels in rows.values_list(
-            "pk", "image_id", "image__pseudo_id", "run_id", "image_labels"):
-        latest.setdefault(image_id, (pk, pseudo_id, labels,
-                                     {"source": "consensus", "run": run_id}))
+            "pk", "image_id", "image__pseudo_id", "run_id", json_text("image_labels")):
+        if image_id not in latest:
+            latest[image_id] = (pk, pseudo_id, labels_of(labels),
+                                {"source": "consensus", "run": run_id})
     out = stored_results(list(latest.values()))
     decisions = adjudicated_images(project, ids)
     if decisions:

@@ -14,8 +14,6 @@ reader's own row ever leaves this module.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
-from dataclasses import replace
 from typing import Any
 
 from django.core.cache import cache
@@ -85,50 +83,23 @@ def my_agreement(reader: Reader, project: Project, iou_thr: float = 0.4) -> dict
     if not final_ids:
         return out
     # only this reader's reads of final images, against those images' final labels
-    # (read for all of the reader's images, kept for the final ones only)
+    # (read for all of the reader's reads, kept for their final images only)
     reads = [r for r in reads_from_annotations(usable_annotations(project).filter(
-        reader=reader, image_id__in=mine)) if r.image_id in final_ids]
+        reader=reader)) if r.image_id in final_ids]
     finals = {k: v for k, v in final_results(project, mine).items() if k in final_ids}
     names = dict(project.label_classes.values_list("class_id", "name"))
     rows = agreement.reader_vs_consensus(reads, finals, iou_thr, final_ids)
     overall = [r for r in rows if r.reader == reader.code]
     if overall:
         out["overall"] = overall[0].to_dict()
-    # per class, only the images where the class appears on either side: the others
-    # add no boxes to either count (one pass instead of classes x images)
-    where: dict[int, set[str]] = defaultdict(set)
-    for r in reads:
-        for read in r.reads:
-            for cid in set(read.classes.tolist()):
-                where[cid].add(r.image_id)
-    for image_id, result in finals.items():
-        for cid in set(result.classes.tolist()):
-            where[cid].add(image_id)
+    # per class in the same vectorised pass (the images where the class is on either
+    # side): one matching instead of one per class
+    per_class = agreement.reader_vs_consensus_by_class(reads, finals, iou_thr, final_ids)
     for cid, name in sorted(names.items()):
-        if not where.get(cid):
-            continue
-        per = agreement.reader_vs_consensus(
-            [_only_class(r, cid) for r in reads if r.image_id in where[cid]],
-            {k: _only_class_result(v, cid) for k, v in finals.items() if k in where[cid]},
-            iou_thr, where[cid])
-        per = [r for r in per if r.reader == reader.code and
-               (r.n_reader_boxes or r.n_consensus_boxes)]
-        if per:
-            out["per_class"].append({"class_name": name, **per[0].to_dict()})
+        mine_row = [r for r in per_class.get(cid, ()) if r.reader == reader.code]
+        if mine_row:
+            out["per_class"].append({"class_name": name, **mine_row[0].to_dict()})
     return out
-
-
-def _only_class(image_reads, class_id: int):
-    return replace(image_reads, reads=[
-        replace(r, boxes=r.boxes[r.classes == class_id], classes=r.classes[r.classes == class_id])
-        for r in image_reads.reads])
-
-
-def _only_class_result(result, class_id: int):
-    keep = result.classes == class_id
-    return replace(result, boxes=result.boxes[keep], classes=result.classes[keep],
-                   scores=result.scores[keep],
-                   support=[s for s, k in zip(result.support, keep, strict=True) if k])
 
 
 #: How long a fitted reliability stays cached (the key changes with any read).

@@ -10,6 +10,7 @@ from annotations.consensus.agreement import (
     pairwise_agreement,
     presence_kappa,
     reader_vs_consensus,
+    reader_vs_consensus_by_class,
 )
 from tests.consensus.helpers import image, read
 
@@ -78,6 +79,58 @@ def test_presence_kappa_and_reader_vs_consensus():
     assert rows["R1"].sensitivity == 1.0 and rows["R1"].precision == 1.0
     assert rows["R3"].sensitivity == 0.0 and rows["R3"].precision is None
     json.dumps([r.to_dict() for r in rows.values()] + [k0.to_dict()])
+
+
+def _only(images, cons, cid):
+    """Reads and consensus cut down to one class, on the images where it is anywhere."""
+    from dataclasses import replace
+
+    def cut(r):
+        keep = r.classes == cid
+        return replace(r, boxes=r.boxes[keep], classes=r.classes[keep])
+
+    where = {im.image_id for im in images
+             if any((r.classes == cid).any() for r in im.reads)} | \
+        {k for k, v in cons.items() if (v.classes == cid).any()}
+    reads = [replace(im, reads=[cut(r) for r in im.reads]) for im in images
+             if im.image_id in where]
+    results = {k: replace(v, boxes=v.boxes[v.classes == cid],
+                          classes=v.classes[v.classes == cid],
+                          scores=v.scores[v.classes == cid],
+                          support=[s for s, c in zip(v.support, v.classes, strict=True)
+                                   if c == cid])
+               for k, v in cons.items() if k in where}
+    return reads, results
+
+
+def test_per_class_in_one_pass_matches_each_class_cut_out_and_counted_alone():
+    rng = np.random.default_rng(7)
+    images = []
+    for i in range(60):
+        reads = []
+        for code in ("R1", "R2", "R3"):
+            n = int(rng.integers(0, 4))
+            xy = rng.uniform(0, 200, (n, 2))
+            boxes = [(int(rng.integers(0, 4)), x, y, x + rng.uniform(20, 60),
+                      y + rng.uniform(20, 60)) for x, y in xy]
+            reads.append(read(code, *boxes))
+        images.append(image(f"i{i:02d}", *reads, size=300.0))
+    cons = build("wbf").run(images[:50])  # ten images without a consensus: not counted
+    by_class = reader_vs_consensus_by_class(images, cons, 0.4)
+    assert set(by_class) == {0, 1, 2, 3}
+    for cid, rows in by_class.items():
+        reads, results = _only(images, cons, cid)
+        alone = {r.reader: r for r in reader_vs_consensus(reads, results, 0.4)
+                 if r.n_reader_boxes or r.n_consensus_boxes}
+        assert {r.reader: r for r in rows} == alone
+    # and the classes together are the overall figures
+    overall = {r.reader: r for r in reader_vs_consensus(images, cons, 0.4)}
+    for code, row in overall.items():
+        rows = [r for rs in by_class.values() for r in rs if r.reader == code]
+        assert row.tp == sum(r.tp for r in rows)
+        assert row.n_reader_boxes == sum(r.n_reader_boxes for r in rows)
+        assert row.n_consensus_boxes == sum(r.n_consensus_boxes for r in rows)
+        assert row.n_images == 50
 
 
 def test_image_agreement_hand_cases():

@@ -88,3 +88,52 @@ def test_a_full_pass_comes_round_and_repairs_what_a_mark_would_skip(lost_webhook
         hours=settings.RECONCILE_FULL_HOURS + 1))
     counts = sync.reconcile_all()
     assert counts["scanned"] == 6 and counts["created"] == 1
+
+
+def test_a_pass_that_finds_every_read_of_three_films_starts_one_consensus_run(
+        lost_webhooks, label_studio):
+    """Missed webhooks for a whole reading: the pass stores the reads a chunk at a time,
+    and the films whose reads it completed get one consensus run, not one each."""
+    from annotations.models import ConsensusRun
+    from annotations.services.image_state import image_states
+
+    (r1, r2), images = lost_webhooks
+    for reader in (r1, r2):
+        for i, img in enumerate(images):
+            _annotate(label_studio, reader, img, [10 + i, 10, 90, 90])
+    counts = sync.reconcile_all()
+    assert counts["created"] == 6
+    run = ConsensusRun.objects.get(trigger=ConsensusRun.Trigger.READS_COMPLETE)
+    assert sorted(run.image_scope) == sorted(i.pseudo_id for i in images)
+    assert run.status == "done"
+    project = images[0].project
+    assert set(image_states(project).values()) == {"final"}
+    # the daily full pass again: every read is this very version, nothing is redone
+    again = sync.reconcile_all(full=True)
+    assert again["unchanged"] == 6 and again["created"] == 0
+    assert ConsensusRun.objects.count() == 1
+
+
+def test_a_pass_that_dies_mid_chunk_stores_none_of_it_and_the_next_stores_all(
+        lost_webhooks, label_studio, monkeypatch):
+    (r1, _), images = lost_webhooks
+    for img in images:
+        _annotate(label_studio, r1, img, [10, 10, 90, 90])
+    real, calls = sync._reconcile_task, []
+
+    def dies_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("worker lost")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sync, "_reconcile_task", dies_on_the_third)
+    with pytest.raises(RuntimeError):
+        sync.reconcile_all()
+    # two reads were applied in the chunk before it died: neither is stored, no mark moved
+    assert not ReaderAnnotation.objects.exists()
+    assert not Workspace.objects.filter(ls_reconciled_through__gt="").exists()
+    monkeypatch.setattr(sync, "_reconcile_task", real)
+    counts = sync.reconcile_all()
+    assert counts["created"] == 3
+    assert ReaderAnnotation.objects.filter(reader=r1, is_current=True).count() == 3
