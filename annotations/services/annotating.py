@@ -8,8 +8,10 @@ so replays and reconciles are idempotent.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +82,38 @@ def _resolve_masks(image: Image, masks: Sequence[MaskIn]
     return sorted(out, key=lambda t: t[0].index)
 
 
+#: The taxonomy of each project read inside ``taxonomy_cached``, by project id.
+_taxonomies: contextvars.ContextVar[dict[int, list[LabelClass]] | None] = \
+    contextvars.ContextVar("taxonomies", default=None)
+
+
+@contextmanager
+def taxonomy_cached() -> Iterator[None]:
+    """Read each project's label classes once in the block, not once per read.
+
+    Why: a reconcile chunk records up to 50 reads of one project, and every read
+    resolves its boxes against the taxonomy (two queries each).  Outside a block every
+    read sees the taxonomy as stored at that moment; keep blocks short (one chunk).
+    """
+    token = _taxonomies.set({})
+    try:
+        yield
+    finally:
+        _taxonomies.reset(token)
+
+
+def project_label_classes(project_id: int) -> list[LabelClass]:
+    """The project's label classes (once per ``taxonomy_cached`` block)."""
+    memo = _taxonomies.get()
+    if memo is None:
+        return list(LabelClass.objects.filter(project_id=project_id))
+    if project_id not in memo:
+        memo[project_id] = list(LabelClass.objects.filter(project_id=project_id))
+    return memo[project_id]
+
+
 def _classes(image: Image) -> tuple[dict[Any, LabelClass], set[str]]:
-    rows = list(LabelClass.objects.filter(project_id=image.project_id))
+    rows = project_label_classes(image.project_id)
     by_key: dict[Any, LabelClass] = {}
     for lc in rows:
         if not lc.image_level:

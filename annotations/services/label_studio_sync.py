@@ -69,8 +69,10 @@ from annotations.services.adjudication import adjudication_decide
 from annotations.services.annotating import (
     BoxIn,
     MaskIn,
+    project_label_classes,
     reader_annotation_matches,
     reader_annotation_record,
+    taxonomy_cached,
 )
 from annotations.services.audit import audit_record
 from annotations.services.exports import project_mask_classes, project_taxonomy
@@ -246,8 +248,7 @@ def _updated_at(annotation: Mapping[str, Any]) -> dt.datetime | None:
 def ls_result_boxes(annotation: Mapping[str, Any], image: Image
                     ) -> tuple[list[BoxIn], list[str]]:
     """A Label Studio result as original-pixel boxes and image labels."""
-    names = dict(LabelClass.objects.filter(project_id=image.project_id)
-                 .values_list("name", "image_level"))
+    names = {lc.name: lc.image_level for lc in project_label_classes(image.project_id)}
     parsed = parse_result(
         [r for r in _result_items(annotation) if r.get("type") not in MASK_TYPES],
         box_classes=[n for n, lvl in names.items() if not lvl],
@@ -374,13 +375,15 @@ def _frozen(task: WorkspaceTask) -> bool:
     return consensus_is_final(task.image)
 
 
-def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> str:
+def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any],
+                        compared: bool = False) -> str:
     """Record one Label Studio annotation of ``task``; returns what happened.
 
     ``annotation`` is what Label Studio holds (re-read with the workspace's service
     credentials), never a webhook payload.  ``created`` / ``unchanged`` / ``violation`` /
     ``adjudicated``.  Raises DomainError for content the platform cannot accept (nothing is
-    stored).
+    stored).  ``compared``: the caller has already found this version is not the stored
+    one (a reconcile pass compares its whole workspace in one query).
     """
     ws = task.workspace
     user_id = completed_by_id(annotation)
@@ -388,7 +391,8 @@ def ls_annotation_apply(task: WorkspaceTask, annotation: Mapping[str, Any]) -> s
     if user_id != ws.ls_reader_user_id:
         return _violation(task, ann_id, ProtocolViolation.Kind.FOREIGN_ANNOTATOR, annotation,
                           "annotation by someone other than the workspace's reader", user_id)
-    if ws.kind == Workspace.Kind.READING and _already_current(task, ann_id, annotation):
+    if ws.kind == Workspace.Kind.READING and not compared and \
+            _already_current(task, ann_id, annotation):
         return "unchanged"
     boxes, labels = ls_result_boxes(annotation, task.image)
     masks = ls_result_masks(annotation, task.image)
@@ -495,10 +499,11 @@ def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None,
     tasks = {t.ls_task_id: t for t in ws.tasks.select_related("image", "workspace__reader",
                                                                "workspace__project",
                                                                "adjudication")}
-    current = {(image_id, ext): stamp for image_id, ext, stamp in ReaderAnnotation.objects
-               .filter(reader=ws.reader, image__project=ws.project, is_current=True,
-                       source=ReaderAnnotation.Source.LABEL_STUDIO)
-               .values_list("image_id", "external_id", "external_updated_at")}
+    current = {} if ws.kind != Workspace.Kind.READING else {
+        (image_id, ext): stamp for image_id, ext, stamp in ReaderAnnotation.objects
+        .filter(reader=ws.reader, image__project=ws.project, is_current=True,
+                source=ReaderAnnotation.Source.LABEL_STUDIO)
+        .values_list("image_id", "external_id", "external_updated_at")}
     exported = client.export_project_annotations(
         ws.ls_project_id, ids=None if since is None else [i for i, _ in changes])
     for start in range(0, len(exported), RECONCILE_CHUNK):
@@ -507,7 +512,8 @@ def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None,
         # one transaction a chunk, its completed images' consensus in one run created in
         # it: a pass that finds thousands of missed reads starts a run per chunk, not one
         # per image, and a pass killed mid-chunk stored none of it (the next redoes it)
-        with transaction.atomic(), events.coalesced(events.ReadsCompleted):
+        with transaction.atomic(), events.coalesced(events.ReadsCompleted), \
+                taxonomy_cached():
             for ls_task in exported[start:start + RECONCILE_CHUNK]:
                 task = tasks.get(int(ls_task["id"]))
                 if task is not None:
@@ -540,9 +546,8 @@ def _reconcile_task(ws: Workspace, task: WorkspaceTask, ls_task: Mapping[str, An
         if stamp is not None and current.get((task.image_id, str(latest["id"]))) == stamp:
             counts["unchanged"] += 1  # this very version is stored (the daily full pass)
             return
-        try:
-            with transaction.atomic():  # a refused read leaves nothing of itself behind
-                counts[ls_annotation_apply(task, latest)] += 1
+        try:  # a refused read stores nothing (recording and deciding are atomic)
+            counts[ls_annotation_apply(task, latest, compared=True)] += 1
         except DomainError as exc:
             counts["rejected"] += 1
             logger.warning("reconcile: task %s rejected (%s)", task.ls_task_id, exc.code)
