@@ -205,7 +205,9 @@ def coalesced(*kinds: type[Event]) -> Iterator[None]:
     Why: a reconcile pass that stores thousands of missed reads would otherwise
     start one consensus run per image; merged, a batch of images gets one run.
     The caller wraps the block in its database transaction, so the reactions still
-    commit or roll back with their causes (the module's promise).
+    commit or roll back with their causes (the module's promise).  An event emitted in
+    a savepoint that is rolled back and caught inside the block is still delivered:
+    emit last in a savepoint (as ``reader_annotation_record`` does), or not at all.
     """
     outer = _held.get()
     held = {**(outer or {}), **{k: [] for k in kinds if not outer or k not in outer}}

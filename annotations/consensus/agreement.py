@@ -339,9 +339,11 @@ def reader_vs_consensus_by_class(
     image_ids: Collection[str] | None = None,
 ) -> dict[int, list[ReaderVsConsensus]]:
     """Class id -> each reader against the consensus in that class alone, over the
-    images where the class is on either side (the reader drew it or the consensus
-    has it); a class neither side has on any image is absent.  The same numbers as
-    ``reader_vs_consensus`` on reads and consensus cut down to one class, in one pass."""
+    images where this reader drew the class or the consensus has it (another reader's
+    box of the class alone does not count the image for this one); a class no reader
+    and no consensus has is absent.  Per reader, the same numbers as
+    ``reader_vs_consensus`` on that reader's reads and the consensus cut down to one
+    class and to those images, for every class in one pass."""
     c = _reader_consensus_counts(images, consensus, iou_thr, image_ids)
     out: dict[int, list[ReaderVsConsensus]] = {}
     for cid in np.flatnonzero(c.images.sum(axis=0)).tolist():

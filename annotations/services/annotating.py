@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from annotations import events
@@ -210,8 +210,12 @@ def reader_annotation_record(
 
     # Serialise writers of one image: with no current row there is nothing else to
     # lock, and two concurrent first reads would both insert a "current" version.
-    Image.objects.select_for_update().filter(pk=image.pk).first()
-    current = (ReaderAnnotation.objects.select_for_update()
+    # FOR NO KEY UPDATE: writers of the image's reads still wait for each other, but rows
+    # that merely reference it (a consensus run storing its result, boxes, recorded
+    # versions) do not wait for a reconcile chunk that holds it, nor deadlock with one.
+    no_key = connection.features.has_select_for_no_key_update
+    Image.objects.select_for_update(no_key=no_key).filter(pk=image.pk).first()
+    current = (ReaderAnnotation.objects.select_for_update(no_key=no_key)
                .filter(image=image, reader=reader, is_current=True).first())
     if current is not None:
         newer = current.external_updated_at

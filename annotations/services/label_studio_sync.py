@@ -506,18 +506,14 @@ def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None,
         .values_list("image_id", "external_id", "external_updated_at")}
     exported = client.export_project_annotations(
         ws.ls_project_id, ids=None if since is None else [i for i, _ in changes])
-    for start in range(0, len(exported), RECONCILE_CHUNK):
+    # in image order: concurrent chunks (another workspace's pass, a webhook naming
+    # several reads) then lock the images they share in the same order
+    known = sorted(((tasks[int(t["id"])], t) for t in exported if int(t["id"]) in tasks),
+                   key=lambda pair: pair[0].image_id)
+    for start in range(0, len(known), RECONCILE_CHUNK):
         if heartbeat is not None and start:
             heartbeat()
-        # one transaction a chunk, its completed images' consensus in one run created in
-        # it: a pass that finds thousands of missed reads starts a run per chunk, not one
-        # per image, and a pass killed mid-chunk stored none of it (the next redoes it)
-        with transaction.atomic(), events.coalesced(events.ReadsCompleted), \
-                taxonomy_cached():
-            for ls_task in exported[start:start + RECONCILE_CHUNK]:
-                task = tasks.get(int(ls_task["id"]))
-                if task is not None:
-                    _reconcile_task(ws, task, ls_task, counts, current)
+        _reconcile_chunk(ws, known[start:start + RECONCILE_CHUNK], counts, current)
     marks = [ws.ls_reconciled_through] if ws.ls_reconciled_through else []
     latest = max(marks + [u for _, u in changes], key=_ls_time, default="")
     fields = {"ls_reconciled_through": latest}
@@ -527,6 +523,33 @@ def workspace_reconcile(ws: Workspace, client: LabelStudioClient | None = None,
     for key, value in fields.items():
         setattr(ws, key, value)
     return counts
+
+
+def _reconcile_chunk(ws: Workspace, chunk: list[tuple[WorkspaceTask, Mapping[str, Any]]],
+                     counts: dict[str, int], current: Mapping[tuple[int, str], Any]) -> None:
+    """One transaction for the chunk, and one consensus run created in it for the images
+    whose reads it completed: a pass that finds thousands of missed reads starts a run
+    per chunk, not one per image, and a pass killed mid-chunk stored none of it (the
+    next pass redoes it).
+
+    If that run cannot be created (the project's stored strategy refused), the chunk is
+    applied again task by task, as webhooks would have: only the reads that complete an
+    image are refused then, and the rest of the workspace is not held up behind them.
+    """
+    mine = dict.fromkeys(counts, 0)
+    try:
+        with transaction.atomic(), events.coalesced(events.ReadsCompleted), \
+                taxonomy_cached():
+            for task, ls_task in chunk:
+                _reconcile_task(ws, task, ls_task, mine, current)
+    except DomainError as exc:
+        logger.warning("reconcile: workspace %s, a chunk's consensus refused (%s); "
+                       "applying it task by task", ws.pk, exc.code)
+        mine = dict.fromkeys(counts, 0)
+        for task, ls_task in chunk:
+            _reconcile_task(ws, task, ls_task, mine, current)
+    for key, value in mine.items():
+        counts[key] += value
 
 
 def _reconcile_task(ws: Workspace, task: WorkspaceTask, ls_task: Mapping[str, Any],
@@ -552,10 +575,10 @@ def _reconcile_task(ws: Workspace, task: WorkspaceTask, ls_task: Mapping[str, An
             counts["rejected"] += 1
             logger.warning("reconcile: task %s rejected (%s)", task.ls_task_id, exc.code)
         return
-    current = ReaderAnnotation.objects.filter(
+    stored = ReaderAnnotation.objects.filter(
         image=task.image, reader=ws.reader, is_current=True,
         source=ReaderAnnotation.Source.LABEL_STUDIO).first()
-    if current is not None and ls_annotation_withdraw(task, int(current.external_id)):
+    if stored is not None and ls_annotation_withdraw(task, int(stored.external_id)):
         counts["withdrawn"] += 1
 
 

@@ -137,3 +137,24 @@ def test_a_pass_that_dies_mid_chunk_stores_none_of_it_and_the_next_stores_all(
     counts = sync.reconcile_all()
     assert counts["created"] == 3
     assert ReaderAnnotation.objects.filter(reader=r1, is_current=True).count() == 3
+
+
+def test_a_chunk_whose_consensus_is_refused_is_applied_read_by_read(lost_webhooks,
+                                                                     label_studio):
+    """The project's stored strategy no longer builds (a deploy dropped a parameter): the
+    reads that complete an image are refused, as a webhook's would be, and every other
+    read of the chunk is still stored; the workspace does not fail."""
+    from annotations.models import Project
+
+    (r1, r2), images = lost_webhooks
+    for img in images:
+        _annotate(label_studio, r1, img, [10, 10, 90, 90])
+    for img in images[:2]:
+        _annotate(label_studio, r2, img, [12, 10, 90, 90])
+    Project.objects.filter(pk=images[0].project_id).update(
+        consensus_params={"iou_thr": "not a number"})
+    counts = sync.reconcile_all()
+    assert counts["failed_workspaces"] == []
+    assert counts["created"] == 3 and counts["rejected"] == 2
+    assert ReaderAnnotation.objects.filter(reader=r1, is_current=True).count() == 3
+    assert not ReaderAnnotation.objects.filter(reader=r2).exists()
