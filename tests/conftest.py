@@ -67,6 +67,21 @@ def png_images(tmp_path):
     return [write_png(tmp_path / "in" / f"img{i}.png", seed=i) for i in range(4)]
 
 
+def one_reader_films(project, tmp_path, n: int, seed: int, code: str):
+    """``n`` ingested films of ``project``, each assigned to one new reader ``code``:
+    ``(reader, images)`` in id order."""
+    from annotations.services import readers
+
+    project.readers_per_image = 1
+    project.save()
+    ingest_paths(project, [write_png(tmp_path / "in" / f"{code}-{i}.png", seed=seed + i)
+                           for i in range(n)])
+    reader = readers.reader_create(email=f"{code.lower()}@example.org", code=code)
+    images = list(project.images.order_by("id"))
+    readers.assignments_create(project=project, images=images)
+    return reader, images
+
+
 def ingest_paths(project, paths):
     """Stage files as one batch and run each file's ingest task (eager); the batch."""
     from annotations.services import ingest

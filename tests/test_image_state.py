@@ -11,7 +11,7 @@ from annotations.models import Adjudication, Assignment, ConsensusRun, Image
 from annotations.services import readers
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
-from annotations.services.image_state import image_states, state_counts
+from annotations.services.image_state import consensus_is_final, image_states, state_counts
 from tests.conftest import ingest_paths, write_png
 
 pytestmark = pytest.mark.django_db
@@ -75,6 +75,19 @@ def test_a_subset_a_subquery_and_the_counts_agree_with_the_whole(every_state):
     assert image_states(project, []) == {}
     assert state_counts(project) == {s: Counter(want.values()).get(s, 0) for s in (
         "unassigned", "reading", "read", "adjudication", "final")}
+
+
+def test_the_quick_finality_check_agrees_with_the_state_query_on_every_edge(every_state):
+    """``consensus_is_final`` answers "not final" without the state query when no
+    finished run and no decided adjudication covers the image; it must never differ
+    from the query, including for an image decided by an adjudicator alone (image 3:
+    only a failed run over it)."""
+    project, images, want = every_state
+    Adjudication.objects.create(project=project, image=images[3], status="done")
+    want = {**want, images[3].pk: "final"}
+    assert image_states(project) == want
+    for img in images:
+        assert consensus_is_final(img) == (want[img.pk] == "final"), img.pk
 
 
 def test_another_projects_images_are_not_in_its_states(every_state, admin_user):

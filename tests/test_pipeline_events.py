@@ -28,7 +28,7 @@ from annotations.services import readers
 from annotations.services.annotating import BoxIn, reader_annotation_record
 from annotations.services.consensus import consensus_run_create, consensus_run_execute
 from annotations.services.model_registry import version_promote
-from tests.conftest import ingest_paths, write_png
+from tests.conftest import ingest_paths, one_reader_films, write_png
 
 pytestmark = pytest.mark.django_db
 
@@ -305,13 +305,7 @@ def test_reads_completed_in_one_transaction_make_one_consensus_run_for_all(
         project, tmp_path, django_capture_on_commit_callbacks):
     """What a reconcile pass does with a chunk of missed reads: one run, not one per image,
     created in the reads' transaction."""
-    project.readers_per_image = 1
-    project.save()
-    ingest_paths(project, [write_png(tmp_path / "in" / f"c{i}.png", seed=90 + i)
-                           for i in range(3)])
-    reader = readers.reader_create(email="co@example.org", code="CO1")
-    images = list(project.images.order_by("id"))
-    readers.assignments_create(project=project, images=images)
+    reader, images = one_reader_films(project, tmp_path, 3, seed=90, code="CO1")
     before = ConsensusRun.objects.count()
     with django_capture_on_commit_callbacks() as queued:
         with transaction.atomic(), events.coalesced(events.ReadsCompleted):

@@ -10,22 +10,15 @@ from django.test.utils import CaptureQueriesContext
 
 from annotations.errors import DomainError
 from annotations.models import LabelClass
-from annotations.services import readers
 from annotations.services.annotating import BoxIn, reader_annotation_record, taxonomy_cached
-from tests.conftest import ingest_paths, write_png
+from tests.conftest import one_reader_films
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def films(project, tmp_path):
-    project.readers_per_image = 1
-    project.save()
-    ingest_paths(project, [write_png(tmp_path / "in" / f"t{i}.png", seed=30 + i)
-                           for i in range(4)])
-    reader = readers.reader_create(email="tx@example.org", code="TX1")
-    images = list(project.images.order_by("id"))
-    readers.assignments_create(project=project, images=images)
+    reader, images = one_reader_films(project, tmp_path, 4, seed=30, code="TX1")
     return project, reader, images
 
 

@@ -317,6 +317,19 @@ def _reader_consensus_counts(images: Sequence[ImageReads],
     )
 
 
+def _overall(c: _VsCounts) -> list[ReaderVsConsensus]:
+    return [ReaderVsConsensus(code, int(c.images_read[r]), int(c.own[r].sum()),
+                              int(c.cons[r].sum()), int(c.tp[r].sum()))
+            for r, code in enumerate(c.readers)]
+
+
+def _by_class(c: _VsCounts) -> dict[int, list[ReaderVsConsensus]]:
+    return {cid: [ReaderVsConsensus(code, int(c.images[r, cid]), int(c.own[r, cid]),
+                                    int(c.cons[r, cid]), int(c.tp[r, cid]))
+                  for r, code in enumerate(c.readers) if c.images[r, cid]]
+            for cid in np.flatnonzero(c.images.sum(axis=0)).tolist()}
+
+
 def reader_vs_consensus(
     images: Sequence[ImageReads],
     consensus: Mapping[str, ConsensusResult],
@@ -324,12 +337,7 @@ def reader_vs_consensus(
     image_ids: Collection[str] | None = None,
 ) -> list[ReaderVsConsensus]:
     """Each reader against the consensus (tp = optimal class-wise IoU matches)."""
-    c = _reader_consensus_counts(images, consensus, iou_thr, image_ids)
-    return [
-        ReaderVsConsensus(code, int(c.images_read[r]), int(c.own[r].sum()),
-                          int(c.cons[r].sum()), int(c.tp[r].sum()))
-        for r, code in enumerate(c.readers)
-    ]
+    return _overall(_reader_consensus_counts(images, consensus, iou_thr, image_ids))
 
 
 def reader_vs_consensus_by_class(
@@ -337,20 +345,17 @@ def reader_vs_consensus_by_class(
     consensus: Mapping[str, ConsensusResult],
     iou_thr: float | Mapping[Any, float] = DEFAULT_IOU_THR,
     image_ids: Collection[str] | None = None,
-) -> dict[int, list[ReaderVsConsensus]]:
-    """Class id -> each reader against the consensus in that class alone, over the
-    images where this reader drew the class or the consensus has it (another reader's
-    box of the class alone does not count the image for this one); a class no reader
-    and no consensus has is absent.  Per reader, the same numbers as
-    ``reader_vs_consensus`` on that reader's reads and the consensus cut down to one
-    class and to those images, for every class in one pass."""
-    c = _reader_consensus_counts(images, consensus, iou_thr, image_ids)
-    out: dict[int, list[ReaderVsConsensus]] = {}
-    for cid in np.flatnonzero(c.images.sum(axis=0)).tolist():
-        out[cid] = [ReaderVsConsensus(code, int(c.images[r, cid]), int(c.own[r, cid]),
-                                      int(c.cons[r, cid]), int(c.tp[r, cid]))
-                    for r, code in enumerate(c.readers) if c.images[r, cid]]
-    return out
+) -> tuple[list[ReaderVsConsensus], dict[int, list[ReaderVsConsensus]]]:
+    """``reader_vs_consensus``'s rows, and class id -> each reader against the consensus
+    in that class alone, from one matching.
+
+    A class's rows count the images where this reader drew the class or the consensus
+    has it (another reader's box of the class alone does not count the image for this
+    one); a class no reader and no consensus has is absent.  Per reader, the same
+    numbers as ``reader_vs_consensus`` on that reader's reads and the consensus cut
+    down to one class and to those images."""
+    counts = _reader_consensus_counts(images, consensus, iou_thr, image_ids)
+    return _overall(counts), _by_class(counts)
 
 
 def image_agreement(image: ImageReads, iou_thr: float = DEFAULT_IOU_THR) -> float | None:

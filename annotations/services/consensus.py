@@ -293,16 +293,11 @@ def stored_results(rows: Sequence[tuple[int, str, list, dict]]) -> dict[str, Con
     out: dict[str, ConsensusResult] = {}
     for pk, pseudo_id, labels, meta in rows:
         mine = boxes.get(pk)
-        if not mine:
-            out[pseudo_id] = ConsensusResult(boxes=NO_BOXES, classes=NO_CLASSES,
-                                             scores=NO_SCORES, support=[],
-                                             image_labels=frozenset(labels), meta=meta)
-            continue
         out[pseudo_id] = ConsensusResult(
-            boxes=np.array([b[:4] for b in mine], dtype=np.float64),
-            classes=np.array([b[4] for b in mine], dtype=np.int64),
-            scores=np.array([b[5] for b in mine], dtype=np.float64),
-            support=[support_of(b[6]) for b in mine],
+            boxes=np.array([b[:4] for b in mine], dtype=np.float64) if mine else NO_BOXES,
+            classes=np.array([b[4] for b in mine], dtype=np.int64) if mine else NO_CLASSES,
+            scores=np.array([b[5] for b in mine], dtype=np.float64) if mine else NO_SCORES,
+            support=[support_of(b[6]) for b in mine] if mine else [],
             image_labels=frozenset(labels), meta=meta,
         )
     return out

@@ -88,13 +88,12 @@ def my_agreement(reader: Reader, project: Project, iou_thr: float = 0.4) -> dict
         reader=reader)) if r.image_id in final_ids]
     finals = {k: v for k, v in final_results(project, mine).items() if k in final_ids}
     names = dict(project.label_classes.values_list("class_id", "name"))
-    rows = agreement.reader_vs_consensus(reads, finals, iou_thr, final_ids)
+    # overall and per class from one vectorised matching, not one per class
+    rows, per_class = agreement.reader_vs_consensus_by_class(reads, finals, iou_thr,
+                                                             final_ids)
     overall = [r for r in rows if r.reader == reader.code]
     if overall:
         out["overall"] = overall[0].to_dict()
-    # per class in the same vectorised pass (the images where the class is on either
-    # side): one matching instead of one per class
-    per_class = agreement.reader_vs_consensus_by_class(reads, finals, iou_thr, final_ids)
     for cid, name in sorted(names.items()):
         mine_row = [r for r in per_class.get(cid, ()) if r.reader == reader.code]
         if mine_row:

@@ -123,7 +123,8 @@ def test_per_class_in_one_pass_matches_each_reader_and_class_cut_out_alone(strat
     # ten images without a consensus: not counted; a majority drops lone boxes, so
     # another reader's box alone must not count an image for this reader
     cons = build(strategy).run(images[:50])
-    by_class = reader_vs_consensus_by_class(images, cons, 0.4)
+    together, by_class = reader_vs_consensus_by_class(images, cons, 0.4)
+    assert together == reader_vs_consensus(images, cons, 0.4)
     assert set(by_class) == {0, 1, 2, 3}
     for cid, rows in by_class.items():
         got = {r.reader: r for r in rows}
