@@ -16,8 +16,12 @@ adds on top of the least the same work could cost):
 
 * push: ``assignments_push`` (every workspace made through the bridge, every task
   imported) vs a bare Label Studio import of as many tasks into one project;
-* reads: one annotation per task made in Label Studio by the workspace's service account
-  for its reader (setup, timed for reference, no baseline);
+* reads: one annotation per task by the workspace's reader (setup, no baseline).  All but
+  ``--api-reads`` of them are made inside Label Studio by its own models
+  (``bench/ls_reads.py``: the same model code and signals as a save, without HTTP); the
+  last ``--api-reads`` (spread over the workspaces, made when they are full) go through
+  the labeling screen's API as the reader's browser sends them, and what one such save
+  costs Label Studio at that size is printed for reference;
 * reconcile, full: every workspace exported and every read stored (time, rise of
   resident memory) vs the bare exports of every workspace (the worst case: the platform missed
   every webhook of the whole reading); then the same full pass again with everything
@@ -184,8 +188,14 @@ class _Reader:
         return answer.json() if answer.content else {}
 
 
-def _annotate_all(project, rng: random.Random, threads: int) -> int:
-    """One read per task, by the workspace's reader through the labeling screen's API."""
+def _annotate_all(project, rng: random.Random, ls: Any, api_reads: int,
+                  threads: int) -> tuple[int, int, float]:
+    """One read per task by the workspace's reader: the first ones made in bulk by Label
+    Studio's own models, the last ``api_reads`` through the labeling screen's API.
+    Returns (reads made, of which through the API, seconds those took)."""
+    import json
+    import subprocess
+
     from annotations.label_studio.config import CHOICES_CONTROL, IMAGE_NAME
     from annotations.label_studio.regions import build_result
     from annotations.models import Workspace
@@ -194,8 +204,7 @@ def _annotate_all(project, rng: random.Random, threads: int) -> int:
     jobs = []
     for ws in Workspace.objects.filter(project=project, kind="reading").select_related(
             "reader"):
-        client = _Reader(ws)
-        for task in ws.tasks.select_related("image"):
+        for task in ws.tasks.order_by("pk"):
             if rng.random() < 0.33:
                 x, y = rng.uniform(200, 1500), rng.uniform(200, 1800)
                 result = build_result([[x, y, x + 300, y + 250]], [rng.choice(classes)],
@@ -203,15 +212,38 @@ def _annotate_all(project, rng: random.Random, threads: int) -> int:
             else:  # a "No finding" read: the image-level choice, no regions
                 result = [{"from_name": CHOICES_CONTROL, "to_name": IMAGE_NAME,
                            "type": "choices", "value": {"choices": ["No finding"]}}]
-            jobs.append((client, task.ls_task_id, result))
+            jobs.append((ws, task.ls_task_id, result))
+    rng.shuffle(jobs)
+    split = max(0, len(jobs) - api_reads)
+    bulk, screen = jobs[:split], jobs[split:]
+    if bulk:
+        lines = Path(ls.data_dir) / "bench-reads.jsonl"
+        lines.write_text("".join(json.dumps({"task": t, "user": ws.ls_reader_user_id,
+                                             "result": r}) + "\n" for ws, t, r in bulk))
+        made = subprocess.run(  # noqa: S603 - fixed interpreter and script
+            [str(ls.install.venv / "bin" / "python"),
+             str(Path(__file__).with_name("ls_reads.py")), str(lines)],
+            cwd=ls.data_dir, env=ls.environment(), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, check=False)
+        # Label Studio's start-up chatter stays out of the table; its progress lines do not
+        print("".join(line for line in made.stdout.splitlines(keepends=True)
+                      if line.startswith("  (setup)")) if made.returncode == 0
+              else made.stdout[-4000:], end="", flush=True)
+        if made.returncode:
+            raise RuntimeError(f"bench/ls_reads.py failed ({made.returncode})")
+    sessions: dict[int, _Reader] = {}
 
     def make(job) -> dict:
-        client, task_id, result = job
-        return client.call("POST", f"/api/tasks/{task_id}/annotations/", {"result": result})
-
+        ws, task_id, result = job
+        return sessions[ws.pk].call("POST", f"/api/tasks/{task_id}/annotations/",
+                                    {"result": result})
+    for ws, _, _ in screen:
+        if ws.pk not in sessions:
+            sessions[ws.pk] = _Reader(ws)
+    t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        made = list(pool.map(make, jobs))
-    return len(made)
+        made = sum(1 for _ in pool.map(make, screen))
+    return len(bulk) + made, made, time.perf_counter() - t0
 
 
 def _label_studio(tmp: Path):
@@ -232,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reads", type=int, default=3)
     p.add_argument("--seeded", type=int, default=100000,
                    help="images of the seeded read-model figure (0: skip)")
+    p.add_argument("--api-reads", type=int, default=340,
+                   help="reads made through the labeling screen's API (the rest in bulk by "
+                        "Label Studio's models; a number >= every read: all through the API)")
     p.add_argument("--threads", type=int, default=1,
-                   help="annotation senders (setup; Label Studio on SQLite takes one writer)")
+                   help="API senders (setup; Label Studio on SQLite takes one writer)")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     rng = random.Random(0)
@@ -248,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 try:
                     call_command("migrate", verbosity=0)
-                    _label_studio_phase(args, rng)
+                    _label_studio_phase(args, rng, ls)
                 finally:
                     connections.close_all()
         finally:
@@ -263,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _label_studio_phase(args, rng: random.Random) -> None:
+def _label_studio_phase(args, rng: random.Random, ls: Any) -> None:
     from django.db import connection
 
     from annotations.label_studio.client import LabelStudioClient
@@ -293,8 +328,11 @@ def _label_studio_phase(args, rng: random.Random) -> None:
     row(f"push {pushed} tasks, {args.readers} workspaces", push, "bare Label Studio import",
         bare_push)
 
-    made_s, made = _timed(lambda: _annotate_all(project, rng, args.threads))
-    print(f"  (setup) {made} reads made in Label Studio in {made_s:.0f} s", flush=True)
+    made_s, (made, screen, screen_s) = _timed(
+        lambda: _annotate_all(project, rng, ls, args.api_reads, args.threads))
+    print(f"  (setup) {made} reads made in Label Studio in {made_s:.0f} s; {screen} of them "
+          f"through the labeling screen's API at {per_ws} tasks a workspace: "
+          f"{1000 * screen_s / max(screen, 1):.0f} ms a save", flush=True)
 
     workspaces = list(Workspace.objects.filter(project=project))
     bare_export, _ = _timed(lambda: [sync.ws_client(w).export_project_annotations(
