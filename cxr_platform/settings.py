@@ -322,6 +322,10 @@ MODEL_DIR = Path(env.get("MODEL_DIR", str(DATA_DIR / "models"))).resolve()
 #: Rendezvous of a training on several machines (``"machines"`` > 1): rank 0 (the gpu
 #: worker) listens here, every other machine's ``manage.py train_join`` connects here.
 TRAIN_DIST_URL = env.get("TRAIN_DIST_URL", "")
+#: Key of the proof every training process gives its peers at the rendezvous (each run
+#: gets its own key, an HMAC of the run under this one).  Every machine of a training
+#: needs the same value; like every secret here, production refuses to start without it.
+TRAIN_JOIN_SECRET = _secret("train_join_secret")
 PRELABEL_BATCH_SIZE = env.get_int("PRELABEL_BATCH_SIZE", 8)
 #: Detections kept by the pre-labelling pass (low: uncertainty needs the doubtful ones).
 PRELABEL_SCORE_THRESH = float(env.get("PRELABEL_SCORE_THRESH", "0.05"))

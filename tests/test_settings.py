@@ -65,10 +65,21 @@ def test_production_refuses_without_real_secret(tmp_path, secret):
     assert "CXR_SECRET_KEY must be set" in proc.stderr
 
 
+def test_production_refuses_to_start_without_the_training_join_secret(tmp_path):
+    """Every process loads it: a deployment that forgot it fails at start, not when a
+    multi-machine training first needs it."""
+    extra = {"CXR_MODE": "production", "CXR_SECRET_KEY": "s" * 50,
+             "CXR_PSEUDONYM_KEY": "p" * 40, "CXR_LABEL_STUDIO_WEBHOOK_SECRET": "w" * 40,
+             "CXR_LABEL_STUDIO_BRIDGE_SECRET": "b" * 40, "CXR_TRAIN_JOIN_SECRET": "short"}
+    proc = _django("print('started')", _env(tmp_path, **extra))
+    assert proc.returncode != 0
+    assert "CXR_TRAIN_JOIN_SECRET must be set" in proc.stderr
+
+
 def test_production_starts_with_real_secrets(tmp_path):
     extra = {"CXR_MODE": "production", "CXR_SECRET_KEY": "s" * 50,
              "CXR_PSEUDONYM_KEY": "p" * 40, "CXR_LABEL_STUDIO_WEBHOOK_SECRET": "w" * 40,
-             "CXR_LABEL_STUDIO_BRIDGE_SECRET": "b" * 40}
+             "CXR_LABEL_STUDIO_BRIDGE_SECRET": "b" * 40, "CXR_TRAIN_JOIN_SECRET": "t" * 40}
     proc = _django("from django.conf import settings as s; print(s.DEBUG)", _env(tmp_path, **extra))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
@@ -79,7 +90,7 @@ def test_production_redirects_to_https_and_sends_hsts(tmp_path):
     HTTPS responses carry HSTS, cookies are secure, and the proxy's header counts."""
     extra = {"CXR_MODE": "production", "CXR_SECRET_KEY": "s" * 50,
              "CXR_PSEUDONYM_KEY": "p" * 40, "CXR_LABEL_STUDIO_WEBHOOK_SECRET": "w" * 40,
-             "CXR_LABEL_STUDIO_BRIDGE_SECRET": "b" * 40}
+             "CXR_LABEL_STUDIO_BRIDGE_SECRET": "b" * 40, "CXR_TRAIN_JOIN_SECRET": "t" * 40}
     proc = _django(
         "from django.conf import settings as s\n"
         "from django.test import Client\n"

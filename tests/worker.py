@@ -60,6 +60,7 @@ def worker_env(settings, data_dir, **extra: str) -> dict[str, str]:
     env.update(DATABASE_URL=db_url(), CELERY_BROKER_URL=BROKER, CXR_DATA_DIR=str(data_dir),
                CXR_MEDIA_ROOT=str(settings.MEDIA_ROOT), CXR_MODEL_DIR=str(settings.MODEL_DIR),
                CXR_SECRET_KEY=settings.SECRET_KEY, CXR_PSEUDONYM_KEY=settings.PSEUDONYM_KEY,
+               CXR_TRAIN_JOIN_SECRET=settings.TRAIN_JOIN_SECRET,
                PYTHONPATH=str(root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
     return env
 

@@ -17,13 +17,25 @@ imports nothing of the platform but ``training``.
 
 Several machines: every machine runs the same job with its ``machine_rank`` and one
 ``dist_url`` (``tcp://<rank 0 host>:<port>``) that all can reach; see docs/training.md.
+
+torch.distributed does not authenticate whoever reaches the rendezvous, and Detectron2's
+collectives pickle what they exchange.  So, first thing in every training process:
+``harden_collectives`` makes what a peer sends build plain data only (numbers, strings,
+containers: the metrics, seeds and flags training gathers), never code; then
+``check_peers`` has each process show every other an HMAC of its rank under the run's
+join key, in a byte-tensor all-gather, and a group with a process that cannot is refused
+before it trains.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import io
 import json
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +48,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.utils import comm
+from torch.distributed import distributed_c10d
 
 #: How long a process waits for the others to join (the group's collective timeout).
 TIMEOUT = dt.timedelta(minutes=30)
@@ -60,6 +73,75 @@ class Topology:
     @property
     def backend(self) -> str:
         return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+#: Bytes of one process's proof (an HMAC-SHA256).
+PROOF_BYTES = 32
+
+
+class PeerRefused(RuntimeError):
+    """A process in the group could not prove that it belongs to the run."""
+
+
+def peer_proof(key: bytes, rank: int) -> bytes:
+    """What the process of ``rank`` shows its peers: an HMAC of its rank under the
+    run's join key (bound to the rank, so no process can pass for another)."""
+    return hmac.new(key, f"cxr-train-peer\x00{rank}".encode(), hashlib.sha256).digest()
+
+
+class _PeerUnpickler(pickle.Unpickler):
+    """Unpickles what a training peer sent into plain data only.  Pickle's own opcodes
+    build numbers, strings, bytes, lists, tuples and dicts; the only globals allowed are
+    a few harmless containers, so a pickle that would call anything (``os.system``, a
+    class's ``__reduce__``) is refused.  Our own class, because Detectron2's ``comm``
+    calls ``pickle.loads`` directly and torch's restricted unpickler is private."""
+
+    ALLOWED = frozenset({("builtins", "set"), ("builtins", "frozenset"),
+                         ("collections", "OrderedDict")})
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"a training peer sent {module}.{name}: refused "
+                                     "(peers exchange plain data only)")
+
+
+class _PeerPickle:
+    """Stands in for the ``pickle`` module inside Detectron2's ``comm``."""
+
+    dumps = staticmethod(pickle.dumps)
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return _PeerUnpickler(io.BytesIO(data)).load()
+
+
+def harden_collectives() -> None:
+    """What peers send builds plain data, never code: in Detectron2's ``comm``
+    (``all_gather``/``gather``, whatever group) and torch's ``*_object`` collectives."""
+    comm.pickle = _PeerPickle  # type: ignore[attr-defined]
+    distributed_c10d._unpickler = _PeerUnpickler
+
+
+def check_peers(key: bytes) -> None:
+    """Every process proves to every other that it holds the run's join key, or the
+    group trains nothing.  A byte-tensor all-gather: the first collective of a
+    training process, and one that carries no pickle (what a peer sends is compared,
+    never deserialised)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = (torch.device("cuda", torch.cuda.current_device())
+              if dist.get_backend() == dist.Backend.NCCL else torch.device("cpu"))
+    mine = torch.tensor(list(peer_proof(key, rank)), dtype=torch.uint8, device=device)
+    proofs = [torch.zeros(PROOF_BYTES, dtype=torch.uint8, device=device)
+              for _ in range(world)]
+    dist.all_gather(proofs, mine)
+    refused = [r for r, proof in enumerate(proofs)
+               if not hmac.compare_digest(bytes(proof.cpu().tolist()), peer_proof(key, r))]
+    if refused:
+        raise PeerRefused(
+            f"rank(s) {refused} did not prove they belong to this training run (a process "
+            "that is not the run's reached the rendezvous, or a machine has another "
+            "CXR_TRAIN_JOIN_SECRET): nothing was trained")
 
 
 def _free_url() -> str:
@@ -143,8 +225,12 @@ def train_process(spec: dict[str, Any]) -> None:
     (rank 0) progress, checkpoints and the final model as files in ``spec["work"]``.
 
     ``spec``: ``work``, ``config`` (YAML text), ``dataset``, ``coco``, ``image_root``,
-    ``progress_period``, ``publish_period``.
+    ``progress_period``, ``publish_period``, ``join_key`` (hex; every process of the
+    run has the same).
     """
+    if comm.get_world_size() > 1:  # before any collective of Detectron2's
+        harden_collectives()
+        check_peers(bytes.fromhex(spec["join_key"]))
     from training.artifacts import config_from_yaml, save_model_version
     from training.datasets import register_coco_dataset
     from training.trainer import CXRTrainer

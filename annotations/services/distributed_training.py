@@ -10,6 +10,8 @@ promotes it exactly as after a one-process training.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -28,6 +30,15 @@ POLL_SECONDS = 1.0
 def spec_key(run_id: int) -> str:
     """Where a run's training spec (config and COCO) is stored for joining machines."""
     return f"runs/{run_id}/spec"
+
+
+def join_key(run_id: int, nonce: str) -> str:
+    """The run's join key (hex): what its processes prove to each other they hold.
+    Per run and per start (``nonce``, on the run's row), so a proof seen on the wire
+    of one run opens no other."""
+    return hmac.new(settings.TRAIN_JOIN_SECRET.encode(),
+                    f"cxr-train-join\x00{run_id}\x00{nonce}".encode(),
+                    hashlib.sha256).hexdigest()
 
 
 def train_detector_distributed(run: TrainingRun, cfg: Any, state: dict[str, Any], *,
@@ -49,8 +60,10 @@ def train_detector_distributed(run: TrainingRun, cfg: Any, state: dict[str, Any]
                               "CXR_TRAIN_DIST_URL on the gpu worker (tcp://host:port that "
                               "every machine reaches)")
         state["spec_sha256"] = _publish_spec(run, cfg, coco)
+    state["join_nonce"] = secrets.token_hex(16)  # not a secret: the joiners read it
     spec = _spec(cfg, dataset=dataset, coco=coco, image_root=image_root, work=work,
-                 checkpoint_period=int(params["checkpoint_period"]))
+                 checkpoint_period=int(params["checkpoint_period"]),
+                 key=join_key(run.pk, state["join_nonce"]))
     topology = distributed.Topology(procs_per_machine=int(params.get("processes") or 1),
                                     num_machines=machines, machine_rank=0, dist_url=url)
     state.update(world_size=topology.world_size, backend=topology.backend,
@@ -77,11 +90,11 @@ def train_detector_distributed(run: TrainingRun, cfg: Any, state: dict[str, Any]
 
 
 def _spec(cfg: Any, *, dataset: str, coco: Path, image_root: Path, work: Path,
-          checkpoint_period: int) -> dict[str, Any]:
+          checkpoint_period: int, key: str) -> dict[str, Any]:
     return {"work": str(work), "config": cfg.dump(), "dataset": dataset, "coco": str(coco),
             "image_root": str(image_root),
             "progress_period": max(1, cfg.SOLVER.MAX_ITER // 50),
-            "publish_period": checkpoint_period}
+            "publish_period": checkpoint_period, "join_key": key}
 
 
 def _spec_digest(folder: Path) -> str:
@@ -123,9 +136,13 @@ def train_join(*, run_id: int, machine_rank: int, dist_url: str,
         if run.status not in (TrainingRun.Status.PENDING, TrainingRun.Status.RUNNING):
             raise DomainError("conflict", f"training run {run_id} is {run.status}")
         expected = (run.progress or {}).get("spec_sha256")
+        nonce = (run.progress or {}).get("join_nonce")
+        if expected and not nonce:
+            raise DomainError("conflict", f"run {run_id} was started by a gpu worker that "
+                              "gives no join key: upgrade it, then start the run again")
         try:
             folder = storage.model_dir(spec_key(run_id)) if expected else None
-            if folder is not None and (folder / "train.json").is_file():
+            if nonce and folder is not None and (folder / "train.json").is_file():
                 if _spec_digest(folder) != expected:
                     raise DomainError("integrity", f"the stored spec of run {run_id} does "
                                       "not match the digest on its row")
@@ -146,7 +163,8 @@ def train_join(*, run_id: int, machine_rank: int, dist_url: str,
 
         cfg = config_from_yaml((folder / "config.yaml").read_text())
         spec = _spec(cfg, dataset=cfg.DATASETS.TRAIN[0], coco=coco, image_root=image_root,
-                     work=work, checkpoint_period=int(run.params["checkpoint_period"]))
+                     work=work, checkpoint_period=int(run.params["checkpoint_period"]),
+                     key=join_key(run_id, nonce))
         topology = distributed.Topology(procs_per_machine=int(run.params.get("processes") or 1),
                                         num_machines=machines, machine_rank=machine_rank,
                                         dist_url=dist_url)

@@ -21,6 +21,7 @@ DEFAULT_ROOT = REPO / "var" / "stack"
 #: compose's required secrets (``${VAR:?...}``) and how long each is
 SECRETS = {"CXR_SECRET_KEY": 48, "CXR_PSEUDONYM_KEY": 48,
            "CXR_LABEL_STUDIO_WEBHOOK_SECRET": 40, "CXR_LABEL_STUDIO_BRIDGE_SECRET": 40,
+           "CXR_TRAIN_JOIN_SECRET": 40,
            "CXR_LABEL_STUDIO_TOKEN": 0, "CXR_ML_BACKEND_PASSWORD": 24,
            "CXR_LABEL_STUDIO_ADMIN_PASSWORD": 18, "POSTGRES_PASSWORD": 18}
 

@@ -138,8 +138,127 @@ def test_a_joiner_refuses_a_spec_that_is_not_the_one_on_the_runs_row(labelled, s
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text("MODEL: {}\n")
     (folder / "train.json").write_text('{"images": [], "annotations": []}')
-    TrainingRun.objects.filter(pk=run.pk).update(progress={"spec_sha256": "0" * 64})
+    TrainingRun.objects.filter(pk=run.pk).update(progress={"spec_sha256": "0" * 64,
+                                                           "join_nonce": "1" * 32})
     with pytest.raises(DomainError) as refused:
         train_join(run_id=run.pk, machine_rank=1, dist_url="tcp://127.0.0.1:1",
                    wait_seconds=10)
     assert refused.value.code == "integrity"
+
+
+#: A process that reached the rendezvous port without the run's join key: it takes rank 1
+#: and does what rank 1's ``_cpu_worker`` does (the per-machine groups, the barrier), then
+#: guesses a proof.
+IMPOSTOR = """
+import datetime, sys
+import torch, torch.distributed as dist
+dist.init_process_group("gloo", init_method=sys.argv[1], world_size=2, rank=1,
+                        timeout=datetime.timedelta(seconds=300))
+dist.new_group([0])
+dist.new_group([1])
+dist.barrier()
+proofs = [torch.zeros(32, dtype=torch.uint8) for _ in range(2)]
+dist.all_gather(proofs, torch.full((32,), 7, dtype=torch.uint8))
+print("guessed", flush=True)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_impostor_that_takes_a_rank_at_the_rendezvous_trains_nothing(
+        labelled, settings, tmp_path):
+    """Whoever reaches CXR_TRAIN_DIST_URL first takes a rank; without the run's join key
+    it cannot prove it: rank 0 refuses the group in its first collective and trains and
+    registers nothing."""
+    import subprocess
+    import sys
+
+    from annotations.label_studio.server import free_port
+
+    project, _ = labelled
+    settings.TRAIN_DIST_URL = f"tcp://127.0.0.1:{free_port()}"
+    run = training_run_create(project=project, enqueue=False,
+                              params={**PARAMS, "machines": 2})
+    log = tmp_path / "impostor.log"
+    with open(log, "w") as out:
+        impostor = subprocess.Popen(  # noqa: S603 - the test's own script
+            [sys.executable, "-c", IMPOSTOR, settings.TRAIN_DIST_URL],
+            stdout=out, stderr=subprocess.STDOUT)
+        try:
+            run = training_run_execute(run_id=run.pk)
+        finally:
+            try:  # it ends by itself once its guess is sent
+                impostor.wait(60)
+            except subprocess.TimeoutExpired:
+                impostor.kill()
+                impostor.wait(10)
+    assert "guessed" in log.read_text(), log.read_text()[-2000:]
+    assert run.status == TrainingRun.Status.FAILED
+    assert "rank(s) [1] did not prove they belong to this training run" in run.reason
+    assert not ModelVersion.objects.filter(training_run=run).exists()
+    assert "iteration" not in run.progress
+    assert "join_key" not in str(run.progress) and run.progress["join_nonce"]
+
+
+def test_a_joiner_refuses_a_run_whose_rank_0_gives_no_join_key(labelled):
+    from annotations.services.distributed_training import train_join
+
+    project, _ = labelled
+    run = training_run_create(project=project, enqueue=False,
+                              params={**PARAMS, "machines": 2})
+    TrainingRun.objects.filter(pk=run.pk).update(progress={"spec_sha256": "0" * 64})
+    with pytest.raises(DomainError) as refused:
+        train_join(run_id=run.pk, machine_rank=1, dist_url="tcp://127.0.0.1:1",
+                   wait_seconds=10)
+    assert refused.value.code == "conflict" and "no join key" in refused.value.message
+
+
+def test_a_peers_proof_is_bound_to_its_key_and_its_rank():
+    from training.distributed import peer_proof
+
+    assert peer_proof(b"k" * 32, 1) == peer_proof(b"k" * 32, 1)
+    assert peer_proof(b"k" * 32, 1) != peer_proof(b"k" * 32, 0)
+    assert peer_proof(b"k" * 32, 1) != peer_proof(b"j" * 32, 1)
+
+
+class _Exploit:
+    """A pickle that creates a file when it is loaded (what an attacker would send)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_what_a_peer_sends_cannot_run_code_in_a_hardened_process(tmp_path):
+    """Detectron2's gathers unpickle what peers send; after ``harden_collectives`` a
+    pickle that would call something is refused, and the plain data training gathers
+    (metrics, seeds, flags) still comes through."""
+    import pickle
+    from collections import OrderedDict
+
+    from detectron2.utils import comm
+    from torch.distributed import distributed_c10d
+
+    from training import distributed
+
+    marker = tmp_path / "ran"
+    exploit = pickle.dumps(_Exploit(str(marker)))
+    saved = comm.pickle, distributed_c10d._unpickler
+    try:
+        distributed.harden_collectives()
+        with pytest.raises(pickle.UnpicklingError, match="open: refused"):
+            comm.pickle.loads(exploit)
+        import io
+
+        with pytest.raises(pickle.UnpicklingError):
+            distributed_c10d._unpickler(io.BytesIO(exploit)).load()
+        assert not marker.exists()
+        plain = {"loss_cls": 0.5, "data_time": 0.01, "seed": 2**31 - 1, "ok": True,
+                 "names": ["a", "b"], "pair": (1, 2.0), "set": {1}, "od": OrderedDict(a=1),
+                 "raw": b"x", "none": None}
+        assert comm.pickle.loads(comm.pickle.dumps(plain)) == plain
+    finally:
+        comm.pickle, distributed_c10d._unpickler = saved
+    pickle.loads(exploit)  # the unhardened module would have run it
+    assert marker.exists()
