@@ -2,6 +2,12 @@
 
     python -m bench.prelabel [--n 24] [--batch 4] [--preset tiny|r50_fpn]
                              [--repeats 3] [--requests 30] [--threads 1] [--keep]
+                             [--device cuda] [--amp] [--display 1024]
+
+On a GPU (``--device cuda --preset r50_fpn --display 1024 --n 256 --batch 8``), ``--amp``
+runs both throughput sides in float16 autocast, as the platform's pre-labelling does by
+default there (``CXR_PRELABEL_AMP``); the ``/predict`` comparison stays float32 on both
+sides (the ML backend does not use AMP).
 
 About 40 s with the defaults (tiny) on 2 CPU cores; ``--preset r50_fpn`` runs a
 1024-pixel input at ~5 s an image on one CPU thread, so its CPU defaults are
@@ -134,13 +140,13 @@ def _bare_chunks(detector, arrays, batch: int) -> list[list[dict]]:
     return [g[i:i + batch] for g in groups.values() for i in range(0, len(g), batch)]
 
 
-def _time_bare(model, chunks, device: str) -> tuple[float, int]:
+def _time_bare(model, chunks, device: str, autocast) -> tuple[float, int]:
     import torch
 
     boxes = 0
     _sync(device)
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         for chunk in chunks:
             out = model(chunk)
             boxes += sum(len(o["instances"]) for o in out)
@@ -273,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--display", type=int, default=256, help="display long side, px")
     parser.add_argument("--detections", type=int, default=20, help="boxes kept per image")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (AMP is not used)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--amp", action="store_true",
+                        help="float16 autocast on cuda, in the bare forward and the platform "
+                             "alike (CXR_PRELABEL_AMP); no effect on cpu")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     args = parser.parse_args(argv)
     big = args.preset == "r50_fpn" and args.device == "cpu"  # ~seconds an image on CPU
@@ -283,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-prelabel-"))
     os.environ.setdefault("OPENCV_FOR_THREADS_NUM", "1")
+    os.environ["CXR_PRELABEL_AMP"] = "true" if args.amp else "false"
     _setup_django(str(work / "var"))
     import cv2
     import torch
@@ -300,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         project, images = _stage_images(args.n, args.display, work)
         version_dir = _publish_model(project, args.preset, args.detections, args.device)
         inner = inspect.signature(Detector.__init__).parameters["batch_size"].default
-        detector = Detector.from_dir(version_dir, device=args.device, batch_size=args.batch)
+        detector = Detector.from_dir(version_dir, device=args.device, batch_size=args.batch,
+                                     amp=args.amp)
         model = detector.model
         arrays = [cv2.imread(str(Path(settings.MEDIA_ROOT) / i.display_path),
                              cv2.IMREAD_GRAYSCALE) for i in images]
@@ -308,18 +319,18 @@ def main(argv: list[str] | None = None) -> int:
         shape = tuple(chunks[0][0]["image"].shape)
         print(f"model: {args.preset}, random init, {args.detections} boxes kept per image, "
               f"model input {shape[2]}x{shape[1]}, device {device_name}, "
-              f"{_threads()}, batch {args.batch}, AMP off")
+              f"{_threads()}, batch {args.batch}, AMP {'on' if detector.amp else 'off'}")
         if args.batch > inner:
             print(f"note: prelabel_run_execute loads Detector with its default batch_size "
                   f"({inner}), so its forward passes hold at most {inner} images")
 
         bare_s, plat_s = [], []
-        _time_bare(model, chunks, args.device)  # warm-up
+        _time_bare(model, chunks, args.device, detector.autocast)  # warm-up
         _time_platform(project, args.batch)  # warm-up (imports, caches, DB)
         boxes = 0
         load_s = []  # a model load, timed alongside (the platform pays it once per worker)
         for _ in range(args.repeats):
-            seconds, boxes = _time_bare(model, chunks, args.device)
+            seconds, boxes = _time_bare(model, chunks, args.device, detector.autocast)
             bare_s.append(seconds)
             plat_s.append(_time_platform(project, args.batch))
             t0 = time.perf_counter()

@@ -327,6 +327,10 @@ TRAIN_DIST_URL = env.get("TRAIN_DIST_URL", "")
 #: needs the same value; like every secret here, production refuses to start without it.
 TRAIN_JOIN_SECRET = _secret("train_join_secret")
 PRELABEL_BATCH_SIZE = env.get_int("PRELABEL_BATCH_SIZE", 8)
+#: Pre-labelling forwards in float16 autocast on a GPU (ignored on the CPU).
+PRELABEL_AMP = env.get_bool("PRELABEL_AMP", default=True)
+#: Detector training in float16 autocast on a GPU (ignored on the CPU).
+TRAIN_AMP = env.get_bool("TRAIN_AMP", default=True)
 #: Detections kept by the pre-labelling pass (low: uncertainty needs the doubtful ones).
 PRELABEL_SCORE_THRESH = float(env.get("PRELABEL_SCORE_THRESH", "0.05"))
 #: Only pre-label boxes at least this confident are shown to readers.

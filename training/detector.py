@@ -16,6 +16,7 @@ with the full softmax over all classes (background last) per detection; see
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,11 +69,14 @@ class Detector:
     """A loaded model version that turns radiographs into ``Detections``."""
 
     def __init__(self, cfg: CfgNode, weights: bytes, *, device: str | None = None,
-                 batch_size: int = 4) -> None:
+                 batch_size: int = 4, amp: bool = False) -> None:
         """Build from a config and VERIFIED weight bytes; use ``from_dir`` to load a version.
 
         Bytes rather than a path, so that nothing reaches ``torch.load`` that
-        ``training.artifacts.read_version`` did not check.
+        ``training.artifacts.read_version`` did not check.  ``amp``: the forward in
+        float16 autocast on a GPU (tensor cores; Detectron2 decodes boxes in
+        float32 whatever the input); ignored on the CPU,
+        whose path stays float32 and bit-for-bit what it was.
         """
         if not isinstance(weights, bytes):
             raise TypeError("Detector takes verified checkpoint bytes; load a version "
@@ -86,6 +90,7 @@ class Detector:
         self.cfg.MODEL.WEIGHTS = ""
         self.cfg.freeze()
         self.batch_size = max(1, batch_size)
+        self.amp = bool(amp) and str(self.cfg.MODEL.DEVICE).startswith("cuda")
         self.model = build_model(self.cfg)
         self._load_state(weights)
         self.model.eval()
@@ -102,6 +107,7 @@ class Detector:
         device: str | None = None,
         batch_size: int = 4,
         configure: Callable[[CfgNode], None] | None = None,
+        amp: bool = False,
     ) -> Detector:
         """Load the version in ``directory``, verified whole before anything is parsed.
 
@@ -113,7 +119,7 @@ class Detector:
         cfg = files.cfg
         if configure is not None:
             configure(cfg)
-        return cls(cfg, files.weights, device=device, batch_size=batch_size)
+        return cls(cfg, files.weights, device=device, batch_size=batch_size, amp=amp)
 
     @property
     def class_names(self) -> list[str]:
@@ -147,7 +153,7 @@ class Detector:
         for i, item in enumerate(prepared):
             groups.setdefault(tuple(item["image"].shape), []).append(i)
         out: list[Detections | None] = [None] * len(prepared)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for indices in groups.values():
                 for start in range(0, len(indices), self.batch_size):
                     chunk = indices[start : start + self.batch_size]
@@ -155,6 +161,12 @@ class Detector:
                     for i, res in zip(chunk, results, strict=True):
                         out[i] = self._to_detections(res["instances"], prepared[i])
         return [d for d in out if d is not None]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward's precision: float16 autocast when ``amp`` is on (GPU only)."""
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
 
     def _prepare(self, image: np.ndarray) -> dict:
         pixels = to_model_image(image)
@@ -167,6 +179,7 @@ class Detector:
         inst = inst.to("cpu")
         k = self.num_classes + 1
         probs = inst.pred_probs if inst.has("pred_probs") else torch.zeros((len(inst), k))
+        probs = probs.float()  # autocast may leave them half precision
         return Detections(
             boxes=inst.pred_boxes.tensor.numpy().astype(np.float64).reshape(-1, 4),
             scores=inst.scores.numpy().astype(np.float64),

@@ -186,7 +186,8 @@ def _detector(version: str, batch_size: int) -> Any:
         expected = ModelVersion.objects.filter(name=version).values_list(  # names are unique
             "sha256", flat=True).first()
         _DETECTORS[(path, thresh)] = Detector.from_dir(path, expected_sha256=expected,
-                                                       configure=configure)
+                                                       configure=configure,
+                                                       amp=settings.PRELABEL_AMP)
     detector = _DETECTORS[(path, thresh)]
     detector.batch_size = batch_size
     return detector

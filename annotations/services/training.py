@@ -181,6 +181,8 @@ def _train(run: TrainingRun, work: Path) -> ModelVersion:
     cfg.SOLVER.MAX_ITER = int(params["max_iter"])
     cfg.SOLVER.IMS_PER_BATCH = int(params["ims_per_batch"])
     cfg.SOLVER.CHECKPOINT_PERIOD = 10**9  # versions are published below, not checkpoints
+    # float16 autocast on a GPU (Detectron2's AMPTrainer); the CPU path stays float32
+    cfg.SOLVER.AMP.ENABLED = settings.TRAIN_AMP and str(cfg.MODEL.DEVICE).startswith("cuda")
     if params.get("base_lr"):
         cfg.SOLVER.BASE_LR = float(params["base_lr"])
     cfg.CXR.SOFT_LABELS = bool(params.get("soft_labels", False))

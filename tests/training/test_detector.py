@@ -77,6 +77,18 @@ def test_batched_predict_equals_one_by_one(detector):
         np.testing.assert_array_equal(b.classes, s.classes)
 
 
+def test_amp_leaves_the_cpu_path_exactly_as_it_was(detector, trained_version):
+    """AMP is a GPU setting (CXR_PRELABEL_AMP on by default): on the CPU a detector asked
+    for it runs no autocast and gives the very same numbers as one that was not."""
+    images = [film(0), film(1, lesion=False)]
+    amp = Detector.from_dir(trained_version.directory, device="cpu", amp=True)
+    assert amp.amp is False and detector.amp is False
+    for a, b in zip(amp.predict(images), detector.predict(images), strict=True):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.probs, b.probs)
+        assert a.probs.dtype == np.float64
+
+
 def test_tampered_checkpoint_is_refused(trained_version, tmp_path):
     copy = tmp_path / "version"
     shutil.copytree(trained_version.directory, copy)

@@ -55,6 +55,7 @@ def test_two_cpu_processes_train_a_version_like_one_process(labelled):
                             if not p.name.startswith(".")) for v in (v1, v2)}
     assert files[v1.name] == files[v2.name]
     assert _config(v1) == _config(v2) and v1.sha256 != v2.sha256
+    assert _config(v1)["SOLVER"]["AMP"]["ENABLED"] is False  # CXR_TRAIN_AMP: GPU only
     assert set(v1.metrics) == set(v2.metrics) and v2.metrics["gold_images"] == 3
     assert v1.train_images == v2.train_images
     ckpt = storage.model_dir(f"runs/{two.pk}/last")
