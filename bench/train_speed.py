@@ -15,11 +15,14 @@ Detectron2 dataset.  Then, interleaved ``--repeats`` times, each for ``--warmup`
 
 * platform: ``CXRTrainer`` as the training service builds it (the platform's mapper and
   loader, its writers, and progress, checkpoint and heartbeat hooks whose callbacks do
-  what the service's do short of the database: keep the state, write a checkpoint);
+  what the service's do short of the database: keep the state, write a checkpoint
+  every ``--checkpoint-period`` iterations);
 * bare: Detectron2's ``SimpleTrainer`` (``AMPTrainer`` with ``--amp``) over the same
-  config's model, optimizer and the same loader, with no hooks and no writers.
+  config's model, optimizer, learning-rate schedule and loader, with no other hook and
+  no writers.
 
-Timed: the last ``--iters`` iterations of each (the first ``--warmup`` warm the loader,
+Each repetition seeds both sides alike (initialisation, sampling order).  Timed: the
+last ``--iters`` iterations of each (the first ``--warmup`` warm the loader,
 the allocator and cuDNN's autotuner).  The best repetition of each side is compared:
 platform / bare, target: overhead at most 10 %.
 """
@@ -64,7 +67,9 @@ def _films(root: Path, n: int, size: int) -> Path:
 
 
 class _Clock:
-    """A hook that notes when the warm-up ends and when training ends."""
+    """The first hook of a trainer: notes when the warm-up's last step and the last
+    step end, before any other hook of that step (so the final checkpoint Detectron2
+    writes after the last step is a cost of the run, not of its iterations)."""
 
     def __init__(self, warmup: int, device: str) -> None:
         from detectron2.engine import HookBase
@@ -73,14 +78,20 @@ class _Clock:
 
         class Hook(HookBase):
             def after_step(self) -> None:
-                if self.trainer.iter + 1 == warmup:
+                done = self.trainer.iter + 1
+                if done == warmup:
                     clock.started = clock.now()
-
-            def after_train(self) -> None:
-                clock.ended = clock.now()
+                if done == self.trainer.max_iter:
+                    clock.ended = clock.now()
 
         self.hook, self.device = Hook(), device
         self.started = self.ended = 0.0
+
+    def first_in(self, trainer) -> None:
+        import weakref
+
+        self.hook.trainer = weakref.proxy(trainer)
+        trainer._hooks.insert(0, self.hook)
 
     def now(self) -> float:
         if self.device.startswith("cuda"):
@@ -126,9 +137,9 @@ def _platform(cfg, args, work: Path) -> float:
 
     clock = _Clock(args.warmup, args.device)
     trainer = CXRTrainer(cfg, progress=report, progress_period=max(1, cfg.SOLVER.MAX_ITER // 50),
-                         publish=publish, publish_period=max(1, cfg.SOLVER.MAX_ITER // 2),
+                         publish=publish, publish_period=args.checkpoint_period,
                          heartbeat=lambda: state.update(beat=time.time()), heartbeat_seconds=10)
-    trainer.register_hooks([clock.hook])
+    clock.first_in(trainer)
     trainer.resume_or_load(resume=False)
     trainer.train()
     return args.iters / (clock.ended - clock.started)
@@ -136,18 +147,21 @@ def _platform(cfg, args, work: Path) -> float:
 
 def _bare(cfg, args) -> float:
     """Iterations a second through Detectron2's own loop, nothing else."""
-    from detectron2.engine import AMPTrainer, SimpleTrainer
+    from detectron2.engine import AMPTrainer, SimpleTrainer, hooks
     from detectron2.modeling import build_model
-    from detectron2.solver import build_optimizer
+    from detectron2.solver import build_lr_scheduler, build_optimizer
 
     from training.trainer import CXRTrainer
 
     model = build_model(cfg)
     model.train()
+    optimizer = build_optimizer(cfg, model)
     loop = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-    trainer = loop(model, CXRTrainer.build_train_loader(cfg), build_optimizer(cfg, model))
+    trainer = loop(model, CXRTrainer.build_train_loader(cfg), optimizer)
+    # the same learning-rate schedule as the platform's side (its warm-up included)
+    trainer.register_hooks([hooks.LRScheduler(optimizer, build_lr_scheduler(cfg, optimizer))])
     clock = _Clock(args.warmup, args.device)
-    trainer.register_hooks([clock.hook])
+    clock.first_in(trainer)
     trainer.train(0, cfg.SOLVER.MAX_ITER)
     return args.iters / (clock.ended - clock.started)
 
@@ -164,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amp", action="store_true", help="float16 autocast (cuda only)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--checkpoint-period", type=int, default=500,
+                   help="platform side: a checkpoint every N iterations, timed when it falls "
+                        "among the timed ones (the training service's default: 500)")
     args = p.parse_args(argv)
     if args.iters < 1 or args.warmup < 1:
         p.error("--iters and --warmup must be at least 1")
@@ -188,9 +205,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.batch}, device {device}, {args.threads} torch thread(s), AMP "
               f"{'on' if cfg.SOLVER.AMP.ENABLED else 'off'}; {args.iters} iterations timed "
               f"after {args.warmup}", flush=True)
+        from detectron2.utils.env import seed_all_rng
+
         platform, bare = [], []
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
+            # both sides from the same initialisation and the same order of films: the
+            # proposals each step handles, and so its cost, are then alike
+            seed_all_rng(repeat)
             bare.append(_bare(cfg, args))
+            seed_all_rng(repeat)
             platform.append(_platform(cfg, args, work))
     best_p, best_b = max(platform), max(bare)
     overhead = 1 - best_p / best_b

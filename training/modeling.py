@@ -104,6 +104,7 @@ def soft_target_loss(scores: torch.Tensor, gt_classes: torch.Tensor,
     """
     if scores.numel() == 0:
         return scores.sum() * 0.0
+    scores = scores.float()  # float16 under AMP: the soft targets and the loss in float32
     bg = scores.shape[1] - 1
     w = torch.where(gt_classes == bg, torch.ones_like(weights), weights.clamp(0.0, 1.0))
     target = torch.zeros_like(scores)

@@ -168,15 +168,15 @@ def _explanations(model: Any, display: np.ndarray, probs: list[float]) -> dict[s
 
 
 #: Loaded model versions of this worker process (a version's files never change).
-_DETECTORS: dict[tuple[str, float], Any] = {}
+_DETECTORS: dict[tuple[str, float, bool], Any] = {}
 
 
 def _detector(version: str, batch_size: int) -> Any:
     from training.detector import Detector
 
     path = str(version_files(version))
-    thresh = settings.PRELABEL_SCORE_THRESH
-    if (path, thresh) not in _DETECTORS:
+    thresh, amp = settings.PRELABEL_SCORE_THRESH, settings.PRELABEL_AMP
+    if (path, thresh, amp) not in _DETECTORS:
         _DETECTORS.clear()  # keep one model in memory
 
         def configure(cfg: Any) -> None:
@@ -185,10 +185,9 @@ def _detector(version: str, batch_size: int) -> Any:
         # the registry's digest when the version is registered, else the folder's manifest
         expected = ModelVersion.objects.filter(name=version).values_list(  # names are unique
             "sha256", flat=True).first()
-        _DETECTORS[(path, thresh)] = Detector.from_dir(path, expected_sha256=expected,
-                                                       configure=configure,
-                                                       amp=settings.PRELABEL_AMP)
-    detector = _DETECTORS[(path, thresh)]
+        _DETECTORS[(path, thresh, amp)] = Detector.from_dir(path, expected_sha256=expected,
+                                                            configure=configure, amp=amp)
+    detector = _DETECTORS[(path, thresh, amp)]
     detector.batch_size = batch_size
     return detector
 
@@ -215,8 +214,10 @@ def _committee(version: str) -> list[Any]:
     def configure(cfg: Any) -> None:
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = thresh
 
+    # the same precision as the scored version: disagreement is the models', not AMP's
     return [Detector.from_dir(version_files(v.name), expected_sha256=v.sha256,
-                              configure=configure) for v in earlier]
+                              configure=configure, amp=settings.PRELABEL_AMP)
+            for v in earlier]
 
 
 def _al_scores(detector: Any, arrays: list[np.ndarray], dets: list[Any],

@@ -31,6 +31,18 @@ def test_zero_certainty_makes_the_box_background_and_half_lies_between():
     assert half == pytest.approx((hard + as_bg.item()) / 2, rel=1e-6)
 
 
+def test_half_precision_scores_as_amp_gives_them_train_like_float32():
+    """On a GPU the classifier's logits come out of autocast in float16 while the
+    weights are float32: the loss must take them (and agree with float32)."""
+    torch.manual_seed(2)
+    scores = torch.randn(8, 3)
+    classes = torch.tensor([0, 1, 2, 2, 0, 1, 2, 0])
+    w = torch.tensor([0.9, 0.4, 1.0, 1.0, 0.6, 0.3, 1.0, 1.0])
+    half = soft_target_loss(scores.half(), classes, w)
+    assert half.dtype == torch.float32
+    assert half.item() == pytest.approx(soft_target_loss(scores, classes, w).item(), rel=1e-2)
+
+
 def test_a_doubtful_box_pulls_its_class_score_less_than_a_certain_one():
     scores = torch.zeros(2, 3, requires_grad=True)
     loss = soft_target_loss(scores, torch.tensor([0, 0]), torch.tensor([1.0, 0.3]))
